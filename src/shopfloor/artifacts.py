@@ -1,0 +1,91 @@
+"""The artifact store: files produced by jobs, addressed by `artifact://<job_id>/<path>` URIs.
+
+Results carry URIs, never blobs (Temporal payloads stay small). The default store is a local
+directory shared by workers and the controller, which serves it over HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+
+SCHEME = "artifact://"
+
+
+class ArtifactError(ValueError):
+    """A URI or name that does not address an artifact (bad form, or escapes the store)."""
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    # -- addressing ------------------------------------------------------------------------
+    @staticmethod
+    def uri(job_id: str, name: str) -> str:
+        return f"{SCHEME}{job_id}/{_safe_relpath(name)}"
+
+    def path_for(self, uri: str) -> Path:
+        if not uri.startswith(SCHEME):
+            raise ArtifactError(f"not an artifact URI (expected {SCHEME}<job>/<path>): {uri!r}")
+        rel = _safe_relpath(uri[len(SCHEME) :])
+        if "/" not in rel:
+            raise ArtifactError(f"artifact URI needs a job and a path: {uri!r}")
+        return self.root / rel
+
+    def exists(self, uri: str) -> bool:
+        return self.path_for(uri).is_file()
+
+    # -- writing (atomic, so a retried activity or a crash never leaves half a file) ---------
+    def put_bytes(self, job_id: str, name: str, data: bytes) -> str:
+        uri = self.uri(job_id, name)
+        dest = self.path_for(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+        return uri
+
+    def put_file(self, job_id: str, name: str, src: Path) -> str:
+        uri = self.uri(job_id, name)
+        dest = self.path_for(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        return uri
+
+    def put_tree(self, job_id: str, src_dir: Path, *, prefix: str = "") -> dict[str, str]:
+        """Every regular file under `src_dir` (symlinks are skipped: they could point anywhere)."""
+        uris: dict[str, str] = {}
+        for path in sorted(src_dir.rglob("*")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            name = prefix + path.relative_to(src_dir).as_posix()
+            uris[name] = self.put_file(job_id, name, path)
+        return uris
+
+    def put_upload(self, name: str, data: bytes) -> str:
+        """Content-addressed upload (inputs): the same bytes always get the same URI."""
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        return self.put_bytes("uploads", f"{digest}/{_safe_relpath(name)}", data)
+
+    def read_bytes(self, uri: str) -> bytes:
+        path = self.path_for(uri)
+        if not path.is_file():
+            raise ArtifactError(f"no such artifact: {uri}")
+        return path.read_bytes()
+
+
+def _safe_relpath(name: str) -> str:
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or any(part in ("..", "") for part in pure.parts):
+        raise ArtifactError(f"artifact path must be relative and stay inside the store: {name!r}")
+    if any(part.startswith(".tmp-") for part in pure.parts):
+        raise ArtifactError(f"reserved artifact name: {name!r}")
+    return pure.as_posix()

@@ -1,0 +1,237 @@
+"""`shopfloor`: run the stack or its parts, and submit and watch jobs (through the controller)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from shopfloor.client import ControllerError, ShopfloorClient
+from shopfloor.registry import kinds
+from shopfloor.settings import get_settings
+
+app = typer.Typer(
+    help="Durable jobs for agent systems, on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+KindName = Enum("KindName", {name: name for name in kinds()}, type=str)  # type: ignore[misc]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    from shopfloor.display import err_console
+
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _client() -> ShopfloorClient:
+    return ShopfloorClient(get_settings())
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+# -- running the stack -------------------------------------------------------------------------
+
+
+@app.command()
+def up(workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1) -> None:
+    """Start the embedded stack: Temporal dev server (unless SHOPFLOOR_TEMPORAL_ADDRESS is set),
+    the controller and the workers. Ctrl-C stops them all."""
+    from shopfloor.display import console
+    from shopfloor.stack import Stack
+
+    stack = Stack(get_settings(), workers=workers, say=console.print)
+    signal.signal(signal.SIGTERM, stack.request_stop)
+    signal.signal(signal.SIGINT, stack.request_stop)
+    try:
+        stack.start()
+        for name, url in stack.urls().items():
+            console.print(f"[bold]{name:>12}[/bold]  {url}")
+        console.print("ready; Ctrl-C to stop")
+        stack.supervise()
+    except Exception as err:  # noqa: BLE001 - a start-up failure is reported, not traced
+        stack.stop()
+        _fail(str(err))
+    console.print("stopping…")
+    stack.stop()
+
+
+def _run_until_signalled(main) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+@app.command()
+def worker(
+    kind: Annotated[list[str] | None, typer.Option(help="serve only these kinds")] = None,
+) -> None:
+    """Run a worker process (all job kinds unless --kind is given)."""
+    from shopfloor.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = get_settings()
+    if kind:
+        settings = settings.model_copy(update={"worker_kinds": kind})
+    try:
+        _run_until_signalled(lambda stop: run_worker(settings, stop=stop))
+    except (ValueError, RuntimeError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def controller() -> None:
+    """Run the HTTP controller (stateless; any number of replicas)."""
+    import uvicorn
+
+    from shopfloor.controller import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.controller_host,
+        port=settings.controller_port,
+        log_level="warning",
+    )
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    kind: Annotated[KindName, typer.Argument(help="job kind")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    wait: Annotated[bool, typer.Option(help="wait, showing progress, and print the result")] = False,
+    key: Annotated[str | None, typer.Option(help="idempotency key: one key, one job")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="input field KEY=VALUE (JSON)")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option(help="script env NAME=VALUE")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Submit a job built from FILE (e.g. a Python script) and optional input fields."""
+    from shopfloor.display import console, show_result, wait_with_progress
+
+    job_kind = kinds()[kind.value]
+    options = dict(_parse_option(o) for o in option or [])
+    if env:
+        options["env"] = {k: str(v) for k, v in (_parse_option(e) for e in env)}
+    try:
+        job = job_kind.input_from_file(file, options)  # type: ignore[misc]
+    except ValidationError as err:
+        _fail(f"invalid {kind.value} job: {err}", 2)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        _fail(f"cannot read {file}: {err}", 2)
+    client = _client()
+    try:
+        submitted = client.submit(kind.value, job.model_dump(mode="json"), key=key)
+        if not wait:
+            if as_json:
+                print(json.dumps(submitted))
+            else:
+                note = "" if submitted["created"] else " (existing job for this key)"
+                console.print(f"{submitted['job_id']}{note}")
+            return
+        result = wait_with_progress(client, submitted["job_id"])
+    except ControllerError as err:
+        _fail(str(err))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        show_result(result)
+
+
+@app.command()
+def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A job's status and live progress."""
+    from shopfloor.display import console, progress_text
+
+    try:
+        state = _client().status(job_id)
+    except ControllerError as err:
+        _fail(str(err))
+    console.print(json.dumps(state, indent=2) if as_json else progress_text(state))
+
+
+@app.command()
+def result(
+    job_id: str,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the end")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A job's result (exit code 3 while it is still running)."""
+    from shopfloor.display import show_result
+
+    try:
+        res = _client().result(job_id, wait_s=wait)
+    except ControllerError as err:
+        _fail(str(err))
+    if as_json:
+        print(json.dumps(res))
+    elif res["status"] == "RUNNING":
+        print(f"{job_id} is still running")
+    else:
+        show_result(res)
+    if res["status"] == "RUNNING":
+        raise typer.Exit(3)
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a running job (its processes are killed; the result says `cancelled`)."""
+    try:
+        print(_client().cancel(job_id)["status"])
+    except ControllerError as err:
+        _fail(str(err))
+
+
+@app.command("list")
+def list_jobs(
+    kind: Annotated[KindName | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option(help="Running, Completed, Failed, …")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recent jobs, newest first."""
+    from shopfloor.display import show_jobs
+
+    try:
+        jobs = _client().list(kind=kind.value if kind else None, status=status, limit=limit)
+    except ControllerError as err:
+        _fail(str(err))
+    if as_json:
+        print(json.dumps(jobs))
+    else:
+        show_jobs(jobs)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,72 @@
+"""A small HTTP client for the controller, used by the CLI (and handy in scripts and notebooks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from shopfloor.settings import Settings
+
+
+class ControllerError(RuntimeError):
+    """Anything the controller refused or could not do, as a one-line message for humans."""
+
+
+class ShopfloorClient:
+    def __init__(self, settings: Settings, *, timeout_s: float = 30.0) -> None:
+        self.base_url = settings.public_controller_url
+        headers = {}
+        if settings.api_token is not None:
+            headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as err:
+            raise ControllerError(
+                f"controller not reachable at {self.base_url}: is `shopfloor up` running? "
+                "(or set SHOPFLOOR_CONTROLLER_URL)"
+            ) from err
+        except httpx.HTTPError as err:
+            raise ControllerError(f"request to {self.base_url}{path} failed: {err}") from err
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            if isinstance(detail, list):  # pydantic validation errors
+                detail = "; ".join(
+                    f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
+                    for d in detail
+                )
+            raise ControllerError(f"{response.status_code}: {detail}")
+        return response
+
+    def submit(self, kind: str, job: dict[str, Any], *, key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": key} if key else {}
+        return self._call("POST", f"/jobs/{kind}", json=job, headers=headers).json()
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}").json()
+
+    def result(self, job_id: str, *, wait_s: float = 0) -> dict[str, Any]:
+        timeout = httpx.Timeout(wait_s + 30.0)
+        return self._call(
+            "GET", f"/jobs/{job_id}/result", params={"wait": wait_s}, timeout=timeout
+        ).json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/cancel").json()
+
+    def list(self, *, kind: str | None = None, status: str | None = None, limit: int = 20) -> list:
+        params: dict[str, Any] = {"limit": limit}
+        if kind:
+            params["kind"] = kind
+        if status:
+            params["status"] = status
+        return self._call("GET", "/jobs", params=params).json()
+
+    def upload(self, name: str, data: bytes) -> str:
+        return self._call("PUT", f"/uploads/{name}", content=data).json()["uri"]

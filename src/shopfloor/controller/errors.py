@@ -1,0 +1,62 @@
+"""Map what can go wrong to clear HTTP answers: 4xx for the caller, 503 for Temporal, no traces."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from temporalio.service import RPCError, RPCStatusCode
+
+from shopfloor.artifacts import ArtifactError
+
+log = logging.getLogger("shopfloor.controller")
+
+
+class TemporalUnavailable(Exception):
+    pass
+
+
+def install_error_handlers(app: FastAPI, temporal_address: str) -> None:
+    def unavailable(reason: str) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={"detail": f"Temporal at {temporal_address} is unreachable: {reason}"},
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(TemporalUnavailable)
+    async def _unavailable(_: Request, err: TemporalUnavailable) -> JSONResponse:
+        return unavailable(str(err))
+
+    @app.exception_handler(asyncio.TimeoutError)
+    async def _timeout(_: Request, err: asyncio.TimeoutError) -> JSONResponse:
+        return unavailable("request timed out")
+
+    @app.exception_handler(RPCError)
+    async def _rpc(_: Request, err: RPCError) -> JSONResponse:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return JSONResponse(status_code=404, content={"detail": f"not found: {err.message}"})
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            return JSONResponse(status_code=400, content={"detail": err.message})
+        if err.status in (
+            RPCStatusCode.UNAVAILABLE,
+            RPCStatusCode.DEADLINE_EXCEEDED,
+            RPCStatusCode.CANCELLED,
+            RPCStatusCode.UNKNOWN,
+        ):
+            return unavailable(err.message)
+        log.warning("temporal error %s: %s", err.status, err.message)
+        return JSONResponse(status_code=502, content={"detail": f"Temporal: {err.message}"})
+
+    @app.exception_handler(ArtifactError)
+    async def _artifact(_: Request, err: ArtifactError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(err)})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(
+            status_code=500, content={"detail": f"internal error ({type(err).__name__})"}
+        )

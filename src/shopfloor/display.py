@@ -1,0 +1,94 @@
+"""How the CLI shows jobs: a live progress line fed by heartbeats, and kind-agnostic results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from shopfloor.client import ShopfloorClient
+
+console = Console()
+err_console = Console(stderr=True)
+TERMINAL = {"COMPLETED", "FAILED", "CANCELED", "TERMINATED", "TIMED_OUT"}
+_TAIL_LINES = 15
+
+
+def progress_text(status: dict[str, Any]) -> Text:
+    text = Text(f"{status['job_id']}  {status['status']}", style="bold")
+    for p in status.get("progress") or []:
+        details = p.get("details") or {}
+        text.append(f"\n  {p['activity']} (attempt {p['attempt']}, {p['state'].lower()})")
+        if isinstance(details, dict):
+            parts = [f"{k}={v}" for k, v in details.items() if k != "last_line" and v != ""]
+            if parts:
+                text.append("  " + "  ".join(parts), style="cyan")
+            if details.get("last_line"):
+                text.append(f"\n  > {details['last_line'][:200]}", style="dim")
+        if p.get("last_failure"):
+            text.append(f"\n  last failure: {p['last_failure']}", style="yellow")
+    return text
+
+
+def wait_with_progress(client: ShopfloorClient, job_id: str, *, poll_s: float = 1.0) -> dict:
+    with Live(Text(f"{job_id}  submitted"), console=err_console, refresh_per_second=4) as live:
+        while True:
+            status = client.status(job_id)
+            live.update(progress_text(status))
+            if status["status"] in TERMINAL:
+                break
+            # Long-poll the result briefly: returns at once when the job ends.
+            result = client.result(job_id, wait_s=poll_s)
+            if result["status"] in TERMINAL:
+                return result
+    return client.result(job_id, wait_s=10)
+
+
+def show_result(result: dict[str, Any]) -> None:
+    style = "green" if result["status"] == "COMPLETED" else "red"
+    console.print(f"[bold]{result['job_id']}[/bold]  [{style}]{result['status']}[/{style}]")
+    if result.get("error"):
+        console.print(f"[red]error:[/red] {result['error']}")
+    body = result.get("result")
+    if isinstance(body, dict):
+        table = Table(show_header=False, box=None, pad_edge=False)
+        for key, value in body.items():
+            if isinstance(value, str) and "\n" in value.strip():
+                continue  # multi-line tails are printed below
+            if value in (None, "", [], {}):
+                continue
+            if isinstance(value, dict) and result.get("links"):
+                continue  # artifact maps: the links below say it better
+            table.add_row(key, _short(value))
+        console.print(table)
+        for key, value in body.items():
+            if isinstance(value, str) and value.strip() and "\n" in value.strip():
+                lines = value.rstrip("\n").splitlines()[-_TAIL_LINES:]
+                console.print(f"[bold]{key}[/bold] (last {len(lines)} lines):")
+                console.print(Text("\n".join(lines)), style="dim")
+    links = result.get("links") or {}
+    if links:
+        console.print("[bold]artifacts:[/bold]")
+        for url in links.values():
+            console.print(f"  {url}")
+
+
+def show_jobs(jobs: list[dict[str, Any]]) -> None:
+    table = Table("job", "kind", "status", "started", "closed")
+    for job in jobs:
+        table.add_row(
+            job["job_id"],
+            job.get("kind") or "",
+            job["status"],
+            str(job.get("started_at") or "")[:19],
+            str(job.get("closed_at") or "")[:19],
+        )
+    console.print(table)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,53 @@
+"""Conventions every job kind shares: retry policy, heartbeat timeouts, input errors.
+
+Imported by workflows, so it must stay deterministic and light (no I/O at import time).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+# A worker that dies is noticed after this long without a heartbeat; its activity is then
+# retried on another worker. Activities heartbeat every PROGRESS_EVERY_S.
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+PROGRESS_EVERY_S = 2.0
+
+INVALID_INPUT = "InvalidJobInput"
+
+# Infrastructure failures (lost worker, store hiccup) are retried; what the user sent is not.
+JOB_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=[INVALID_INPUT],
+)
+
+
+def invalid_input(message: str) -> ApplicationError:
+    """An error a retry cannot fix: the job fails at once with this message."""
+    return ApplicationError(message, type=INVALID_INPUT, non_retryable=True)
+
+
+async def run_job_activity(
+    activity: Any,
+    arg: Any,
+    *,
+    start_to_close: timedelta,
+    heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
+) -> Any:
+    """Runs a job's main activity. On cancel the activity's own cleanup result is awaited, so
+    a cancelled job still ends with a result that says why it stopped."""
+    return await workflow.execute_activity(
+        activity,
+        arg,
+        start_to_close_timeout=start_to_close,
+        heartbeat_timeout=heartbeat_timeout,
+        retry_policy=JOB_RETRY_POLICY,
+        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    )

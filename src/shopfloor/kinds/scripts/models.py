@@ -1,0 +1,93 @@
+"""Inputs and results of script jobs: plain JSON, so any Temporal client can start one."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+MAX_INLINE_SOURCE = 1024 * 1024  # bigger scripts travel as artifact URIs
+MAX_INLINE_FILES = 1024 * 1024
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Secrets belong in the worker's settings, never in workflow history.
+_SECRET_LIKE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+
+KilledReason = Literal["timeout", "memory", "cpu", "processes", "file_size", "cancelled"]
+
+
+class InputFile(BaseModel):
+    """A file placed next to the script before it runs (text or base64 bytes)."""
+
+    path: str
+    content: str = ""
+    base64: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, path: str) -> str:
+        pure = PurePosixPath(path)
+        if not path or pure.is_absolute() or ".." in pure.parts:
+            raise ValueError(f"file path must be relative and inside the job dir: {path!r}")
+        return pure.as_posix()
+
+
+class ScriptInput(BaseModel):
+    source: str | None = Field(None, max_length=MAX_INLINE_SOURCE, description="Python source")
+    source_uri: str | None = Field(None, description="artifact:// URI of the script instead")
+    files: list[InputFile] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict, description="allow-listed names only")
+    timeout_s: float = Field(60.0, gt=0, le=24 * 3600, description="wall-clock limit")
+    memory_mb: int = Field(2048, ge=64, le=64 * 1024, description="address-space limit")
+    max_processes: int = Field(64, ge=1, le=4096)
+    file_size_mb: int = Field(256, ge=1, le=64 * 1024)
+    warm: Literal["auto", "never"] = Field(
+        "auto", description="auto: scripts importing build123d/mujoco run in a warm worker fork"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScriptInput:
+        if (self.source is None) == (self.source_uri is None):
+            raise ValueError("give exactly one of `source` or `source_uri`")
+        if sum(len(f.content) for f in self.files) > MAX_INLINE_FILES:
+            raise ValueError("inline files exceed 1 MiB: upload them and pass a source_uri")
+        return self
+
+    @field_validator("env")
+    @classmethod
+    def _no_secrets(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"invalid environment variable name: {name!r}")
+            if _SECRET_LIKE.search(name):
+                raise ValueError(
+                    f"{name!r} looks like a secret; secrets are read by workers from their "
+                    "own settings and never travel in job input"
+                )
+        return env
+
+    def disallowed_env(self, allowlist: list[str]) -> list[str]:
+        return [n for n in self.env if not any(fnmatch.fnmatchcase(n, p) for p in allowlist)]
+
+
+class ScriptResult(BaseModel):
+    exit_code: int | None = Field(description="None when the script was killed by a signal")
+    signal: str | None = None
+    timed_out: bool = False
+    killed_reason: KilledReason | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    duration_s: float = 0.0
+    artifacts: dict[str, str] = Field(default_factory=dict, description="name → artifact URI")
+    attempt: int = 1
+    warm: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.killed_reason is None

@@ -1,0 +1,26 @@
+"""ScriptExecutionWorkflow: one durable run of an agent-written script."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from shopfloor.jobs import run_job_activity
+    from shopfloor.kinds.scripts.activities import ScriptActivities
+    from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
+
+# Time for set-up and artifact upload on top of the script's own wall timeout.
+OVERHEAD = timedelta(seconds=60)
+
+
+@workflow.defn(name="ScriptExecutionWorkflow")
+class ScriptExecutionWorkflow:
+    @workflow.run
+    async def run(self, job: ScriptInput) -> ScriptResult:
+        return await run_job_activity(
+            ScriptActivities.run_script,
+            job,
+            start_to_close=timedelta(seconds=job.timeout_s) + OVERHEAD,
+        )

@@ -1,0 +1,12 @@
+"""Run untrusted code in a child process with limits, captured output and progress callbacks.
+
+Shared by every job kind that runs user code (scripts, simulation). Two launchers produce the
+same `SandboxOutcome`: a fresh interpreter (`run_process`) and, for jobs that import heavy
+libraries, a fork of a warm, pre-imported zygote process (`shopfloor.sandbox.zygote`).
+"""
+
+from shopfloor.sandbox._limits import Limits
+from shopfloor.sandbox._output import OutputTail
+from shopfloor.sandbox._process import Progress, SandboxOutcome, run_process
+
+__all__ = ["Limits", "OutputTail", "Progress", "SandboxOutcome", "run_process"]

@@ -1,0 +1,216 @@
+"""Fresh-interpreter launcher: a child in its own session, limits applied, output captured."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shopfloor.sandbox._cgroup import PidsCgroup
+from shopfloor.sandbox._limits import Limits, apply_in_child
+from shopfloor.sandbox._output import OutputTail
+
+KILL_GRACE_S = 2.0
+
+
+@dataclass
+class Progress:
+    elapsed_s: float
+    stdout_bytes: int
+    stderr_bytes: int
+    last_line: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SandboxOutcome:
+    exit_code: int | None  # None when killed by a signal
+    signal: str | None  # e.g. "SIGKILL"
+    timed_out: bool
+    killed_reason: str | None  # timeout | memory | cpu | processes | file_size | cancelled
+    stdout: str
+    stderr: str
+    stdout_bytes: int
+    stderr_bytes: int
+    duration_s: float
+    warnings: list[str] = field(default_factory=list)
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+
+
+class _Child:
+    """Book-keeping shared by both launchers: the process group, the cgroup, the output tails."""
+
+    def __init__(self, limits: Limits, tail_bytes: int) -> None:
+        self.limits = limits
+        self.cgroup = PidsCgroup.create(limits.max_processes)
+        self.stdout = OutputTail(tail_bytes)
+        self.stderr = OutputTail(tail_bytes)
+        self.started = time.monotonic()
+        self.warnings: list[str] = []
+        if self.cgroup is None and os.getuid() == 0:
+            self.warnings.append(
+                "no writable pids cgroup and running as root: the process limit is not enforced"
+            )
+
+    def progress(self) -> Progress:
+        return Progress(
+            elapsed_s=round(time.monotonic() - self.started, 3),
+            stdout_bytes=self.stdout.total_bytes,
+            stderr_bytes=self.stderr.total_bytes,
+            last_line=self.stdout.last_line or self.stderr.last_line,
+        )
+
+    def kill_tree(self, pgid: int) -> None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+
+    def outcome(self, returncode: int, killed_by_us: str | None) -> SandboxOutcome:
+        exit_code = returncode if returncode >= 0 else None
+        sig = signal.Signals(-returncode).name if returncode < 0 else None
+        reason = killed_by_us or self._classify(sig)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        return SandboxOutcome(
+            exit_code=exit_code,
+            signal=sig,
+            timed_out=killed_by_us == "timeout",
+            killed_reason=reason,
+            stdout=self.stdout.text(),
+            stderr=self.stderr.text(),
+            stdout_bytes=self.stdout.total_bytes,
+            stderr_bytes=self.stderr.total_bytes,
+            duration_s=round(time.monotonic() - self.started, 3),
+            warnings=self.warnings,
+        )
+
+    def _classify(self, sig: str | None) -> str | None:
+        """Why the child died, when it was not us who killed it."""
+        if sig == "SIGXCPU":
+            return "cpu"
+        if sig == "SIGXFSZ":
+            return "file_size"
+        tail = self.stderr.text()[-4000:]
+        if "MemoryError" in tail or "std::bad_alloc" in tail or "Cannot allocate memory" in tail:
+            return "memory"
+        if self.cgroup is not None and self.cgroup.hit_limit():
+            return "processes"
+        if "BlockingIOError: [Errno 11]" in tail:  # fork refused by RLIMIT_NPROC
+            return "processes"
+        return None
+
+
+async def supervise(
+    child: _Child,
+    *,
+    pgid: int,
+    wait: Awaitable[int],
+    readers: Sequence[asyncio.Task],
+    on_progress: ProgressCallback | None,
+    progress_every: float,
+) -> SandboxOutcome:
+    """Waits for the child, reporting progress, enforcing the wall timeout, honouring cancel."""
+    wait_task = asyncio.ensure_future(wait)
+    deadline = child.started + child.limits.wall_timeout_s
+    killed_by_us: str | None = None
+    try:
+        while not wait_task.done():
+            timeout = min(progress_every, max(0.0, deadline - time.monotonic()))
+            await asyncio.wait({wait_task}, timeout=timeout)
+            if wait_task.done():
+                break
+            if time.monotonic() >= deadline:
+                killed_by_us = "timeout"
+                child.kill_tree(pgid)
+                break
+            if on_progress is not None:
+                maybe = on_progress(child.progress())
+                if maybe is not None:
+                    await maybe
+    except asyncio.CancelledError:
+        # Cancellation of the job: the whole tree goes, and the caller gets a result saying so.
+        killed_by_us = "cancelled"
+        child.kill_tree(pgid)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    returncode = await wait_task
+    # Background children of the script must not outlive the job.
+    child.kill_tree(pgid)
+    _, pending = await asyncio.wait(readers, timeout=KILL_GRACE_S)
+    for reader in pending:  # a grandchild we could not reach still holds the pipe
+        reader.cancel()
+    return child.outcome(returncode, killed_by_us)
+
+
+async def _exit_status(proc: asyncio.subprocess.Process) -> int:
+    """The child's exit status as soon as it exits.
+
+    `Process.wait()` also waits for the pipes to close, which a backgrounded grandchild can hold
+    open forever; a pidfd tells us when the child itself is gone.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        pidfd = None
+    if pidfd is not None:
+        exited = loop.create_future()
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    while proc.returncode is None:  # asyncio's child watcher reaps it a moment later
+        await asyncio.sleep(0.002)
+    return proc.returncode
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    limits: Limits,
+    on_progress: ProgressCallback | None = None,
+    progress_every: float = 2.0,
+    tail_bytes: int = 64 * 1024,
+) -> SandboxOutcome:
+    """Runs `argv` in a new session with `limits`; never raises for anything the child does."""
+    child = _Child(limits, tail_bytes)
+    procs_file = child.cgroup.procs_file if child.cgroup else None
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: apply_in_child(limits, procs_file),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [
+        asyncio.create_task(child.stdout.drain(proc.stdout)),
+        asyncio.create_task(child.stderr.drain(proc.stderr)),
+    ]
+    return await supervise(
+        child,
+        pgid=proc.pid,
+        wait=_exit_status(proc),
+        readers=readers,
+        on_progress=on_progress,
+        progress_every=progress_every,
+    )

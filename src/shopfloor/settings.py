@@ -1,0 +1,76 @@
+"""All configuration in one place: a pydantic-settings object read from `SHOPFLOOR_*`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOPFLOOR_", env_file=".env", extra="ignore")
+
+    # Unset → `shopfloor up` starts an embedded dev server on `dev_server_port`.
+    temporal_address: str | None = None
+    namespace: str = "default"
+    data_dir: Path = Path(".shopfloor")
+
+    dev_server_port: int = 7233
+    dev_ui_port: int = 8233
+
+    controller_host: str = "127.0.0.1"
+    controller_port: int = 8000
+    # Base URL clients use to reach the controller (for links in results and the CLI).
+    controller_url: str | None = None
+    # When set, every controller route except /healthz needs `Authorization: Bearer <token>`.
+    api_token: SecretStr | None = None
+
+    # Production: mTLS to a self-hosted cluster, or an API key for Temporal Cloud.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    temporal_api_key: SecretStr | None = None
+
+    # Where artifacts live; defaults to <data_dir>/artifacts. Shared by workers and controller.
+    artifact_dir: Path | None = None
+
+    # Prepended to every kind's task queue: isolates test runs or tenants on one cluster.
+    task_queue_prefix: str = ""
+    # Job kinds this worker process serves (names from the registry); empty → all.
+    worker_kinds: list[str] = Field(default_factory=list)
+    worker_max_concurrent_activities: int = 8
+
+    # Environment variable names a job may set for its script (glob patterns). Names that look
+    # like secrets are refused regardless: secrets come from the worker's own settings.
+    script_env_allowlist: list[str] = Field(
+        default_factory=lambda: ["JOB_*", "SEED", "TZ", "LANG", "LC_*", "OMP_NUM_THREADS"]
+    )
+    # Run scripts as an unprivileged uid when the worker is root (enables RLIMIT_NPROC and
+    # keeps scripts away from the worker's files).
+    sandbox_drop_privileges: bool = True
+
+    @property
+    def embedded(self) -> bool:
+        return not self.temporal_address
+
+    @property
+    def target_address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.dev_server_port}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def public_controller_url(self) -> str:
+        if self.controller_url:
+            return self.controller_url.rstrip("/")
+        host = "127.0.0.1" if self.controller_host in ("0.0.0.0", "::") else self.controller_host
+        return f"http://{host}:{self.controller_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,82 @@
+"""Worker process: one Temporal worker per task queue, built from the job-kind registry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from shopfloor.artifacts import ArtifactStore
+from shopfloor.registry import JobKind, WorkerContext, kinds, queue_for
+from shopfloor.settings import Settings
+from shopfloor.temporal import connect_with_retry
+
+log = logging.getLogger("shopfloor.worker")
+
+
+def select_kinds(names: Sequence[str] | None) -> list[JobKind]:
+    registry = kinds()
+    if not names:
+        return list(registry.values())
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ValueError(f"unknown job kinds {unknown}; known: {sorted(registry)}")
+    return [registry[n] for n in names]
+
+
+def build_workers(
+    client: Client, settings: Settings, served: Sequence[JobKind], ctx: WorkerContext
+) -> list[Worker]:
+    """Kinds that share a task queue share one Worker, as Temporal requires."""
+    workflows: dict[str, list[type]] = defaultdict(list)
+    activities: dict[str, list] = defaultdict(list)
+    for kind in served:
+        queue = queue_for(kind, settings)
+        workflows[queue] += [kind.workflow, *kind.extra_workflows]
+        activities[queue] += list(kind.make_activities(ctx))
+    return [
+        Worker(
+            client,
+            task_queue=queue,
+            workflows=workflows[queue],
+            activities=activities[queue],
+            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        )
+        for queue in workflows
+    ]
+
+
+async def start_zygote(served: Sequence[JobKind]):
+    """A warm process for user code, when a served kind has heavy imports; else None."""
+    warm_imports = sorted({m for kind in served for m in kind.warm_imports})
+    if not warm_imports:
+        return None
+    from shopfloor.sandbox.zygote import Zygote
+
+    return await Zygote.start(warm_imports)
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
+    served = select_kinds(settings.worker_kinds)
+    client = await connect_with_retry(settings, wait_s=60)
+    async with AsyncExitStack() as stack:
+        zygote = await start_zygote(served)
+        if zygote is not None:
+            stack.push_async_callback(zygote.close)
+        ctx = WorkerContext(settings, ArtifactStore(settings.artifact_root), zygote)
+        workers = build_workers(client, settings, served, ctx)
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        log.info(
+            "worker ready: kinds %s on queues %s",
+            [k.name for k in served],
+            [w.task_queue for w in workers],
+        )
+        await stop.wait()
