@@ -1,0 +1,78 @@
+"""Crash tests: real processes killed with SIGKILL mid-job; nothing is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from shopfloor.devserver import DevServer
+from tests.helpers import Stack, free_port, wait_until
+
+LONG_SCRIPT = """
+import time, os
+for i in range({seconds}):
+    print("tick", i, flush=True)
+    time.sleep(1)
+open("out/done.txt", "w").write("finished")
+print("finished")
+"""
+
+
+def _running_attempt(stack: Stack, job_id: str) -> int:
+    progress = stack.http.get(f"/jobs/{job_id}").json()["progress"]
+    return progress[0]["attempt"] if progress and progress[0].get("details") else 0
+
+
+def test_controller_killed_and_restarted_result_is_there(fresh_stack: Stack) -> None:
+    fresh_stack.start_worker()
+    fresh_stack.start_controller()
+    job_id = fresh_stack.submit("script", {"source": LONG_SCRIPT.format(seconds=4)})
+    fresh_stack.controller.sigkill()
+    try:
+        fresh_stack.http.get("/healthz")
+        raise AssertionError("controller still answering after SIGKILL")
+    except httpx.HTTPError:
+        pass
+    fresh_stack.start_controller()  # same port, nothing carried over but the settings
+    res = fresh_stack.result(job_id)
+    assert res["status"] == "COMPLETED" and res["result"]["stdout_tail"].endswith("finished\n")
+
+
+def test_worker_killed_mid_script_job_completes_once_on_new_worker(fresh_stack: Stack) -> None:
+    first = fresh_stack.start_worker()
+    fresh_stack.start_controller()
+    job_id = fresh_stack.submit("script", {"source": LONG_SCRIPT.format(seconds=6)})
+    wait_until(lambda: _running_attempt(fresh_stack, job_id) == 1, timeout_s=30, what="attempt 1")
+    first.sigkill()
+    fresh_stack.start_worker()
+    res = fresh_stack.result(job_id, wait_s=120)
+    result = res["result"]
+    assert res["status"] == "COMPLETED"
+    assert result["exit_code"] == 0 and result["attempt"] == 2
+    # One recorded result: exactly one completed run_script in the workflow history.
+    history = fresh_stack.http.get(f"/jobs/{job_id}").json()
+    assert history["status"] == "COMPLETED"
+    assert result["stdout_tail"].count("finished") == 1
+    assert "done.txt" in result["artifacts"]
+
+
+def test_dev_server_killed_mid_job_and_restarted_on_same_sqlite(tmp_path: Path) -> None:
+    server = DevServer(data_dir=tmp_path / "temporal", port=free_port(), ui_port=free_port())
+    server.start()
+    stack = Stack(temporal_address=server.address, tmp=tmp_path)
+    try:
+        stack.start_worker()
+        stack.start_controller()
+        job_id = stack.submit("script", {"source": LONG_SCRIPT.format(seconds=5)})
+        wait_until(lambda: _running_attempt(stack, job_id) >= 1, timeout_s=30, what="running")
+        server.kill()
+        assert stack.http.get("/healthz").status_code == 503
+        server.start()
+        res = stack.result(job_id, wait_s=180)
+        assert res["status"] == "COMPLETED"
+        assert res["result"]["exit_code"] == 0
+        assert res["result"]["stdout_tail"].endswith("finished\n")
+    finally:
+        stack.stop()
+        server.stop()

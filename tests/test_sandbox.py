@@ -1,0 +1,110 @@
+"""The sandbox on its own: limits, output capture and cleanup with real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from shopfloor.sandbox import Limits, run_process
+
+
+async def run(tmp_path: Path, code: str, **limits) -> object:
+    (tmp_path / "s.py").write_text(code)
+    return await run_process(
+        [sys.executable, "-u", "s.py"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        limits=Limits(**{"wall_timeout_s": 20, "memory_mb": 1024, **limits}),
+        progress_every=0.2,
+    )
+
+
+async def test_output_and_exit_code(tmp_path: Path) -> None:
+    out = await run(tmp_path, "import sys; print('out'); print('err', file=sys.stderr); sys.exit(4)")
+    assert (out.exit_code, out.killed_reason, out.timed_out) == (4, None, False)
+    assert out.stdout == "out\n" and out.stderr == "err\n"
+
+
+async def test_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-should-not-leak")
+    out = await run(tmp_path, "import os; print(sorted(os.environ))")
+    assert "ANTHROPIC_API_KEY" not in out.stdout and "PATH" in out.stdout
+
+
+async def test_wall_timeout_kills(tmp_path: Path) -> None:
+    out = await run(tmp_path, "import time; time.sleep(60)", wall_timeout_s=1)
+    assert out.timed_out and out.killed_reason == "timeout" and out.signal == "SIGKILL"
+    assert out.duration_s < 10
+
+
+async def test_memory_bomb(tmp_path: Path) -> None:
+    out = await run(tmp_path, "x = bytearray(8 * 1024**3)", memory_mb=512)
+    assert out.killed_reason == "memory" and "MemoryError" in out.stderr
+
+
+async def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    out = await run(tmp_path, "import os\nwhile True:\n    os.fork()", max_processes=16)
+    assert out.killed_reason == "processes"
+    assert out.exit_code is not None and out.exit_code != 0
+
+
+async def test_cpu_limit(tmp_path: Path) -> None:
+    out = await run(tmp_path, "while True: pass", cpu_s=1)
+    assert out.killed_reason == "cpu" and out.signal in ("SIGXCPU", "SIGKILL")
+
+
+async def test_huge_output_keeps_tail_and_count(tmp_path: Path) -> None:
+    code = (
+        "import sys\nline = b'x' * 1023 + b'\\n'\n"
+        "for _ in range(100 * 1024): sys.stdout.buffer.write(line)\n"
+        "print('THE END')"
+    )
+    out = await run(tmp_path, code)
+    assert out.exit_code == 0
+    assert out.stdout_bytes == 100 * 1024 * 1024 + len("THE END\n")
+    assert out.stdout.endswith("THE END\n") and len(out.stdout) <= 64 * 1024
+
+
+async def test_os_exit(tmp_path: Path) -> None:
+    out = await run(tmp_path, "import os; print('bye', flush=True); os._exit(3)")
+    assert out.exit_code == 3 and out.stdout == "bye\n" and out.killed_reason is None
+
+
+async def test_cancel_kills_the_process_group(tmp_path: Path) -> None:
+    code = "import subprocess, time\np = subprocess.Popen(['sleep', '300'])\nprint(p.pid, flush=True)\ntime.sleep(300)"
+    task = asyncio.ensure_future(run(tmp_path, code))
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if list(tmp_path.iterdir()):
+            break
+    await asyncio.sleep(1.0)
+    task.cancel()
+    out = await task
+    assert out.killed_reason == "cancelled"
+    grandchild = int(out.stdout.split()[0])
+    await asyncio.sleep(0.2)
+    assert not _running(grandchild)
+
+
+async def test_background_children_do_not_outlive_the_job(tmp_path: Path) -> None:
+    code = (
+        "import subprocess\n"
+        "p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "print(p.pid)"
+    )
+    out = await run(tmp_path, code)
+    assert out.exit_code == 0 and out.duration_s < 10
+    await asyncio.sleep(0.2)
+    assert not _running(int(out.stdout.split()[0]))
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie is dead, waiting for its parent to reap it
