@@ -8,5 +8,15 @@ libraries, a fork of a warm, pre-imported zygote process (`shopfloor.sandbox.zyg
 from shopfloor.sandbox._limits import Limits
 from shopfloor.sandbox._output import OutputTail
 from shopfloor.sandbox._process import Progress, SandboxOutcome, run_process
+from shopfloor.sandbox.zygote import Zygote, ZygoteDied, report_progress
 
-__all__ = ["Limits", "OutputTail", "Progress", "SandboxOutcome", "run_process"]
+__all__ = [
+    "Limits",
+    "OutputTail",
+    "Progress",
+    "SandboxOutcome",
+    "Zygote",
+    "ZygoteDied",
+    "report_progress",
+    "run_process",
+]

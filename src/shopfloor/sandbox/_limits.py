@@ -45,8 +45,12 @@ def apply_in_child(limits: Limits, cgroup_procs: Path | None) -> None:
         # Without a cgroup this is the only process cap; it counts all of the user's processes.
         cap = limits.max_processes + _processes_of_current_user()
         resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
-    # Die with the worker: a SIGKILLed worker must not leave scripts running that a retry on
-    # another worker would duplicate.
+    set_parent_death_signal()
+
+
+def set_parent_death_signal() -> None:
+    """Die with the parent: a SIGKILLed worker must not leave scripts running that a retry on
+    another worker would duplicate."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 

@@ -23,9 +23,13 @@ class Progress:
     stdout_bytes: int
     stderr_bytes: int
     last_line: str
+    stage: dict | None = None  # what warm-forked code reports about itself (e.g. sim time)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.stage is None:
+            del data["stage"]
+        return data
 
 
 @dataclass
@@ -54,6 +58,7 @@ class _Child:
         self.stdout = OutputTail(tail_bytes)
         self.stderr = OutputTail(tail_bytes)
         self.started = time.monotonic()
+        self.stage: dict | None = None
         self.warnings: list[str] = []
         if self.cgroup is None and os.getuid() == 0:
             self.warnings.append(
@@ -66,6 +71,7 @@ class _Child:
             stdout_bytes=self.stdout.total_bytes,
             stderr_bytes=self.stderr.total_bytes,
             last_line=self.stdout.last_line or self.stderr.last_line,
+            stage=self.stage,
         )
 
     def kill_tree(self, pgid: int) -> None:

@@ -1,0 +1,235 @@
+"""Warm launcher: fork user code from a zygote that has already imported heavy libraries.
+
+`import build123d` costs 2–4 s and ~440 MB; a fork of a process that already paid it starts
+in milliseconds. The child gets the same limits, process group, cgroup and output capture as
+a fresh interpreter (`run_process`), and its crash (`os._exit`, a segfault) is only its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from shopfloor.sandbox._limits import Limits
+from shopfloor.sandbox._process import ProgressCallback, SandboxOutcome, _Child, supervise
+
+log = logging.getLogger("shopfloor.zygote")
+START_TIMEOUT_S = 120.0
+
+
+class ZygoteDied(RuntimeError):
+    """The warm process went away mid-job: an infrastructure failure, so the job is retried."""
+
+
+class Zygote:
+    def __init__(self, modules: list[str]) -> None:
+        self.modules = modules
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._pending: dict[str, dict[str, asyncio.Future]] = {}
+        self._ids = itertools.count()
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, modules: list[str]) -> Zygote:
+        zygote = cls(modules)
+        await zygote._ensure_running()
+        return zygote
+
+    async def _ensure_running(self) -> socket.socket:
+        async with self._lock:
+            if self._sock is not None and self._proc is not None and self._proc.poll() is None:
+                return self._sock
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "shopfloor.sandbox.zygote_main", str(theirs.fileno()),
+                 *self.modules],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+            theirs.close()
+            loop = asyncio.get_running_loop()
+            ready: asyncio.Future = loop.create_future()
+            ours.setblocking(False)
+            loop.add_reader(ours.fileno(), self._on_message, ours, ready)
+            try:
+                await asyncio.wait_for(ready, START_TIMEOUT_S)
+            except (asyncio.TimeoutError, ZygoteDied):
+                loop.remove_reader(ours.fileno())
+                self._proc.kill()
+                raise ZygoteDied(f"warm process failed to import {self.modules}") from None
+            self._sock = ours
+            log.info("zygote ready (pid %s) with %s", self._proc.pid, self.modules)
+            return ours
+
+    def _on_message(self, sock: socket.socket, ready: asyncio.Future) -> None:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            self._fail_all(sock, ready)
+            return
+        message = json.loads(data)
+        if message.get("ready"):
+            ready.set_result(None)
+            return
+        waiters = self._pending.get(message["id"])
+        if waiters is None:
+            return
+        key = "pid" if "pid" in message else "returncode"
+        if not waiters[key].done():
+            waiters[key].set_result(message[key])
+
+    def _fail_all(self, sock: socket.socket, ready: asyncio.Future) -> None:
+        if not ready.done():
+            ready.set_exception(ZygoteDied("warm process exited during start-up"))
+        if self._sock is sock:
+            self._sock = None
+        sock.close()
+        for waiters in self._pending.values():
+            for fut in waiters.values():
+                if not fut.done():
+                    fut.set_exception(ZygoteDied("warm process died; the job will be retried"))
+
+    async def _launch(
+        self,
+        request: dict[str, Any],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        limits: Limits,
+        on_progress: ProgressCallback | None,
+        progress_every: float,
+        tail_bytes: int,
+    ) -> SandboxOutcome:
+        sock = await self._ensure_running()
+        child = _Child(limits, tail_bytes)
+        loop = asyncio.get_running_loop()
+        request_id = str(next(self._ids))
+        waiters = {"pid": loop.create_future(), "returncode": loop.create_future()}
+        self._pending[request_id] = waiters
+        pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, progress
+        request = {
+            **request,
+            "id": request_id,
+            "cwd": str(cwd),
+            "env": env,
+            "limits": asdict(limits),
+            "memory_is_extra": True,
+            "cgroup_procs": str(child.cgroup.procs_file) if child.cgroup else None,
+        }
+        try:
+            socket.send_fds(sock, [json.dumps(request).encode()], [w for _, w in pipes])
+        finally:
+            for _, w in pipes:
+                os.close(w)
+        try:
+            readers = [
+                asyncio.create_task(tail.drain(await _stream(r)))
+                for tail, (r, _) in zip((child.stdout, child.stderr), pipes, strict=False)
+            ]
+            readers.append(asyncio.create_task(_read_stage(child, await _stream(pipes[2][0]))))
+            pid = await waiters["pid"]
+            return await supervise(
+                child,
+                pgid=pid,
+                wait=waiters["returncode"],
+                readers=readers,
+                on_progress=on_progress,
+                progress_every=progress_every,
+            )
+        finally:
+            self._pending.pop(request_id, None)
+            if child.cgroup is not None:
+                child.cgroup.remove()
+
+    async def run_script(
+        self,
+        script: Path,
+        args: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        limits: Limits,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 2.0,
+        tail_bytes: int = 64 * 1024,
+    ) -> SandboxOutcome:
+        return await self._launch(
+            {"script": str(script), "args": args},
+            cwd=cwd, env=env, limits=limits, on_progress=on_progress,
+            progress_every=progress_every, tail_bytes=tail_bytes,
+        )
+
+    async def run_call(
+        self,
+        target: str,
+        arg: Any,
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        limits: Limits,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 2.0,
+        tail_bytes: int = 64 * 1024,
+    ) -> SandboxOutcome:
+        """Calls `module:function(arg)` in a warm child; its return value is the exit code and
+        it reports progress with `shopfloor.sandbox.report_progress`."""
+        return await self._launch(
+            {"call": target, "arg": arg},
+            cwd=cwd, env=env, limits=limits, on_progress=on_progress,
+            progress_every=progress_every, tail_bytes=tail_bytes,
+        )
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                await asyncio.to_thread(self._proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+
+async def _stream(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader
+
+
+async def _read_stage(child: _Child, reader: asyncio.StreamReader) -> None:
+    while line := await reader.readline():
+        try:
+            child.stage = json.loads(line)
+        except ValueError:
+            pass
+
+
+def report_progress(details: dict[str, Any]) -> None:
+    """Called by code running in a warm child: the details reach the job's heartbeat."""
+    fd = os.environ.get("SHOPFLOOR_PROGRESS_FD")
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), (json.dumps(details) + "\n").encode())
+    except OSError:
+        pass
