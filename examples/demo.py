@@ -40,7 +40,11 @@ def example_jobs() -> list[tuple[str, str, dict]]:
     if "simulation" in kinds():
         sim = kinds()["simulation"]
         jobs.append(
-            ("simulation", "box down a ramp", sim.input_from_file(HERE / "ramp_box.py", {}).model_dump(mode="json"))
+            (
+                "simulation",
+                "box down a ramp",
+                sim.input_from_file(HERE / "ramp_box.py", {}).model_dump(mode="json"),
+            )
         )
     return jobs
 

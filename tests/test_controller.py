@@ -24,7 +24,9 @@ def test_bad_input_is_a_clear_4xx(stack: Stack) -> None:
     # Allowed by the model but not by this deployment's allow-list.
     r = stack.http.post("/jobs/script", json={"source": "x", "env": {"NOT_ALLOWED": "1"}})
     assert r.status_code == 422 and "allow-list" in r.json()["detail"]
-    r = stack.http.post("/jobs/script", content=b"{not json", headers={"content-type": "application/json"})
+    r = stack.http.post(
+        "/jobs/script", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
 
 
@@ -73,7 +75,9 @@ def _answers(stack: Stack) -> bool:
 
 def test_bearer_token(dev_server, tmp_path: Path) -> None:
     stack = Stack(
-        temporal_address=dev_server.address, tmp=tmp_path, extra_env={"SHOPFLOOR_API_TOKEN": "s3cret"}
+        temporal_address=dev_server.address,
+        tmp=tmp_path,
+        extra_env={"SHOPFLOOR_API_TOKEN": "s3cret"},
     )
     try:
         stack.start_controller()  # /healthz stays open for load balancers

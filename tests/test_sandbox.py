@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,9 @@ async def run(tmp_path: Path, code: str, **limits) -> object:
 
 
 async def test_output_and_exit_code(tmp_path: Path) -> None:
-    out = await run(tmp_path, "import sys; print('out'); print('err', file=sys.stderr); sys.exit(4)")
+    out = await run(
+        tmp_path, "import sys; print('out'); print('err', file=sys.stderr); sys.exit(4)"
+    )
     assert (out.exit_code, out.killed_reason, out.timed_out) == (4, None, False)
     assert out.stdout == "out\n" and out.stderr == "err\n"
 
@@ -75,7 +76,10 @@ async def test_os_exit(tmp_path: Path) -> None:
 
 
 async def test_cancel_kills_the_process_group(tmp_path: Path) -> None:
-    code = "import subprocess, time\np = subprocess.Popen(['sleep', '300'])\nprint(p.pid, flush=True)\ntime.sleep(300)"
+    code = (
+        "import subprocess, time\np = subprocess.Popen(['sleep', '300'])\n"
+        "print(p.pid, flush=True)\ntime.sleep(300)"
+    )
     task = asyncio.ensure_future(run(tmp_path, code))
     for _ in range(100):
         await asyncio.sleep(0.1)

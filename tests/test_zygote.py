@@ -31,7 +31,10 @@ async def run(zygote: Zygote, tmp_path: Path, code: str, **limits):
 
 
 async def test_build123d_script_runs_warm(zygote: Zygote, tmp_path: Path) -> None:
-    code = "import sys, os\nfrom build123d import Box\nprint(round(Box(10, 20, 30).volume), sys.argv[1:], os.environ['JOB_X'])"
+    code = (
+        "import sys, os\nfrom build123d import Box\n"
+        "print(round(Box(10, 20, 30).volume), sys.argv[1:], os.environ['JOB_X'])"
+    )
     out = await run(zygote, tmp_path, code)
     assert out.exit_code == 0, out.stderr
     assert out.stdout == "6000 ['arg1'] 1\n"

@@ -126,7 +126,9 @@ def controller() -> None:
 def submit(
     kind: Annotated[KindName, typer.Argument(help="job kind")],
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    wait: Annotated[bool, typer.Option(help="wait, showing progress, and print the result")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="wait, showing progress, and print the result")
+    ] = False,
     key: Annotated[str | None, typer.Option(help="idempotency key: one key, one job")] = None,
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="input field KEY=VALUE (JSON)")

@@ -9,7 +9,7 @@ from shopfloor.settings import Settings
 
 
 async def connect(settings: Settings) -> Client:
-    """A client that speaks plain JSON (pydantic converter) so any SDK or the CLI can interoperate."""
+    """A client speaking plain JSON (pydantic converter): any SDK or the CLI interoperates."""
     tls: TLSConfig | bool = False
     if settings.tls_cert or settings.tls_ca:
         tls = TLSConfig(

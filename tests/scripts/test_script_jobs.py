@@ -46,7 +46,9 @@ def test_script_from_uploaded_artifact(stack: Stack) -> None:
 def test_worker_secrets_do_not_reach_scripts(stack: Stack) -> None:
     # The stack's worker inherited this test process's environment.
     assert "PATH" in os.environ
-    res = stack.run("script", {"source": "import os; print(sorted(os.environ))", "env": {"JOB_X": "1"}})
+    res = stack.run(
+        "script", {"source": "import os; print(sorted(os.environ))", "env": {"JOB_X": "1"}}
+    )
     names = res["result"]["stdout_tail"]
     assert "JOB_X" in names and "SHOPFLOOR_TEMPORAL_ADDRESS" not in names
 
@@ -81,7 +83,10 @@ def test_failure_modes_end_with_clear_reasons_and_worker_survives(stack: Stack) 
 
 
 def test_hundred_megabytes_of_output(stack: Stack) -> None:
-    code = "import sys\nb = b'y' * 1023 + b'\\n'\nfor _ in range(102400): sys.stdout.buffer.write(b)\nprint('done')"
+    code = (
+        "import sys\nb = b'y' * 1023 + b'\\n'\n"
+        "for _ in range(102400): sys.stdout.buffer.write(b)\nprint('done')"
+    )
     result = stack.run("script", {"source": code})["result"]
     assert result["exit_code"] == 0
     assert result["stdout_bytes"] == 100 * 1024 * 1024 + 5
@@ -89,7 +94,9 @@ def test_hundred_megabytes_of_output(stack: Stack) -> None:
 
 
 def test_cancel_running_job(stack: Stack) -> None:
-    job_id = stack.submit("script", {"source": "import time\nprint('working', flush=True)\ntime.sleep(120)"})
+    job_id = stack.submit(
+        "script", {"source": "import time\nprint('working', flush=True)\ntime.sleep(120)"}
+    )
     wait_until(
         lambda: any(
             (p.get("details") or {}).get("last_line") == "working"
@@ -108,12 +115,15 @@ def test_cancel_running_job(stack: Stack) -> None:
 
 def test_status_shows_heartbeat_progress(stack: Stack) -> None:
     job_id = stack.submit(
-        "script", {"source": "import time\nfor i in range(30):\n    print('tick', i)\n    time.sleep(0.2)"}
+        "script",
+        {"source": "import time\nfor i in range(30):\n    print('tick', i)\n    time.sleep(0.2)"},
     )
     status = wait_until(
-        lambda: (s := stack.http.get(f"/jobs/{job_id}").json())["progress"]
-        and (s["progress"][0].get("details") or {}).get("elapsed_s")
-        and s,
+        lambda: (
+            (s := stack.http.get(f"/jobs/{job_id}").json())["progress"]
+            and (s["progress"][0].get("details") or {}).get("elapsed_s")
+            and s
+        ),
         timeout_s=20,
         what="progress details",
     )
@@ -157,7 +167,10 @@ def test_cli_submit_wait_status_result_list(stack: Stack, tmp_path: Path) -> Non
     cli = [sys.executable, "-m", "shopfloor"]
     done = subprocess.run(
         [*cli, "submit", "script", str(script), "--wait", "--json"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     res = json.loads(done.stdout)
@@ -169,11 +182,15 @@ def test_cli_submit_wait_status_result_list(stack: Stack, tmp_path: Path) -> Non
     assert human.returncode == 0 and "from the cli" in human.stdout and "COMPLETED" in human.stdout
     listed = subprocess.run([*cli, "list", "--json"], env=env, capture_output=True, text=True)
     assert res["job_id"] in {j["job_id"] for j in json.loads(listed.stdout)}
-    status = subprocess.run([*cli, "status", res["job_id"]], env=env, capture_output=True, text=True)
+    status = subprocess.run(
+        [*cli, "status", res["job_id"]], env=env, capture_output=True, text=True
+    )
     assert "COMPLETED" in status.stdout
     bad = subprocess.run(
         [*cli, "submit", "script", str(script), "-o", "timeout_s=-1"],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "timeout_s" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -186,24 +203,40 @@ def test_plain_temporal_cli_starts_a_script_job(dev_server, tmp_path: Path) -> N
         job_id = f"cli-{uuid.uuid4().hex[:8]}"
         started = subprocess.run(
             [
-                temporal_binary(), "workflow", "start",
-                "--address", dev_server.address,
-                "--type", "ScriptExecutionWorkflow",
-                "--task-queue", "simulation-task-queue",
-                "--workflow-id", job_id,
-                "--input", json.dumps({"source": "print('plain json works')"}),
+                temporal_binary(),
+                "workflow",
+                "start",
+                "--address",
+                dev_server.address,
+                "--type",
+                "ScriptExecutionWorkflow",
+                "--task-queue",
+                "simulation-task-queue",
+                "--workflow-id",
+                job_id,
+                "--input",
+                json.dumps({"source": "print('plain json works')"}),
             ],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert started.returncode == 0, started.stderr
         result = subprocess.run(
             [
-                temporal_binary(), "workflow", "result",
-                "--address", dev_server.address,
-                "--workflow-id", job_id,
-                "--output", "json",
+                temporal_binary(),
+                "workflow",
+                "result",
+                "--address",
+                dev_server.address,
+                "--workflow-id",
+                job_id,
+                "--output",
+                "json",
             ],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert "plain json works" in result.stdout and '"exit_code": 0' in result.stdout

@@ -10,15 +10,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowFailureError
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import (
-    CancelledError,
-    TerminatedError,
-    TimeoutError,
-    WorkflowAlreadyStartedError,
-)
+from temporalio.exceptions import CancelledError, TerminatedError, WorkflowAlreadyStartedError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from shopfloor.artifacts import SCHEME, ArtifactStore
 from shopfloor.controller.errors import TemporalUnavailable, install_error_handlers
@@ -67,7 +63,7 @@ class TemporalConnection:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(connect(self.settings), RPC_TIMEOUT_S)
-                except (RuntimeError, OSError, asyncio.TimeoutError) as err:
+                except (RuntimeError, OSError, TimeoutError) as err:
                     raise TemporalUnavailable(str(err) or type(err).__name__) from err
             return self._client
 
@@ -93,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expected = settings.api_token.get_secret_value()
         given = authorization.removeprefix("Bearer ").strip() if authorization else token
         if given != expected:
-            raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
 
     auth = [Depends(require_token)]
 
@@ -102,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def walk(v: Any) -> None:
             if isinstance(v, str) and v.startswith(SCHEME):
-                found[v] = f"{base_url}/artifacts/{v[len(SCHEME):]}"
+                found[v] = f"{base_url}/artifacts/{v[len(SCHEME) :]}"
             elif isinstance(v, dict):
                 for item in v.values():
                     walk(item)
@@ -209,7 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = kinds()
         if kind is not None and kind not in registry:
             raise HTTPException(400, f"unknown kind {kind!r}; known: {sorted(registry)}")
-        types = [registry[kind].workflow_type] if kind else [k.workflow_type for k in registry.values()]
+        types = (
+            [registry[kind].workflow_type] if kind else [k.workflow_type for k in registry.values()]
+        )
         query = "WorkflowType IN (" + ", ".join(f"'{t}'" for t in types) + ")"
         if status:
             if not status.isalpha():
@@ -245,16 +245,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = await temporal.get()
         status = await describe_job(client, job_id)
         kind = kind_for_workflow_type(status.workflow_type)
-        handle = client.get_workflow_handle(
-            job_id, result_type=kind.result_model if kind else None
-        )
+        handle = client.get_workflow_handle(job_id, result_type=kind.result_model if kind else None)
         running = status.status not in {s.name for s in TERMINAL}
         if running and wait == 0:
             response.status_code = 202
             return JobResult(job_id=job_id, kind=status.kind, status=status.status)
         try:
             result = await asyncio.wait_for(handle.result(), timeout=wait or None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             response.status_code = 202
             return JobResult(job_id=job_id, kind=status.kind, status="RUNNING")
         except WorkflowFailureError as err:
@@ -312,7 +310,7 @@ def _failure_text(err: WorkflowFailureError) -> str:
         return "cancelled"
     if isinstance(cause, TerminatedError):
         return f"terminated: {cause.message}"
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, TemporalTimeoutError):
         return "workflow timed out"
     parts = []
     while cause is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import FastAPI, Request
@@ -30,8 +29,8 @@ def install_error_handlers(app: FastAPI, temporal_address: str) -> None:
     async def _unavailable(_: Request, err: TemporalUnavailable) -> JSONResponse:
         return unavailable(str(err))
 
-    @app.exception_handler(asyncio.TimeoutError)
-    async def _timeout(_: Request, err: asyncio.TimeoutError) -> JSONResponse:
+    @app.exception_handler(TimeoutError)
+    async def _timeout(_: Request, err: TimeoutError) -> JSONResponse:
         return unavailable("request timed out")
 
     @app.exception_handler(RPCError)

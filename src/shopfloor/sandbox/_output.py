@@ -12,16 +12,12 @@ class OutputTail:
         self.limit = limit
         self.total_bytes = 0
         self._buf = bytearray()
-        self._last_line = b""
 
     def feed(self, chunk: bytes) -> None:
         self.total_bytes += len(chunk)
         self._buf += chunk
         if len(self._buf) > 2 * self.limit:  # trim rarely, not on every chunk
             del self._buf[: len(self._buf) - self.limit]
-        stripped = chunk.rstrip(b"\n")
-        if stripped:
-            self._last_line = stripped.rsplit(b"\n", 1)[-1][-500:]
 
     @property
     def truncated(self) -> bool:
@@ -32,7 +28,9 @@ class OutputTail:
 
     @property
     def last_line(self) -> str:
-        return self._last_line.decode("utf-8", errors="replace")
+        """The last non-empty line so far (a print may arrive in several writes)."""
+        tail = bytes(self._buf[-4096:]).rstrip(b"\n")
+        return tail.rsplit(b"\n", 1)[-1][-500:].decode("utf-8", errors="replace")
 
     async def drain(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(256 * 1024):

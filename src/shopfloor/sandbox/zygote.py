@@ -51,8 +51,13 @@ class Zygote:
                 return self._sock
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "shopfloor.sandbox.zygote_main", str(theirs.fileno()),
-                 *self.modules],
+                [
+                    sys.executable,
+                    "-m",
+                    "shopfloor.sandbox.zygote_main",
+                    str(theirs.fileno()),
+                    *self.modules,
+                ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -63,7 +68,7 @@ class Zygote:
             loop.add_reader(ours.fileno(), self._on_message, ours, ready)
             try:
                 await asyncio.wait_for(ready, START_TIMEOUT_S)
-            except (asyncio.TimeoutError, ZygoteDied):
+            except (TimeoutError, ZygoteDied):
                 loop.remove_reader(ours.fileno())
                 self._proc.kill()
                 raise ZygoteDied(f"warm process failed to import {self.modules}") from None
@@ -170,8 +175,12 @@ class Zygote:
     ) -> SandboxOutcome:
         return await self._launch(
             {"script": str(script), "args": args},
-            cwd=cwd, env=env, limits=limits, on_progress=on_progress,
-            progress_every=progress_every, tail_bytes=tail_bytes,
+            cwd=cwd,
+            env=env,
+            limits=limits,
+            on_progress=on_progress,
+            progress_every=progress_every,
+            tail_bytes=tail_bytes,
         )
 
     async def run_call(
@@ -190,8 +199,12 @@ class Zygote:
         it reports progress with `shopfloor.sandbox.report_progress`."""
         return await self._launch(
             {"call": target, "arg": arg},
-            cwd=cwd, env=env, limits=limits, on_progress=on_progress,
-            progress_every=progress_every, tail_bytes=tail_bytes,
+            cwd=cwd,
+            env=env,
+            limits=limits,
+            on_progress=on_progress,
+            progress_every=progress_every,
+            tail_bytes=tail_bytes,
         )
 
     async def close(self) -> None:

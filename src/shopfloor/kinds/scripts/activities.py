@@ -57,7 +57,9 @@ class ScriptActivities:
             dest = workdir / f.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                data = base64.b64decode(f.content, validate=True) if f.base64 else f.content.encode()
+                data = (
+                    base64.b64decode(f.content, validate=True) if f.base64 else f.content.encode()
+                )
             except ValueError as err:
                 raise invalid_input(f"file {f.path}: invalid base64") from err
             dest.write_bytes(data)
