@@ -7,7 +7,7 @@ libraries, a fork of a warm, pre-imported zygote process (`shopfloor.sandbox.zyg
 
 from shopfloor.sandbox._limits import Limits
 from shopfloor.sandbox._output import OutputTail
-from shopfloor.sandbox._process import Progress, SandboxOutcome, run_process
+from shopfloor.sandbox._process import Progress, SandboxOutcome, job_environment, run_process
 from shopfloor.sandbox.zygote import Zygote, ZygoteDied, report_progress
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "SandboxOutcome",
     "Zygote",
     "ZygoteDied",
+    "job_environment",
     "report_progress",
     "run_process",
 ]

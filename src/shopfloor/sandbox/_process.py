@@ -46,6 +46,21 @@ class SandboxOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
+def job_environment(workdir: Path, user_env: dict[str, str]) -> dict[str, str]:
+    """A scrubbed environment: nothing of the worker's (its secrets included) leaks in."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir / "tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "Agg",
+        "SHOPFLOOR_OUT": str(workdir / "out"),
+        **user_env,
+    }
+
+
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
 

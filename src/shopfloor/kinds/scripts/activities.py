@@ -15,26 +15,11 @@ from shopfloor.artifacts import ArtifactError
 from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Limits, Progress, SandboxOutcome, run_process
+from shopfloor.sandbox import Limits, Progress, SandboxOutcome, job_environment, run_process
 
 # Scripts that import these pay seconds of import time in a fresh interpreter; a warm fork
 # of a process that already imported them starts in milliseconds.
 _HEAVY_IMPORT = re.compile(r"^\s*(from|import)\s+(build123d|mujoco|OCP)\b", re.MULTILINE)
-
-
-def job_environment(workdir: Path, user_env: dict[str, str]) -> dict[str, str]:
-    """A scrubbed environment: nothing of the worker's (its secrets included) leaks in."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir / "tmp"),
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "MPLBACKEND": "Agg",
-        "SHOPFLOOR_OUT": str(workdir / "out"),
-        **user_env,
-    }
 
 
 class ScriptActivities:
