@@ -43,6 +43,7 @@ def wait_with_progress(client: ShopfloorClient, job_id: str, *, poll_s: float = 
             # Long-poll the result briefly: returns at once when the job ends.
             result = client.result(job_id, wait_s=poll_s)
             if result["status"] in TERMINAL:
+                live.update(progress_text(client.status(job_id)))
                 return result
     return client.result(job_id, wait_s=10)
 
@@ -55,17 +56,11 @@ def show_result(result: dict[str, Any]) -> None:
     body = result.get("result")
     if isinstance(body, dict):
         table = Table(show_header=False, box=None, pad_edge=False)
-        for key, value in body.items():
-            if isinstance(value, str) and "\n" in value.strip():
-                continue  # multi-line tails are printed below
-            if value in (None, "", [], {}):
-                continue
-            if isinstance(value, dict) and result.get("links"):
-                continue  # artifact maps: the links below say it better
+        for key, value in _rows(body):
             table.add_row(key, _short(value))
         console.print(table)
         for key, value in body.items():
-            if isinstance(value, str) and value.strip() and "\n" in value.strip():
+            if _is_multiline(value):
                 lines = value.rstrip("\n").splitlines()[-_TAIL_LINES:]
                 console.print(f"[bold]{key}[/bold] (last {len(lines)} lines):")
                 console.print(Text("\n".join(lines)), style="dim")
@@ -87,6 +82,26 @@ def show_jobs(jobs: list[dict[str, Any]]) -> None:
             str(job.get("closed_at") or "")[:19],
         )
     console.print(table)
+
+
+def _is_multiline(value: Any) -> bool:
+    return isinstance(value, str) and "\n" in value.strip()
+
+
+def _rows(body: dict[str, Any], prefix: str = ""):
+    """Flat `key  value` rows; nested dicts (metrics) as dotted keys, artifact maps left to
+    the links list, multi-line tails printed separately."""
+    for key, value in body.items():
+        if value in (None, "", [], {}) or _is_multiline(value):
+            continue
+        if isinstance(value, dict):
+            if all(isinstance(v, str) and v.startswith("artifact://") for v in value.values()):
+                continue
+            yield from _rows(value, f"{prefix}{key}.")
+        elif isinstance(value, float):
+            yield f"{prefix}{key}", f"{value:.4g}"
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _short(value: Any) -> str:

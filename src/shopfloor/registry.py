@@ -60,7 +60,10 @@ class JobKind:
         return _Definition.must_from_class(self.workflow).name
 
 
-_KIND_MODULES = ("shopfloor.kinds.scripts",)
+_KIND_MODULES = (
+    "shopfloor.kinds.scripts",
+    "shopfloor.kinds.simulation",
+)
 
 
 @cache

@@ -146,6 +146,10 @@ async def supervise(
     deadline = child.started + child.limits.wall_timeout_s
     killed_by_us: str | None = None
     try:
+        if on_progress is not None:  # at once: watchers see "running" before the first tick
+            maybe = on_progress(child.progress())
+            if maybe is not None:
+                await maybe
         while not wait_task.done():
             timeout = min(progress_every, max(0.0, deadline - time.monotonic()))
             await asyncio.wait({wait_task}, timeout=timeout)

@@ -1,0 +1,260 @@
+"""Steps a MuJoCo model and judges the target part: goal reached, or why not.
+
+Stepping happens in C in chunks (`mj_step(..., nstep)`) up to the next frame or the next
+check, so Python only runs every ~5 ms of simulated time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from shopfloor.kinds.simulation.builder import BuiltScene, Zone
+from shopfloor.kinds.simulation.models import SimOptions
+
+HEARTBEAT_EVERY_S = 2.0
+CHECK_EVERY_S = 0.005  # simulated time between verdict checks
+UNSTABLE = {  # MuJoCo resets the state when these fire, so NaN checks alone miss them
+    "mjWARN_BADQACC": "NaN, Inf or huge acceleration",
+    "mjWARN_BADQVEL": "NaN, Inf or huge velocity",
+    "mjWARN_BADQPOS": "NaN, Inf or huge position",
+}
+DEGRADED = {
+    "mjWARN_CONTACTFULL": "too many contacts: some were dropped",
+    "mjWARN_CNSTRFULL": "too many constraints: some were dropped",
+    "mjWARN_INERTIA": "a body has invalid inertia",
+}
+
+
+class SimulationLoop:
+    def __init__(
+        self,
+        model: Any,
+        data: Any,
+        scene: BuiltScene,
+        options: SimOptions,
+        on_frame: Callable[[Any], None] | None = None,
+        heartbeat: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        import mujoco
+
+        self.m, self.d, self.scene, self.o = model, data, scene, options
+        self.on_frame, self.heartbeat = on_frame, heartbeat
+        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, scene.target)
+        dof = model.jnt_dofadr[model.body_jntadr[body]]
+        # Views into MjData's memory: mj_step updates them in place, no lookups per check.
+        self.pos = data.xpos[body]
+        self.vel = data.qvel[dof : dof + 3]
+        geoms = range(model.body_geomadr[body], model.body_geomadr[body] + model.body_geomnum[body])
+        self.geoms = [
+            (
+                data.geom_xpos[g],
+                data.geom_xmat[g].reshape(3, 3),
+                model.geom_aabb[g][:3].copy(),
+                model.geom_aabb[g][3:].copy(),
+            )
+            for g in geoms
+        ]
+        self.warn_ids = {
+            name: int(getattr(mujoco.mjtWarning, name)) for name in (*UNSTABLE, *DEGRADED)
+        }
+        self.centre = (scene.lo + scene.hi) / 2
+
+    # ------------------------------------------------------------ geometry tests
+
+    def _inside(self, zone: Zone) -> bool:
+        p = self.pos
+        return bool(np.all(zone.lo <= p) and np.all(p <= zone.hi))
+
+    def _touches(self, zone: Zone) -> bool:
+        """Separating-axis test of each target geom's oriented box against the zone's box."""
+        z_c, z_h = (zone.lo + zone.hi) / 2, (zone.hi - zone.lo) / 2
+        for xpos, xmat, local_c, local_h in self.geoms:
+            c = xpos + xmat @ local_c
+            rot = np.abs(xmat)
+            if np.any(np.abs(c - z_c) > rot @ local_h + z_h):  # world axes: cheap early exit
+                continue
+            axes = [xmat[:, i] for i in range(3)]
+            axes += [np.cross(e, a) for e in np.eye(3) for a in axes[:3]]
+            d = c - z_c
+            if not any(
+                abs(d @ ax) > np.abs(xmat.T @ ax) @ local_h + np.abs(ax) @ z_h + 1e-12
+                for ax in axes
+                if ax @ ax > 1e-12
+            ):
+                return True
+        return False
+
+    def _unstable(self) -> str | None:
+        w = self.d.warning
+        for name, what in UNSTABLE.items():
+            if w[self.warn_ids[name]].number:
+                return f"MuJoCo reported {name} ({what}) and reset the simulation state"
+        if not (np.isfinite(self.pos).all() and np.isfinite(self.vel).all()):
+            return "the target's position or velocity became NaN/Inf"
+        return None
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> tuple[str, str, dict[str, Any]]:
+        import mujoco
+
+        m, d, o, scene = self.m, self.d, self.o, self.scene
+        dt = o.timestep_s
+        n_steps = max(1, round(o.duration_s / dt))
+        n_frames = round(n_steps * dt * o.fps) if self.on_frame else 0
+        # Frame j (1-based) shows the state at time j/fps: the video lasts exactly as long
+        # as the simulated run, whatever the ratio of fps to timestep.
+        frame_step = [
+            min(math.ceil(j / (o.fps * dt) - 1e-9), n_steps) for j in range(1, n_frames + 1)
+        ]
+        stride = max(1, round(CHECK_EVERY_S / dt))
+
+        step = frames = last_frame_step = 0
+        physics_s = 0.0
+        max_speed = max_pen = 0.0
+        e0 = float(d.energy.sum())
+        e_max = e0
+        rest_since: float | None = None
+        fail = success = None  # (reason, t), the first one found
+        unstable = None
+        wall0 = last_beat = time.monotonic()
+        self._beat(0, n_steps, frames)
+
+        while step < n_steps:
+            nxt = min(step + stride, n_steps)
+            if frames < n_frames:
+                nxt = min(nxt, frame_step[frames])
+            t0 = time.perf_counter()
+            mujoco.mj_step(m, d, nxt - step)
+            physics_s += time.perf_counter() - t0
+            step = nxt
+            t = step * dt  # not d.time: MuJoCo resets it on instability
+            while frames < n_frames and frame_step[frames] <= step:
+                self.on_frame(d)
+                frames += 1
+                last_frame_step = step
+
+            unstable = self._unstable()
+            if unstable:
+                unstable = f"numerical instability at t={t:.3f} s: {unstable}"
+                break
+            speed = math.sqrt(float(self.vel @ self.vel))
+            max_speed = max(max_speed, speed)
+            e_max = max(e_max, float(d.energy.sum()))
+            if d.ncon:
+                max_pen = max(max_pen, -float(d.contact.dist[: d.ncon].min()))
+
+            if fail is None:
+                fail = self._failure(t)
+            if success is None and fail is None and t >= o.settle_s:
+                goal = next((z for z in scene.goals if self._inside(z)), None)
+                if goal is not None and speed < o.rest_speed_m_s:
+                    rest_since = t if rest_since is None else rest_since
+                    if t - rest_since >= o.goal_dwell_s - 1e-9:
+                        success = (
+                            f"target {scene.target!r} came to rest inside goal zone "
+                            f"{goal.label!r} at t={t:.2f} s",
+                            t,
+                        )
+                else:
+                    rest_since = None
+            if o.stop_on_verdict and (fail or success):
+                break
+            now = time.monotonic()
+            if self.heartbeat and now - last_beat >= HEARTBEAT_EVERY_S:
+                last_beat = now
+                self._beat(step, n_steps, frames)
+
+        t = step * dt
+        stopped_early = step < n_steps
+        if self.on_frame and stopped_early and last_frame_step < step and not unstable:
+            self.on_frame(d)  # the final state of a run stopped between two frames
+            frames += 1
+        outcome, reason = self._verdict(t, unstable, fail, success)
+        wall = time.monotonic() - wall0
+        metrics = {
+            "target": scene.target,
+            "sim_time_s": round(t, 6),
+            "steps": step,
+            "stopped_early": stopped_early,
+            "wall_time_s": round(wall, 4),
+            "physics_wall_s": round(physics_s, 4),
+            "realtime_factor": round(t / wall, 2) if wall > 0 else None,
+            "max_target_speed_m_s": round(max_speed, 6),
+            "final_target_position_m": [round(float(x), 6) for x in self.pos],
+            "final_target_speed_m_s": round(math.sqrt(float(self.vel @ self.vel)), 6),
+            "max_penetration_m": round(max_pen, 6),
+            "energy_j": {"initial": e0, "final": float(d.energy.sum()), "max": e_max},
+            "frames": frames,
+            "fps": self.o.fps,
+            "mujoco_warnings": {
+                name: int(d.warning[i].number)
+                for name, i in self.warn_ids.items()
+                if d.warning[i].number
+            },
+        }
+        return outcome, reason, metrics
+
+    def _failure(self, t: float) -> tuple[str, float] | None:
+        s, p = self.scene, self.pos
+        if p[2] < s.fall_z or np.linalg.norm(p - self.centre) > s.world_radius:
+            return (
+                f"target {s.target!r} fell off the world at t={t:.2f} s (position {_vec(p)} m)",
+                t,
+            )
+        if t >= self.o.settle_s:
+            for zone in s.forbids:
+                if self._touches(zone):
+                    return (
+                        f"target {s.target!r} touched forbidden zone {zone.label!r} at t={t:.2f} s",
+                        t,
+                    )
+        return None
+
+    def _verdict(self, t: float, unstable: str | None, fail: Any, success: Any) -> tuple[str, str]:
+        s = self.scene
+        if unstable:
+            return "FAIL", (
+                f"{unstable}; try a smaller timestep_s or check masses, forces and "
+                "initial velocities"
+            )
+        if fail:
+            return "FAIL", fail[0]
+        goal = next((z for z in s.goals if self._inside(z)), None)
+        if success and (self.o.stop_on_verdict or goal is not None):
+            return "SUCCESS", success[0]
+        if goal is not None:
+            return (
+                "SUCCESS",
+                f"target {s.target!r} ended inside goal zone {goal.label!r} at t={t:.2f} s",
+            )
+        dist, nearest = min((_distance(self.pos, z), z.label) for z in s.goals)
+        return "FAIL", (
+            f"time limit: target {s.target!r} did not reach a goal zone within "
+            f"{t:.2f} s (ended at {_vec(self.pos)} m, {dist:.3f} m from {nearest!r})"
+        )
+
+    def _beat(self, step: int, n_steps: int, frames: int) -> None:
+        if self.heartbeat:
+            self.heartbeat(
+                {
+                    "stage": "physics",
+                    "sim_time_s": round(step * self.o.timestep_s, 4),
+                    "duration_s": self.o.duration_s,
+                    "progress": round(step / n_steps, 4),
+                    "frames": frames,
+                }
+            )
+
+
+def _distance(p: np.ndarray, z: Zone) -> float:
+    return float(np.linalg.norm(np.maximum(np.maximum(z.lo - p, 0), p - z.hi)))
+
+
+def _vec(p: Any) -> str:
+    return "(" + ", ".join(f"{float(x):.3f}" for x in p) + ")"

@@ -1,0 +1,23 @@
+"""SimulationWorkflow: one durable simulation run (seed 001/000)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from shopfloor.jobs import run_job_activity
+    from shopfloor.kinds.simulation.activities import SimulationActivities
+    from shopfloor.kinds.simulation.models import SimulationRequest, SimulationResult
+
+START_TO_CLOSE = timedelta(minutes=5)
+
+
+@workflow.defn(name="SimulationWorkflow")
+class SimulationWorkflow:
+    @workflow.run
+    async def run(self, request: SimulationRequest) -> SimulationResult:
+        return await run_job_activity(
+            SimulationActivities.run_simulation, request, start_to_close=START_TO_CLOSE
+        )
