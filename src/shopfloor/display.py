@@ -68,7 +68,7 @@ def show_result(result: dict[str, Any]) -> None:
     if links:
         console.print("[bold]artifacts:[/bold]")
         for url in links.values():
-            console.print(f"  {url}")
+            console.print(f"  {url}", soft_wrap=True, highlight=False)  # never wrap a link
 
 
 def show_jobs(jobs: list[dict[str, Any]]) -> None:

@@ -1,0 +1,210 @@
+"""Simulation as a durable job: the activity under ActivityEnvironment, then end to end
+through the controller on a real dev server, including a worker SIGKILLed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from shopfloor.artifacts import ArtifactStore
+from shopfloor.kinds.simulation.activities import SimulationActivities
+from shopfloor.kinds.simulation.models import SceneSource, SimOptions, SimulationRequest
+from shopfloor.registry import WorkerContext
+from shopfloor.sandbox import Zygote
+from shopfloor.settings import Settings
+from tests.helpers import Stack, wait_until
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+RAMP_BOX = (EXAMPLES / "ramp_box.py").read_text()
+QUICK = {"render": False, "duration_s": 3.0}
+
+
+@pytest.fixture(scope="module")
+async def activities(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator:
+    root = tmp_path_factory.mktemp("sim-artifacts")
+    zygote = await Zygote.start(["build123d", "mujoco"])
+    ctx = WorkerContext(Settings(data_dir=root), ArtifactStore(root), zygote)
+    yield SimulationActivities(ctx), root
+    await zygote.close()
+
+
+def request(source: str, **options: object) -> SimulationRequest:
+    return SimulationRequest(scene=SceneSource(source=source), options=SimOptions(**options))
+
+
+async def test_activity_succeeds_with_heartbeats_and_stored_artifacts(activities) -> None:
+    acts, root = activities
+    env = ActivityEnvironment()
+    beats: list = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    result = await env.run(
+        acts.run_simulation, request(RAMP_BOX, width=160, height=120, duration_s=2.0)
+    )
+    assert result.outcome == "SUCCESS", result.reason
+    assert beats and "elapsed_s" in beats[0][0]
+    assert result.video_url and result.video_url.startswith("artifact://")
+    assert {"mjcf", "video"} <= set(result.artifact_urls)
+    video = ArtifactStore(root).path_for(result.video_url)
+    assert video.stat().st_size > 1000
+    assert "<mujoco" in ArtifactStore(root).path_for(result.artifact_urls["mjcf"]).read_text()
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("result = (", "syntax error"),
+        ("from build123d import *\nresult = Box(1, 1, 1).fillet(5, [])", "scene script raised"),
+        (
+            RAMP_BOX.replace("Box(BOX, BOX, BOX)", "Box(BOX, BOX, 0.0)"),
+            "",  # a degenerate box: OCCT refuses it or it has zero volume; either is a FAIL
+        ),
+    ],
+)
+async def test_bad_geometry_is_a_fail_result_not_an_exception(activities, source, needle) -> None:
+    acts, _ = activities
+    result = await ActivityEnvironment().run(acts.run_simulation, request(source, **QUICK))
+    assert result.outcome == "FAIL"
+    assert needle in result.reason and result.reason
+
+
+async def test_crashing_or_runaway_scene_scripts_are_contained(activities) -> None:
+    acts, _ = activities
+    env = ActivityEnvironment()
+    crashed = await env.run(acts.run_simulation, request("import os\nos._exit(7)", **QUICK))
+    assert crashed.outcome == "FAIL" and "exited with code 7" in crashed.reason
+    segv = await env.run(acts.run_simulation, request("import ctypes\nctypes.string_at(0)"))
+    assert segv.outcome == "FAIL" and "SIGSEGV" in segv.reason
+    slow = SimulationRequest(
+        scene=SceneSource(source="import time\ntime.sleep(60)"),
+        options=SimOptions(**QUICK),
+        timeout_s=1,
+    )
+    timed_out = await env.run(acts.run_simulation, slow)
+    assert timed_out.outcome == "FAIL" and timed_out.reason.startswith("timeout")
+    # The worker side (this process) and its warm zygote are fine.
+    ok = await env.run(acts.run_simulation, request(RAMP_BOX, **QUICK))
+    assert ok.outcome == "SUCCESS"
+
+
+def test_simulation_end_to_end_through_the_controller(stack: Stack, tmp_path: Path) -> None:
+    job = {"scene": {"kind": "source", "source": RAMP_BOX}, "options": {"duration_s": 5}}
+    res = stack.run("simulation", job)
+    result = res["result"]
+    assert res["status"] == "COMPLETED" and result["outcome"] == "SUCCESS", result["reason"]
+    video = stack.http.get(res["links"][result["video_url"]])
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    (tmp_path / "v.mp4").write_bytes(video.content)
+    frames = imageio_ffmpeg.read_frames(str(tmp_path / "v.mp4"))
+    meta = next(frames)
+    assert meta["size"] == (320, 240)
+    assert sum(1 for _ in frames) == result["metrics"]["frames"] > 0
+    # Bad input is refused by the controller with a clear message.
+    bad = stack.http.post(
+        "/jobs/simulation",
+        json={"scene": {"kind": "source", "source": "x"}, "options": {"duration_s": 1e9}},
+    )
+    assert bad.status_code == 422 and "duration_s" in bad.text
+
+
+def test_geometry_upload_by_uri(stack: Stack) -> None:
+    import build123d as bd
+
+    stl = Path(stack.tmp) / "cube.stl"
+    bd.export_stl(bd.Box(40, 40, 40), str(stl))
+    uri = stack.http.put("/uploads/cube.stl", content=stl.read_bytes()).json()["uri"]
+    result = stack.run(
+        "simulation", {"scene": {"kind": "uri", "uri": uri}, "options": {"render": False}}
+    )["result"]
+    # One loose cube and no goal zone: the upload was read, the scene judged.
+    assert result["outcome"] == "FAIL" and "goal zone" in result["reason"]
+
+
+def test_cli_submit_simulation_wait_shows_the_video(stack: Stack) -> None:
+    env = {**stack.env, "SHOPFLOOR_CONTROLLER_URL": stack.url}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shopfloor",
+            "submit",
+            "simulation",
+            str(EXAMPLES / "ramp_box.py"),
+            "--wait",
+            "-o",
+            "duration_s=3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SUCCESS" in done.stdout and "simulation.mp4" in done.stdout
+    as_json = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shopfloor",
+            "submit",
+            "simulation",
+            str(EXAMPLES / "ramp_box.py"),
+            "--wait",
+            "--json",
+            "-o",
+            "render=false",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert json.loads(as_json.stdout)["result"]["video_url"] is None
+
+
+def test_worker_killed_mid_simulation_completes_on_a_new_worker(fresh_stack: Stack) -> None:
+    first = fresh_stack.start_worker()
+    fresh_stack.start_controller()
+    # The scene script takes a while to build: long enough to kill the worker mid-run.
+    slow_scene = "import time\ntime.sleep(6)\n" + RAMP_BOX
+    job_id = fresh_stack.submit(
+        "simulation", {"scene": {"kind": "source", "source": slow_scene}, "options": QUICK}
+    )
+
+    def attempt() -> int:
+        progress = fresh_stack.http.get(f"/jobs/{job_id}").json()["progress"]
+        return progress[0]["attempt"] if progress and progress[0].get("details") else 0
+
+    wait_until(lambda: attempt() == 1, timeout_s=60, what="simulation running")
+    first.sigkill()
+    wait_until(lambda: not any(_zygote_of(first.pid)), timeout_s=10, what="zygote gone")
+    fresh_stack.start_worker()
+    res = fresh_stack.result(job_id, wait_s=180)
+    assert res["status"] == "COMPLETED"
+    assert res["result"]["outcome"] == "SUCCESS", res["result"]["reason"]
+
+
+def _zygote_of(worker_pid: int) -> list[int]:
+    """Processes still running with the dead worker's zygote command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if b"zygote_main" in cmd and stat.rsplit(")", 1)[1].split()[1] == str(worker_pid):
+            found.append(int(entry.name))
+    return found
+
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
