@@ -62,6 +62,10 @@ def _start_up(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str, dict[s
             return False
 
     wait_until(healthy, timeout_s=90, what="shopfloor up healthy")
+    # `up` prints "ready" once it has seen every part start; before that a death is fatal.
+    wait_until(
+        lambda: "Ctrl-C to stop" in (tmp_path / "up.log").read_text(), timeout_s=30, what="up ready"
+    )
     return proc, url, full_env
 
 

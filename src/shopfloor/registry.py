@@ -1,7 +1,7 @@
 """The one registry of job kinds. The worker, the controller's routes and the CLI derive from it.
 
-A new kind is one sub-package under `shopfloor.kinds` exporting a `KIND` descriptor, plus one
-line in `_KIND_MODULES` below.
+A new kind is one sub-package under `shopfloor.kinds` whose `kind.py` defines a `KIND`
+descriptor, plus one line in `_KIND_MODULES` below.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ class InputRejected(ValueError):
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """What activities get from the worker process: settings, the artifact store and, when
-    any served kind has heavy imports, a warm zygote to fork user code from."""
+    """What activities get from the worker process: settings, the artifact store, a launcher
+    zygote that starts fresh interpreters, and — when a served kind has heavy imports — a
+    warm zygote to fork user code from."""
 
     settings: Settings
     artifacts: ArtifactStore
     zygote: Zygote | None = None
+    launcher: Zygote | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +63,8 @@ class JobKind:
 
 
 _KIND_MODULES = (
-    "shopfloor.kinds.scripts",
-    "shopfloor.kinds.simulation",
+    "shopfloor.kinds.scripts.kind",
+    "shopfloor.kinds.simulation.kind",
 )
 
 

@@ -13,7 +13,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from shopfloor.artifacts import ArtifactStore
+from shopfloor.jobs import PROGRESS_EVERY_S
 from shopfloor.registry import JobKind, WorkerContext, kinds, queue_for
+from shopfloor.sandbox import Zygote
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
 
@@ -48,29 +50,33 @@ def build_workers(
             activities=activities[queue],
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             graceful_shutdown_timeout=timedelta(seconds=5),
+            # Progress is shown from heartbeat details: let them reach the server as often as
+            # activities send them (the SDK's default throttle is 0.8 × heartbeat timeout).
+            max_heartbeat_throttle_interval=timedelta(seconds=PROGRESS_EVERY_S),
         )
         for queue in workflows
     ]
 
 
-async def start_zygote(served: Sequence[JobKind]):
-    """A warm process for user code, when a served kind has heavy imports; else None."""
+async def start_zygotes(served: Sequence[JobKind], stack: AsyncExitStack) -> tuple:
+    """The launcher (forks fresh interpreters, so the worker never forks itself) and, when a
+    served kind has heavy imports, a warm zygote that has imported them."""
+    launcher = await Zygote.start([])
+    stack.push_async_callback(launcher.close)
     warm_imports = sorted({m for kind in served for m in kind.warm_imports})
     if not warm_imports:
-        return None
-    from shopfloor.sandbox.zygote import Zygote
-
-    return await Zygote.start(warm_imports)
+        return launcher, None
+    warm = await Zygote.start(warm_imports)
+    stack.push_async_callback(warm.close)
+    return launcher, warm
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     served = select_kinds(settings.worker_kinds)
     client = await connect_with_retry(settings, wait_s=60)
     async with AsyncExitStack() as stack:
-        zygote = await start_zygote(served)
-        if zygote is not None:
-            stack.push_async_callback(zygote.close)
-        ctx = WorkerContext(settings, ArtifactStore(settings.artifact_root), zygote)
+        launcher, zygote = await start_zygotes(served, stack)
+        ctx = WorkerContext(settings, ArtifactStore(settings.artifact_root), zygote, launcher)
         workers = build_workers(client, settings, served, ctx)
         for worker in workers:
             await stack.enter_async_context(worker)

@@ -121,7 +121,7 @@ def test_status_shows_heartbeat_progress(stack: Stack) -> None:
     status = wait_until(
         lambda: (
             (s := stack.http.get(f"/jobs/{job_id}").json())["progress"]
-            and (s["progress"][0].get("details") or {}).get("elapsed_s")
+            and (s["progress"][0].get("details") or {}).get("stdout_bytes")
             and s
         ),
         timeout_s=20,

@@ -8,7 +8,7 @@ libraries, a fork of a warm, pre-imported zygote process (`shopfloor.sandbox.zyg
 from shopfloor.sandbox._limits import Limits
 from shopfloor.sandbox._output import OutputTail
 from shopfloor.sandbox._process import Progress, SandboxOutcome, job_environment, run_process
-from shopfloor.sandbox.zygote import Zygote, ZygoteDied, report_progress
+from shopfloor.sandbox.zygote import Zygote, ZygoteDied, report_progress, run_fresh
 
 __all__ = [
     "Limits",
@@ -19,5 +19,6 @@ __all__ = [
     "ZygoteDied",
     "job_environment",
     "report_progress",
+    "run_fresh",
     "run_process",
 ]

@@ -1,8 +1,11 @@
-"""Warm launcher: fork user code from a zygote that has already imported heavy libraries.
+"""Zygote launcher: a small helper process that forks (and execs) user code for the worker.
 
-`import build123d` costs 2–4 s and ~440 MB; a fork of a process that already paid it starts
-in milliseconds. The child gets the same limits, process group, cgroup and output capture as
-a fresh interpreter (`run_process`), and its crash (`os._exit`, a segfault) is only its own.
+Warm: a zygote that has already imported heavy libraries forks a child that runs the user's
+code directly — `import build123d` costs 2–4 s and ~440 MB; a fork of a process that already
+paid it starts in milliseconds. Cold: a zygote with nothing imported forks and execs a fresh
+interpreter, so the big, multi-threaded worker never forks itself (a fork of it costs far
+more CPU than the script). Either way the child gets the limits, process group, cgroup and
+output capture of `run_process`, and its crash (`os._exit`, a segfault) is only its own.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from shopfloor.sandbox._limits import Limits
-from shopfloor.sandbox._process import ProgressCallback, SandboxOutcome, _Child, supervise
+from shopfloor.sandbox._process import (
+    ProgressCallback,
+    SandboxOutcome,
+    _Child,
+    run_process,
+    supervise,
+)
 
 log = logging.getLogger("shopfloor.zygote")
 START_TIMEOUT_S = 120.0
@@ -133,7 +142,7 @@ class Zygote:
             "cwd": str(cwd),
             "env": env,
             "limits": asdict(limits),
-            "memory_is_extra": True,
+            "memory_is_extra": "exec" not in request,
             "cgroup_procs": str(child.cgroup.procs_file) if child.cgroup else None,
         }
         try:
@@ -175,6 +184,28 @@ class Zygote:
     ) -> SandboxOutcome:
         return await self._launch(
             {"script": str(script), "args": args},
+            cwd=cwd,
+            env=env,
+            limits=limits,
+            on_progress=on_progress,
+            progress_every=progress_every,
+            tail_bytes=tail_bytes,
+        )
+
+    async def run_exec(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        limits: Limits,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 2.0,
+        tail_bytes: int = 64 * 1024,
+    ) -> SandboxOutcome:
+        """Runs a fresh program (fork + exec done by the zygote, not by the worker)."""
+        return await self._launch(
+            {"exec": argv},
             cwd=cwd,
             env=env,
             limits=limits,
@@ -246,3 +277,11 @@ def report_progress(details: dict[str, Any]) -> None:
         os.write(int(fd), (json.dumps(details) + "\n").encode())
     except OSError:
         pass
+
+
+async def run_fresh(argv: list[str], *, launcher: Zygote | None, **options: Any) -> SandboxOutcome:
+    """A fresh interpreter for `argv`: forked by the launcher zygote when the worker has one
+    (cheap), else by this process (`run_process`)."""
+    if launcher is not None:
+        return await launcher.run_exec(argv, **options)
+    return await run_process(argv, **options)

@@ -1,8 +1,9 @@
 """The zygote process: imports heavy modules once, then forks a sandboxed child per request.
 
 Protocol over a SOCK_SEQPACKET socket (fd given in argv), one JSON message per packet:
-  parent → zygote: {"id", "cwd", "env", "limits", "cgroup_procs", "memory_is_extra",
-                    "script": path, "args": [...]} or {"call": "module:function", "arg": …}
+  parent → zygote: {"id", "cwd", "env", "limits", "cgroup_procs", "memory_is_extra", and
+                    "script": path, "args": [...] | "call": "module:function", "arg": … |
+                    "exec": argv}
                    with SCM_RIGHTS fds [stdout, stderr, progress]
   zygote → parent: {"ready": true} once; {"id", "pid"} when forked; {"id", "returncode"} at exit.
 """
@@ -52,6 +53,8 @@ def _child(request: dict, fds: list[int], sock: socket.socket) -> None:
         os.dup2(err, 2)
         os.close(out)
         os.close(err)
+        if "exec" in request:
+            _exec(request, progress)
         os.set_inheritable(progress, False)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
@@ -74,6 +77,20 @@ def _child(request: dict, fds: list[int], sock: socket.socket) -> None:
             except Exception:  # noqa: BLE001 - nothing useful to do while exiting
                 pass
         os._exit(code)
+
+
+def _exec(request: dict, progress_fd: int) -> None:
+    """Cold mode: become a fresh program. The worker never forks itself (a fork of a big,
+    threaded worker is slow); this small process does it for it."""
+    os.close(progress_fd)
+    os.closerange(3, 65536)
+    os.chdir(request["cwd"])
+    argv = request["exec"]
+    try:
+        os.execve(argv[0], argv, request["env"])
+    except OSError as err:
+        os.write(2, f"cannot execute {argv[0]}: {err}\n".encode())
+        os._exit(127)
 
 
 def _run(request: dict) -> int:

@@ -15,7 +15,7 @@ from shopfloor.artifacts import ArtifactError
 from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Limits, Progress, SandboxOutcome, job_environment, run_process
+from shopfloor.sandbox import Limits, Progress, SandboxOutcome, job_environment, run_fresh
 
 # Scripts that import these pay seconds of import time in a fresh interpreter; a warm fork
 # of a process that already imported them starts in milliseconds.
@@ -83,8 +83,9 @@ class ScriptActivities:
                     progress_every=PROGRESS_EVERY_S,
                 )
             else:
-                outcome = await run_process(
+                outcome = await run_fresh(
                     [sys.executable, "-E", "-s", "-u", "script.py", *job.args],
+                    launcher=self.ctx.launcher,
                     cwd=workdir,
                     env=env,
                     limits=limits,

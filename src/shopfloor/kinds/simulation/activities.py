@@ -28,7 +28,7 @@ from shopfloor.kinds.simulation.models import (
     SimulationResult,
 )
 from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Limits, Progress, SandboxOutcome, job_environment, run_process
+from shopfloor.sandbox import Limits, Progress, SandboxOutcome, job_environment, run_fresh
 
 RUNNER = "shopfloor.kinds.simulation.runner:run_in_child"
 
@@ -109,8 +109,9 @@ class SimulationActivities:
         env["MUJOCO_GL"] = request.options.gl_backend
         # A fresh interpreter has no libraries mapped yet: give it room for them.
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb + 4096)
-        return await run_process(
+        return await run_fresh(
             [sys.executable, "-E", "-s", "-m", "shopfloor.kinds.simulation.runner", "arg.json"],
+            launcher=self.ctx.launcher,
             cwd=workdir,
             env=env,
             limits=limits,

@@ -1,0 +1,243 @@
+"""Simulation: warm vs cold, end to end and by stage, on the reference scene.
+
+Prints, measured in the same run on this machine:
+  * start of a build123d script: a fresh interpreter (cold) vs a fork of the warm zygote;
+    target: warm ≥ 30× faster;
+  * the reference scene (3 parts, 5 s simulated, 30 fps, 320×240, rendered) end to end through
+    Temporal with a warm worker, vs the same run in a new process (cold); target: warm ≤ 1 s;
+  * the split by stage (CAD, tessellate, MJCF load, physics, render, encode) and the real-time
+    factor of the physics without rendering;
+  * memory: the warm zygote's resident set, and the peak of a cold run.
+
+    python benchmarks/bench_simulation.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+from _common import machine_summary, print_table, ratio, temp_dev_server  # noqa: E402
+
+from shopfloor.artifacts import ArtifactStore  # noqa: E402
+from shopfloor.kinds.simulation.models import SimulationRequest  # noqa: E402
+from shopfloor.registry import WorkerContext, queue_for  # noqa: E402
+from shopfloor.sandbox import Limits, Zygote, job_environment, run_process  # noqa: E402
+from shopfloor.settings import Settings  # noqa: E402
+from shopfloor.temporal import connect  # noqa: E402
+from shopfloor.worker import build_workers, select_kinds  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RAMP_BOX = (REPO / "examples" / "ramp_box.py").read_text()
+CAD_SCRIPT = "from build123d import Box\nprint(Box(10, 20, 30).volume)\n"
+# The full 5 s scene: no early stop, so 150 frames are rendered and encoded.
+REFERENCE_OPTIONS = {
+    "duration_s": 5.0,
+    "fps": 30,
+    "width": 320,
+    "height": 240,
+    "stop_on_verdict": False,
+}
+STAGES = ("cad", "tessellate", "mjcf_load", "physics", "render", "encode")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def reference_request(**options: object) -> SimulationRequest:
+    return SimulationRequest.model_validate(
+        {
+            "scene": {"kind": "source", "source": RAMP_BOX},
+            "options": {**REFERENCE_OPTIONS, **options},
+        }
+    )
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def script_start(zygote: Zygote, runs: int) -> tuple[list[float], list[float]]:
+    """Wall time of a build123d script: cold interpreter vs warm fork."""
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "s.py").write_text(CAD_SCRIPT)
+        env = job_environment(work, {})
+        limits = Limits(wall_timeout_s=120, memory_mb=8192)
+        for _ in range(runs):
+            t = time.perf_counter()
+            out = await run_process(
+                [sys.executable, "-E", "-s", "s.py"], cwd=work, env=env, limits=limits
+            )
+            cold.append(time.perf_counter() - t)
+            assert out.exit_code == 0, out.stderr
+        for _ in range(runs * 4):
+            t = time.perf_counter()
+            out = await zygote.run_script(work / "s.py", [], cwd=work, env=env, limits=limits)
+            warm.append(time.perf_counter() - t)
+            assert out.exit_code == 0, out.stderr
+    return cold, warm
+
+
+async def cold_simulation(runs: int) -> tuple[list[float], float]:
+    """The reference scene in a new process each time, as without a warm worker."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "out").mkdir()
+        request = reference_request()
+        arg = {
+            "request": {
+                "scene": request.scene.model_dump(mode="json"),
+                "options": request.options.model_dump(mode="json"),
+            },
+            "out_dir": str(work / "out"),
+            "result_path": str(work / "result.json"),
+        }
+        (work / "arg.json").write_text(json.dumps(arg))
+        env = {**job_environment(work, {}), "MUJOCO_GL": "osmesa"}
+        for _ in range(runs):
+            t = time.perf_counter()
+            out = await run_process(
+                [sys.executable, "-E", "-s", "-m", "shopfloor.kinds.simulation.runner", "arg.json"],
+                cwd=work,
+                env=env,
+                limits=Limits(wall_timeout_s=300, memory_mb=8192),
+            )
+            times.append(time.perf_counter() - t)
+            assert out.exit_code == 0, out.stderr
+            assert json.loads((work / "result.json").read_text())["outcome"] == "SUCCESS"
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return times, peak_mb
+
+
+async def warm_end_to_end(runs: int) -> tuple[list[float], list[dict], float, int]:
+    """Through Temporal: start SimulationWorkflow → result, with a warm in-process worker."""
+    with temp_dev_server() as (server, root):
+        settings = Settings(
+            temporal_address=server.address,
+            data_dir=root,
+            task_queue_prefix=f"bench-{uuid.uuid4().hex[:6]}-",
+        )
+        client = await connect(settings)
+        served = select_kinds(["simulation"])
+        zygote = await Zygote.start(["build123d", "mujoco"])
+        ctx = WorkerContext(settings, ArtifactStore(root / "artifacts"), zygote)
+        workers = build_workers(client, settings, served, ctx)
+        queue = queue_for(served[0], settings)
+        times, metrics = [], []
+        try:
+            for w in workers:
+                await w.__aenter__()
+            for i in range(runs + 1):  # the first run warms caches and is not counted
+                t = time.perf_counter()
+                result = await client.execute_workflow(
+                    "SimulationWorkflow",
+                    reference_request(),
+                    id=f"bench-sim-{uuid.uuid4()}",
+                    task_queue=queue,
+                    result_type=served[0].result_model,
+                )
+                elapsed = time.perf_counter() - t
+                assert result.outcome == "SUCCESS", result.reason
+                if i:
+                    times.append(elapsed)
+                    metrics.append(result.metrics)
+            no_render = await client.execute_workflow(
+                "SimulationWorkflow",
+                reference_request(render=False),
+                id=f"bench-sim-{uuid.uuid4()}",
+                task_queue=queue,
+                result_type=served[0].result_model,
+            )
+            zygote_rss = rss_mb(zygote._proc.pid) if zygote._proc else float("nan")
+            frames = metrics[-1].get("frames", 0) if metrics else 0
+            return times, metrics + [no_render.metrics], zygote_rss, frames
+        finally:
+            for w in workers:
+                await w.__aexit__(None, None, None)
+            await zygote.close()
+
+
+async def main(runs: int) -> None:
+    print(f"shopfloor simulation benchmark — {machine_summary()}")
+    t = time.perf_counter()
+    zygote = await Zygote.start(["build123d", "mujoco"])
+    zygote_start = time.perf_counter() - t
+    try:
+        cold_start, warm_start = await script_start(zygote, runs)
+    finally:
+        await zygote.close()
+    cold_sim, cold_peak_mb = await cold_simulation(max(2, runs // 2))
+    warm_sim, metrics, zygote_rss, frames = await warm_end_to_end(runs)
+    no_render = metrics.pop()
+
+    print_table(
+        ["build123d script start", "median", "runs"],
+        [
+            ["cold: new interpreter", f"{median(cold_start):.3f} s", str(len(cold_start))],
+            [
+                "warm: fork of the zygote",
+                f"{median(warm_start) * 1000:.1f} ms",
+                str(len(warm_start)),
+            ],
+        ],
+        title="Script start (a build123d script that builds one box)",
+    )
+    print_table(
+        ["reference scene (3 parts, 5 s, 30 fps, 320x240)", "median", "runs"],
+        [
+            ["cold: new process, no Temporal", f"{median(cold_sim):.3f} s", str(len(cold_sim))],
+            [
+                "warm: worker via Temporal, end to end",
+                f"{median(warm_sim):.3f} s",
+                str(len(warm_sim)),
+            ],
+        ],
+        title="Simulation end to end",
+    )
+    stage_rows = []
+    for stage in STAGES:
+        values = [m["timings_s"][stage] for m in metrics if stage in m.get("timings_s", {})]
+        stage_rows.append([stage, f"{median(values) * 1000:.1f} ms"])
+    print_table(["stage (warm)", "median"], stage_rows, title="Split by stage")
+    print(f"\nframes rendered: {frames} (5 s × 30 fps = 150)")
+    print(
+        f"real-time factor without rendering: {no_render.get('realtime_factor', 0):.0f}× "
+        f"(simulated {no_render.get('sim_time_s')} s of physics in "
+        f"{no_render.get('physics_wall_s', 0) * 1000:.1f} ms)"
+    )
+    print(
+        f"zygote start-up (imports build123d + mujoco once): {zygote_start:.2f} s, "
+        f"resident {zygote_rss:.0f} MB; cold run peak RSS {cold_peak_mb:.0f} MB"
+    )
+    print()
+    start_ratio = ratio(median(cold_start), median(warm_start))
+    sim_ratio = ratio(median(cold_sim), median(warm_sim))
+    print(f"warm script start speed-up (cold / warm): {start_ratio:.0f}x  (target >= 30x)")
+    print(
+        f"warm end-to-end: {median(warm_sim):.3f} s  (target <= 1 s); "
+        f"cold / warm ratio: {sim_ratio:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per variant")
+    asyncio.run(main(parser.parse_args().runs))

@@ -1,0 +1,56 @@
+"""The simulation job kind's descriptor. Light on purpose: the controller imports it, and
+build123d and mujoco are imported only by workers (once, in the warm zygote)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from shopfloor.kinds.simulation.activities import SimulationActivities
+from shopfloor.kinds.simulation.models import (
+    GeometryPart,
+    SceneGeometry,
+    SceneSource,
+    SimOptions,
+    SimulationRequest,
+    SimulationResult,
+)
+from shopfloor.kinds.simulation.workflows import SimulationWorkflow
+from shopfloor.registry import JobKind
+
+_REQUEST_FIELDS = {"memory_mb", "timeout_s"}
+
+
+def _input_from_file(path: Path, options: dict[str, Any]) -> SimulationRequest:
+    """`shopfloor submit simulation scene.py|part.stl|part.step -o duration_s=3 …`"""
+    request_fields = {k: options.pop(k) for k in list(options) if k in _REQUEST_FIELDS}
+    suffix = path.suffix.lower()
+    if suffix == ".py":
+        scene: SceneSource | SceneGeometry = SceneSource(source=path.read_text())
+    elif suffix in (".stl", ".step", ".stp"):
+        fmt = "stl" if suffix == ".stl" else "step"
+        fixed = bool(options.pop("fixed", False))
+        part = GeometryPart(
+            label=path.stem,
+            format=fmt,
+            data_base64=base64.b64encode(path.read_bytes()).decode(),
+            fixed=fixed,
+        )
+        scene = SceneGeometry(parts=[part])
+    else:
+        raise ValueError(f"expected a .py build123d scene or an .stl/.step part, got {path.name}")
+    return SimulationRequest(scene=scene, options=SimOptions(**options), **request_fields)
+
+
+KIND = JobKind(
+    name="simulation",
+    summary="Simulate a build123d scene in MuJoCo: verdict, metrics, MP4 video, artifacts.",
+    task_queue="simulation-task-queue",
+    workflow=SimulationWorkflow,
+    input_model=SimulationRequest,
+    result_model=SimulationResult,
+    make_activities=lambda ctx: [SimulationActivities(ctx).run_simulation],
+    input_from_file=_input_from_file,
+    warm_imports=("build123d", "mujoco"),
+)
