@@ -45,8 +45,10 @@ async def test_activity_succeeds_with_heartbeats_and_stored_artifacts(activities
     env = ActivityEnvironment()
     beats: list = []
     env.on_heartbeat = lambda *details: beats.append(details)
+    # A scene that takes over a second to build, so progress is reported while it runs.
+    slow_scene = "import time\ntime.sleep(1.2)\n" + RAMP_BOX
     result = await env.run(
-        acts.run_simulation, request(RAMP_BOX, width=160, height=120, duration_s=2.0)
+        acts.run_simulation, request(slow_scene, width=160, height=120, duration_s=2.0)
     )
     assert result.outcome == "SUCCESS", result.reason
     assert beats and "elapsed_s" in beats[0][0]

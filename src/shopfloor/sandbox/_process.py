@@ -15,6 +15,7 @@ from shopfloor.sandbox._limits import Limits, apply_in_child
 from shopfloor.sandbox._output import OutputTail
 
 KILL_GRACE_S = 2.0
+FIRST_PROGRESS_S = 0.5
 
 
 @dataclass
@@ -145,13 +146,13 @@ async def supervise(
     wait_task = asyncio.ensure_future(wait)
     deadline = child.started + child.limits.wall_timeout_s
     killed_by_us: str | None = None
+    # The first report comes early, so a watcher soon sees the job running; a job shorter than
+    # that sends none (a heartbeat is a server round trip, the cost of a whole short script).
+    next_report = min(FIRST_PROGRESS_S, progress_every)
     try:
-        if on_progress is not None:  # at once: watchers see "running" before the first tick
-            maybe = on_progress(child.progress())
-            if maybe is not None:
-                await maybe
         while not wait_task.done():
-            timeout = min(progress_every, max(0.0, deadline - time.monotonic()))
+            timeout = min(next_report, max(0.0, deadline - time.monotonic()))
+            next_report = progress_every
             await asyncio.wait({wait_task}, timeout=timeout)
             if wait_task.done():
                 break
