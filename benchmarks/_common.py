@@ -66,7 +66,16 @@ class CpuTimes:
     @classmethod
     def now(cls, server_pid: int | None) -> CpuTimes:
         t = os.times()
-        return cls(t.user + t.system, t.children_user + t.children_system, _proc_cpu(server_pid))
+        # Scripts may be reaped by a live helper process (shopfloor's launcher zygote) rather
+        # than by us: count such helpers and what they reaped as "children" too.
+        helpers = sum(
+            _proc_cpu(pid, with_reaped=True) for pid in _live_children() if pid != server_pid
+        )
+        return cls(
+            t.user + t.system,
+            t.children_user + t.children_system + helpers,
+            _proc_cpu(server_pid),
+        )
 
     def __sub__(self, other: CpuTimes) -> CpuTimes:
         return CpuTimes(
@@ -90,16 +99,33 @@ class CpuTimes:
 ZERO_CPU = CpuTimes(0.0, 0.0, 0.0)
 
 
-def _proc_cpu(pid: int | None) -> float:
-    """utime + stime of a live process from /proc (Linux), 0 where that is not available."""
+def _proc_cpu(pid: int | None, *, with_reaped: bool = False) -> float:
+    """utime + stime of a live process from /proc (Linux), 0 where that is not available;
+    with_reaped adds the CPU of the children it has waited for (cutime + cstime)."""
     if pid is None:
         return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    # Fields after "pid (comm)": utime and stime are the 12th and 13th (0-based 11, 12).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # Fields after "pid (comm)": utime, stime, cutime, cstime are 0-based 11, 12, 13, 14.
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _live_children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                    found.append(int(entry.name))
+            except (OSError, IndexError):
+                pass
+    return found
 
 
 # -- statistics ----------------------------------------------------------------------------

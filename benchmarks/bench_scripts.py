@@ -63,12 +63,11 @@ with workflow.unsafe.imports_passed_through():
         timeline,
     )
 
-    from shopfloor.artifacts import ArtifactStore
     from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
-    from shopfloor.registry import WorkerContext, queue_for
+    from shopfloor.registry import queue_for
     from shopfloor.settings import Settings
     from shopfloor.temporal import connect
-    from shopfloor.worker import build_workers, select_kinds
+    from shopfloor.worker import build_workers, select_kinds, worker_context
 
 SCRIPT = 'print("hi")\n'
 EXPECTED_STDOUT = "hi\n"
@@ -198,7 +197,6 @@ async def run(args: argparse.Namespace) -> None:
         sf_client = await connect(settings)
         base_client = await Client.connect(server.address)  # the default data converter
         served = select_kinds(["script"])
-        ctx = WorkerContext(settings, ArtifactStore(settings.artifact_root), zygote=None)
         sf_queue = queue_for(served[0], settings)
         base_queue = f"bench-baseline-{uuid.uuid4().hex[:8]}"
         sf_input = ScriptInput(source=SCRIPT)
@@ -222,7 +220,6 @@ async def run(args: argparse.Namespace) -> None:
         stats = None
         with ThreadPoolExecutor(max_workers=BASELINE_EXECUTOR_THREADS) as executor:
             workers = [
-                *build_workers(sf_client, settings, served, ctx),
                 Worker(
                     base_client,
                     task_queue=base_queue,
@@ -232,6 +229,8 @@ async def run(args: argparse.Namespace) -> None:
                 ),
             ]
             async with contextlib.AsyncExitStack() as stack:
+                ctx = await worker_context(settings, served, stack)  # as `shopfloor worker`
+                workers.extend(build_workers(sf_client, settings, served, ctx))
                 for worker in workers:
                     await stack.enter_async_context(worker)
                 server_pid = server.proc.pid if server.proc else None

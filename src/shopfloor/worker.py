@@ -58,25 +58,27 @@ def build_workers(
     ]
 
 
-async def start_zygotes(served: Sequence[JobKind], stack: AsyncExitStack) -> tuple:
-    """The launcher (forks fresh interpreters, so the worker never forks itself) and, when a
-    served kind has heavy imports, a warm zygote that has imported them."""
+async def worker_context(
+    settings: Settings, served: Sequence[JobKind], stack: AsyncExitStack
+) -> WorkerContext:
+    """What activities share in one worker process: the artifact store, the launcher zygote
+    (forks fresh interpreters, so the worker never forks itself) and, when a served kind has
+    heavy imports, a warm zygote that has imported them. Closed with `stack`."""
     launcher = await Zygote.start([])
     stack.push_async_callback(launcher.close)
+    warm = None
     warm_imports = sorted({m for kind in served for m in kind.warm_imports})
-    if not warm_imports:
-        return launcher, None
-    warm = await Zygote.start(warm_imports)
-    stack.push_async_callback(warm.close)
-    return launcher, warm
+    if warm_imports:
+        warm = await Zygote.start(warm_imports)
+        stack.push_async_callback(warm.close)
+    return WorkerContext(settings, ArtifactStore(settings.artifact_root), warm, launcher)
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     served = select_kinds(settings.worker_kinds)
     client = await connect_with_retry(settings, wait_s=60)
     async with AsyncExitStack() as stack:
-        launcher, zygote = await start_zygotes(served, stack)
-        ctx = WorkerContext(settings, ArtifactStore(settings.artifact_root), zygote, launcher)
+        ctx = await worker_context(settings, served, stack)
         workers = build_workers(client, settings, served, ctx)
         for worker in workers:
             await stack.enter_async_context(worker)
