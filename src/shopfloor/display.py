@@ -100,6 +100,8 @@ def _rows(body: dict[str, Any], prefix: str = ""):
             yield from _rows(value, f"{prefix}{key}.")
         elif isinstance(value, float):
             yield f"{prefix}{key}", f"{value:.4g}"
+        elif isinstance(value, str):
+            yield f"{prefix}{key}", value.rstrip("\n")
         else:
             yield f"{prefix}{key}", value
 
