@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import Stack, free_port
+from tests.helpers import Proc, Stack, free_port, wait_until
 
 
 def test_bad_input_is_a_clear_4xx(stack: Stack) -> None:
@@ -49,11 +49,7 @@ def test_temporal_down_is_503_not_500(tmp_path: Path) -> None:
     dead = f"127.0.0.1:{free_port()}"
     stack = Stack(temporal_address=dead, tmp=tmp_path)
     try:
-        from tests.helpers import Proc
-
         stack.controller = Proc(["controller"], stack.env, tmp_path / "c.log").start()
-        from tests.helpers import wait_until
-
         wait_until(lambda: _answers(stack), timeout_s=30, what="controller answering")
         health = stack.http.get("/healthz")
         assert health.status_code == 503 and health.json()["ok"] is False

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
@@ -27,6 +27,16 @@ JOB_RETRY_POLICY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[INVALID_INPUT],
 )
+
+
+def heartbeat_progress(progress: Any) -> None:
+    """The sandbox's progress callback for activities: progress becomes heartbeat details,
+    which `shopfloor status` and GET /jobs/<id> show."""
+    activity.heartbeat(progress.as_dict())
+
+
+# How every job activity reports sandbox progress (keyword options of the sandbox launchers).
+JOB_PROGRESS = {"on_progress": heartbeat_progress, "progress_every": PROGRESS_EVERY_S}
 
 
 def invalid_input(message: str) -> ApplicationError:

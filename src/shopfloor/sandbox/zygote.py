@@ -125,9 +125,9 @@ class Zygote:
         cwd: Path,
         env: dict[str, str],
         limits: Limits,
-        on_progress: ProgressCallback | None,
-        progress_every: float,
-        tail_bytes: int,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 2.0,
+        tail_bytes: int = 64 * 1024,
     ) -> SandboxOutcome:
         sock = await self._ensure_running()
         child = _Child(limits, tail_bytes)
@@ -170,73 +170,21 @@ class Zygote:
             if child.cgroup is not None:
                 child.cgroup.remove()
 
-    async def run_script(
-        self,
-        script: Path,
-        args: list[str],
-        *,
-        cwd: Path,
-        env: dict[str, str],
-        limits: Limits,
-        on_progress: ProgressCallback | None = None,
-        progress_every: float = 2.0,
-        tail_bytes: int = 64 * 1024,
-    ) -> SandboxOutcome:
-        return await self._launch(
-            {"script": str(script), "args": args},
-            cwd=cwd,
-            env=env,
-            limits=limits,
-            on_progress=on_progress,
-            progress_every=progress_every,
-            tail_bytes=tail_bytes,
-        )
+    # The three ways to run something; `options` are those of `run_process`: cwd, env,
+    # limits, and optionally on_progress, progress_every, tail_bytes.
 
-    async def run_exec(
-        self,
-        argv: list[str],
-        *,
-        cwd: Path,
-        env: dict[str, str],
-        limits: Limits,
-        on_progress: ProgressCallback | None = None,
-        progress_every: float = 2.0,
-        tail_bytes: int = 64 * 1024,
-    ) -> SandboxOutcome:
+    async def run_script(self, script: Path, args: list[str], **options: Any) -> SandboxOutcome:
+        """Runs a Python script in a warm child (the zygote's imports already done)."""
+        return await self._launch({"script": str(script), "args": args}, **options)
+
+    async def run_exec(self, argv: list[str], **options: Any) -> SandboxOutcome:
         """Runs a fresh program (fork + exec done by the zygote, not by the worker)."""
-        return await self._launch(
-            {"exec": argv},
-            cwd=cwd,
-            env=env,
-            limits=limits,
-            on_progress=on_progress,
-            progress_every=progress_every,
-            tail_bytes=tail_bytes,
-        )
+        return await self._launch({"exec": argv}, **options)
 
-    async def run_call(
-        self,
-        target: str,
-        arg: Any,
-        *,
-        cwd: Path,
-        env: dict[str, str],
-        limits: Limits,
-        on_progress: ProgressCallback | None = None,
-        progress_every: float = 2.0,
-        tail_bytes: int = 64 * 1024,
-    ) -> SandboxOutcome:
+    async def run_call(self, target: str, arg: Any, **options: Any) -> SandboxOutcome:
         """Calls `module:function(arg)` in a warm child; its return value is the exit code and
         it reports progress with `shopfloor.sandbox.report_progress`."""
-        return await self._launch(
-            {"call": target, "arg": arg},
-            cwd=cwd,
-            env=env,
-            limits=limits,
-            on_progress=on_progress,
-            progress_every=progress_every,
-            tail_bytes=tail_bytes,
-        )
+        return await self._launch({"call": target, "arg": arg}, **options)
 
     async def close(self) -> None:
         if self._sock is not None:

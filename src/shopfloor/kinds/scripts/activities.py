@@ -12,10 +12,10 @@ from pathlib import Path
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError
-from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.jobs import JOB_PROGRESS, invalid_input
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Limits, Progress, SandboxOutcome, job_environment, run_fresh
+from shopfloor.sandbox import Limits, SandboxOutcome, job_environment, run_fresh
 
 # Scripts that import these pay seconds of import time in a fresh interpreter; a warm fork
 # of a process that already imported them starts in milliseconds.
@@ -63,35 +63,18 @@ class ScriptActivities:
             file_size_mb=job.file_size_mb,
         )
 
-        def heartbeat(progress: Progress) -> None:
-            activity.heartbeat(progress.as_dict())
-
         workdir = Path(tempfile.mkdtemp(prefix="shopfloor-script-"))
         try:
             self._prepare(workdir, job, source)
             env = job_environment(workdir, job.env)
             zygote = self.ctx.zygote
             warm = job.warm == "auto" and zygote is not None and bool(_HEAVY_IMPORT.search(source))
+            run = {"cwd": workdir, "env": env, "limits": limits, **JOB_PROGRESS}
             if warm:
-                outcome = await zygote.run_script(
-                    workdir / "script.py",
-                    job.args,
-                    cwd=workdir,
-                    env=env,
-                    limits=limits,
-                    on_progress=heartbeat,
-                    progress_every=PROGRESS_EVERY_S,
-                )
+                outcome = await zygote.run_script(workdir / "script.py", job.args, **run)
             else:
-                outcome = await run_fresh(
-                    [sys.executable, "-E", "-s", "-u", "script.py", *job.args],
-                    launcher=self.ctx.launcher,
-                    cwd=workdir,
-                    env=env,
-                    limits=limits,
-                    on_progress=heartbeat,
-                    progress_every=PROGRESS_EVERY_S,
-                )
+                argv = [sys.executable, "-E", "-s", "-u", "script.py", *job.args]
+                outcome = await run_fresh(argv, launcher=self.ctx.launcher, **run)
             artifacts = self.ctx.artifacts.put_tree(info.workflow_id, workdir / "out")
             return _result(outcome, artifacts, attempt=info.attempt, warm=warm)
         finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError
-from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.jobs import JOB_PROGRESS, invalid_input
 from shopfloor.kinds.simulation.models import (
     GeometryPart,
     SceneGeometry,
@@ -28,7 +28,7 @@ from shopfloor.kinds.simulation.models import (
     SimulationResult,
 )
 from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Limits, Progress, SandboxOutcome, job_environment, run_fresh
+from shopfloor.sandbox import Limits, SandboxOutcome, job_environment, run_fresh
 
 RUNNER = "shopfloor.kinds.simulation.runner:run_in_child"
 
@@ -88,35 +88,21 @@ class SimulationActivities:
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb)
         env = job_environment(workdir, {})
 
-        def heartbeat(progress: Progress) -> None:
-            activity.heartbeat(progress.as_dict())
-
         zygote = self.ctx.zygote
         # The warm process chose its GL backend when it imported mujoco; another one needs a
         # fresh interpreter.
         warm_gl = os.environ.get("MUJOCO_GL", "osmesa")
         if zygote is not None and request.options.gl_backend == warm_gl:
             return await zygote.run_call(
-                RUNNER,
-                arg,
-                cwd=workdir,
-                env=env,
-                limits=limits,
-                on_progress=heartbeat,
-                progress_every=PROGRESS_EVERY_S,
+                RUNNER, arg, cwd=workdir, env=env, limits=limits, **JOB_PROGRESS
             )
         (workdir / "arg.json").write_text(json.dumps(arg))
         env["MUJOCO_GL"] = request.options.gl_backend
         # A fresh interpreter has no libraries mapped yet: give it room for them.
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb + 4096)
+        argv = [sys.executable, "-E", "-s", "-m", "shopfloor.kinds.simulation.runner", "arg.json"]
         return await run_fresh(
-            [sys.executable, "-E", "-s", "-m", "shopfloor.kinds.simulation.runner", "arg.json"],
-            launcher=self.ctx.launcher,
-            cwd=workdir,
-            env=env,
-            limits=limits,
-            on_progress=heartbeat,
-            progress_every=PROGRESS_EVERY_S,
+            argv, launcher=self.ctx.launcher, cwd=workdir, env=env, limits=limits, **JOB_PROGRESS
         )
 
     def _store_artifacts(self, result: SimulationResult, out: Path, job_id: str):
