@@ -57,6 +57,20 @@ def test_worker_killed_mid_script_job_completes_once_on_new_worker(fresh_stack: 
     assert "done.txt" in result["artifacts"]
 
 
+def test_worker_stopped_gracefully_mid_job_does_not_record_a_cancel(fresh_stack: Stack) -> None:
+    """SIGTERM (a deploy, Ctrl-C on `up`) cancels activities on that worker; that must not
+    end the job as `cancelled`: it runs again on another worker."""
+    first = fresh_stack.start_worker()
+    fresh_stack.start_controller()
+    job_id = fresh_stack.submit("script", {"source": LONG_SCRIPT.format(seconds=8)})
+    wait_until(lambda: _running_attempt(fresh_stack, job_id) == 1, timeout_s=30, what="attempt 1")
+    first.stop()  # SIGTERM: graceful shutdown, then in-flight activities are cancelled
+    fresh_stack.start_worker()
+    result = fresh_stack.result(job_id, wait_s=120)["result"]
+    assert result["killed_reason"] is None and result["exit_code"] == 0
+    assert result["attempt"] >= 2
+
+
 def test_dev_server_killed_mid_job_and_restarted_on_same_sqlite(tmp_path: Path) -> None:
     server = DevServer(data_dir=tmp_path / "temporal", port=free_port(), ui_port=free_port())
     server.start()

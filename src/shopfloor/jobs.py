@@ -5,6 +5,7 @@ Imported by workflows, so it must stay deterministic and light (no I/O at import
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +38,18 @@ def heartbeat_progress(progress: Any) -> None:
 
 # How every job activity reports sandbox progress (keyword options of the sandbox launchers).
 JOB_PROGRESS = {"on_progress": heartbeat_progress, "progress_every": PROGRESS_EVERY_S}
+
+
+def ensure_cancel_was_requested() -> None:
+    """Call when a job's processes were killed because its activity was cancelled.
+
+    Only a cancel the user asked for may end the job with a `cancelled` result. Any other
+    cancellation — the worker shutting down, a lost heartbeat — must record nothing: the
+    activity fails (retryably) and the job runs again on another worker.
+    """
+    details = activity.cancellation_details()
+    if details is None or not details.cancel_requested:
+        raise asyncio.CancelledError("worker shutting down: the job will run again elsewhere")
 
 
 def invalid_input(message: str) -> ApplicationError:

@@ -12,7 +12,7 @@ from pathlib import Path
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError
-from shopfloor.jobs import JOB_PROGRESS, invalid_input
+from shopfloor.jobs import JOB_PROGRESS, ensure_cancel_was_requested, invalid_input
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 from shopfloor.registry import WorkerContext
 from shopfloor.sandbox import Limits, SandboxOutcome, job_environment, run_fresh
@@ -75,6 +75,8 @@ class ScriptActivities:
             else:
                 argv = [sys.executable, "-E", "-s", "-u", "script.py", *job.args]
                 outcome = await run_fresh(argv, launcher=self.ctx.launcher, **run)
+            if outcome.killed_reason == "cancelled":
+                ensure_cancel_was_requested()
             artifacts = self.ctx.artifacts.put_tree(info.workflow_id, workdir / "out")
             return _result(outcome, artifacts, attempt=info.attempt, warm=warm)
         finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError
-from shopfloor.jobs import JOB_PROGRESS, invalid_input
+from shopfloor.jobs import JOB_PROGRESS, ensure_cancel_was_requested, invalid_input
 from shopfloor.kinds.simulation.models import (
     GeometryPart,
     SceneGeometry,
@@ -76,6 +76,8 @@ class SimulationActivities:
                 "result_path": str(workdir / "result.json"),
             }
             outcome = await self._run(arg, request, workdir)
+            if outcome.killed_reason == "cancelled":
+                ensure_cancel_was_requested()
             result_file = workdir / "result.json"
             if not result_file.exists():
                 return _crashed(outcome, request)
