@@ -242,3 +242,24 @@ def test_plain_temporal_cli_starts_a_script_job(dev_server, tmp_path: Path) -> N
         assert "plain json works" in result.stdout and '"exit_code": 0' in result.stdout
     finally:
         stack.stop()
+
+
+def test_build123d_script_runs_warm(stack: Stack) -> None:
+    source = (Path(__file__).parents[2] / "examples" / "cad_part.py").read_text()
+    result = stack.run("script", {"source": source})["result"]
+    assert result["exit_code"] == 0, result["stderr_tail"]
+    assert result["warm"] is True and "bracket volume" in result["stdout_tail"]
+    assert "bracket.step" in result["artifacts"]
+    cold = stack.run("script", {"source": source, "warm": "never"})["result"]
+    assert cold["warm"] is False and cold["stdout_tail"] == result["stdout_tail"]
+
+
+def test_input_a_retry_cannot_fix_fails_the_job_at_once(stack: Stack) -> None:
+    """The controller checks what it can; what only the worker can see (a missing upload)
+    fails the job without retries, with the reason in the result."""
+    job_id = stack.submit("script", {"source_uri": "artifact://uploads/nope/missing.py"})
+    res = stack.result(job_id)
+    assert res["status"] == "FAILED"
+    assert "cannot read script" in res["error"] and "missing.py" in res["error"]
+    progress = stack.http.get(f"/jobs/{job_id}").json()
+    assert progress["status"] == "FAILED" and progress["progress"] == []
