@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from shopfloor.client import ControllerError, ShopfloorClient
-from shopfloor.registry import kinds
+from shopfloor.registry import kind_named, kinds
 from shopfloor.settings import get_settings
 
 app = typer.Typer(
@@ -25,7 +25,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-KindName = Enum("KindName", {name: name for name in kinds()}, type=str)  # type: ignore[misc]
+# Kind names and their aliases, as the CLI's choices.
+KindName = Enum(  # type: ignore[misc]
+    "KindName", {n: n for k in kinds().values() for n in (k.name, *k.aliases)}, type=str
+)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -139,10 +142,13 @@ def submit(
     """Submit a job built from FILE (e.g. a Python script) and optional input fields."""
     from shopfloor.display import console, show_result, wait_with_progress
 
-    job_kind = kinds()[kind.value]
+    job_kind = kind_named(kind.value)
+    assert job_kind is not None  # the choices come from the registry
     options = dict(_parse_option(o) for o in option or [])
     if env:
         options["env"] = {k: str(v) for k, v in (_parse_option(e) for e in env)}
+    if job_kind.input_from_file is None:
+        _fail(f"{job_kind.name} jobs cannot be built from a file; use the HTTP API", 2)
     try:
         job = job_kind.input_from_file(file, options)  # type: ignore[misc]
     except ValidationError as err:
@@ -151,7 +157,7 @@ def submit(
         _fail(f"cannot read {file}: {err}", 2)
     client = _client()
     try:
-        submitted = client.submit(kind.value, job.model_dump(mode="json"), key=key)
+        submitted = client.submit(job_kind.name, job.model_dump(mode="json"), key=key)
         if not wait:
             if as_json:
                 print(json.dumps(submitted))
@@ -223,7 +229,8 @@ def list_jobs(
     from shopfloor.display import show_jobs
 
     try:
-        jobs = _client().list(kind=kind.value if kind else None, status=status, limit=limit)
+        name = kind_named(kind.value).name if kind else None  # type: ignore[union-attr]
+        jobs = _client().list(kind=name, status=status, limit=limit)
     except ControllerError as err:
         _fail(str(err))
     if as_json:

@@ -54,6 +54,8 @@ class JobKind:
     check_input: Callable[[BaseModel, Settings], None] | None = None
     # Heavy modules a warm worker imports once at start-up (e.g. build123d, mujoco).
     warm_imports: Sequence[str] = field(default_factory=tuple)
+    # Other names the CLI accepts (`shopfloor submit simulate …`).
+    aliases: Sequence[str] = ()
 
     @property
     def workflow_type(self) -> str:
@@ -75,6 +77,14 @@ def kinds() -> dict[str, JobKind]:
         kind: JobKind = importlib.import_module(module_name).KIND
         found[kind.name] = kind
     return found
+
+
+def kind_named(name: str) -> JobKind | None:
+    """A kind by its name or one of its aliases."""
+    for kind in kinds().values():
+        if name == kind.name or name in kind.aliases:
+            return kind
+    return None
 
 
 def kind_for_workflow_type(workflow_type: str) -> JobKind | None:

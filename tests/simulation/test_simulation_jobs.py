@@ -156,7 +156,7 @@ def test_cli_submit_simulation_wait_shows_the_video(stack: Stack) -> None:
             "-m",
             "shopfloor",
             "submit",
-            "simulation",
+            "simulate",  # the alias the CLI also accepts
             str(EXAMPLES / "ramp_box.py"),
             "--wait",
             "--json",

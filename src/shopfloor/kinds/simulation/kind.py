@@ -53,4 +53,5 @@ KIND = JobKind(
     make_activities=lambda ctx: [SimulationActivities(ctx).run_simulation],
     input_from_file=_input_from_file,
     warm_imports=("build123d", "mujoco"),
+    aliases=("simulate",),
 )
