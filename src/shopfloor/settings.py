@@ -47,9 +47,6 @@ class Settings(BaseSettings):
     script_env_allowlist: list[str] = Field(
         default_factory=lambda: ["JOB_*", "SEED", "TZ", "LANG", "LC_*", "OMP_NUM_THREADS"]
     )
-    # Run scripts as an unprivileged uid when the worker is root (enables RLIMIT_NPROC and
-    # keeps scripts away from the worker's files).
-    sandbox_drop_privileges: bool = True
 
     @property
     def embedded(self) -> bool:

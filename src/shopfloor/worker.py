@@ -16,6 +16,7 @@ from shopfloor.artifacts import ArtifactStore
 from shopfloor.jobs import PROGRESS_EVERY_S
 from shopfloor.registry import JobKind, WorkerContext, kinds, queue_for
 from shopfloor.sandbox import Zygote
+from shopfloor.sandbox._limits import protect_from_same_user
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
 
@@ -76,6 +77,7 @@ async def worker_context(
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     served = select_kinds(settings.worker_kinds)
+    protect_from_same_user()
     client = await connect_with_retry(settings, wait_s=60)
     async with AsyncExitStack() as stack:
         ctx = await worker_context(settings, served, stack)

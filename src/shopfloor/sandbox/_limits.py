@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded up front: nothing heavy may run after fork
 
 # A writable cgroup-v1 pids hierarchy lets us cap processes even for root (RLIMIT_NPROC does
@@ -65,3 +66,10 @@ def _processes_of_current_user() -> int:
             except OSError:
                 pass
     return count
+
+
+def protect_from_same_user() -> None:
+    """Makes this process's memory and /proc/<pid>/environ unreadable to other processes of
+    the same (non-root) user — such as the scripts it runs, which could otherwise read the
+    worker's API keys there. Root-run scripts are not stopped by this; see the README."""
+    _libc.prctl(_PR_SET_DUMPABLE, 0)

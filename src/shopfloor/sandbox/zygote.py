@@ -68,6 +68,7 @@ class Zygote:
                     *self.modules,
                 ],
                 pass_fds=[theirs.fileno()],
+                env=_zygote_environment(),
                 stdin=subprocess.DEVNULL,
             )
             theirs.close()
@@ -197,6 +198,12 @@ class Zygote:
                 await asyncio.to_thread(self._proc.wait, 10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
+
+
+def _zygote_environment() -> dict[str, str]:
+    """The zygote gets none of the worker's secrets: its children are untrusted code."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "MUJOCO_GL")
+    return {k: v for k, v in os.environ.items() if k in keep}
 
 
 async def _stream(fd: int) -> asyncio.StreamReader:
