@@ -34,7 +34,9 @@ def progress_text(status: dict[str, Any]) -> Text:
 
 
 def wait_with_progress(client: ShopfloorClient, job_id: str, *, poll_s: float = 1.0) -> dict:
-    with Live(Text(f"{job_id}  submitted"), console=err_console, refresh_per_second=4) as live:
+    with Live(
+        Text(f"{job_id}  submitted"), console=err_console, refresh_per_second=4, transient=True
+    ) as live:
         while True:
             status = client.status(job_id)
             live.update(progress_text(status))
