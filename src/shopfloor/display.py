@@ -45,7 +45,6 @@ def wait_with_progress(client: ShopfloorClient, job_id: str, *, poll_s: float = 
             # Long-poll the result briefly: returns at once when the job ends.
             result = client.result(job_id, wait_s=poll_s)
             if result["status"] in TERMINAL:
-                live.update(progress_text(client.status(job_id)))
                 return result
     return client.result(job_id, wait_s=10)
 
