@@ -36,9 +36,6 @@ class ArtifactStore:
             raise ArtifactError(f"artifact URI needs a job and a path: {uri!r}")
         return self.root / rel
 
-    def exists(self, uri: str) -> bool:
-        return self.path_for(uri).is_file()
-
     # -- writing (atomic, so a retried activity or a crash never leaves half a file) ---------
     def put_bytes(self, job_id: str, name: str, data: bytes) -> str:
         uri = self.uri(job_id, name)
