@@ -10,7 +10,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 SCHEME = "artifact://"
 
@@ -38,23 +40,28 @@ class ArtifactStore:
 
     # -- writing (atomic, so a retried activity or a crash never leaves half a file) ---------
     def put_bytes(self, job_id: str, name: str, data: bytes) -> str:
-        uri = self.uri(job_id, name)
-        dest = self.path_for(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-        return uri
+        return self._put(job_id, name, lambda f: f.write(data))
 
     def put_file(self, job_id: str, name: str, src: Path) -> str:
+        def copy(f: BinaryIO) -> None:
+            with open(src, "rb") as source:
+                shutil.copyfileobj(source, f)
+
+        return self._put(job_id, name, copy)
+
+    def _put(self, job_id: str, name: str, write: Callable[[BinaryIO], object]) -> str:
+        """Writes to a temp file beside the destination, then renames it into place."""
         uri = self.uri(job_id, name)
         dest = self.path_for(uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, dest)
+        except BaseException:
+            os.unlink(tmp)
+            raise
         return uri
 
     def put_tree(self, job_id: str, src_dir: Path, *, prefix: str = "") -> dict[str, str]:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -23,13 +23,10 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     proc: subprocess.Popen | None = None
-    restarts: int = 0
-    started_at: float = field(default=0.0)
 
     def start(self) -> None:
         # Own session: a terminal's Ctrl-C reaches only `up`, which then stops things in order.
         self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
-        self.started_at = time.monotonic()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -101,7 +98,6 @@ class Stack:
                     code = child.proc.returncode if child.proc else None
                     self.say(f"{child.name} exited ({code}); restarting")
                     time.sleep(RESTART_BACKOFF_S)
-                    child.restarts += 1
                     child.start()
             time.sleep(0.5)
 

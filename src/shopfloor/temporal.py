@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -31,9 +34,6 @@ async def connect(settings: Settings) -> Client:
 
 async def connect_with_retry(settings: Settings, *, wait_s: float = 30.0) -> Client:
     """Connects, retrying while the server is starting (embedded stack, compose start-up)."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -120,8 +120,6 @@ class PidsCgroup:
 
     def remove(self) -> None:
         """Back to the pool when empty; removed when the pool is full."""
-        if self.path in _POOL:
-            return
         self.kill_all()
         if not self.pids() and len(_POOL) < _POOL_MAX:
             _POOL.append(self.path)

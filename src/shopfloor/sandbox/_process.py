@@ -98,12 +98,18 @@ class _Child:
         if self.cgroup is not None:
             self.cgroup.kill_all()
 
+    def __enter__(self) -> _Child:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """The cgroup goes back to the pool however the run ended (even if it never started)."""
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
     def outcome(self, returncode: int, killed_by_us: str | None) -> SandboxOutcome:
         exit_code = returncode if returncode >= 0 else None
         sig = signal.Signals(-returncode).name if returncode < 0 else None
         reason = killed_by_us or self._classify(sig)
-        if self.cgroup is not None:
-            self.cgroup.remove()
         return SandboxOutcome(
             exit_code=exit_code,
             signal=sig,
@@ -215,28 +221,28 @@ async def run_process(
     tail_bytes: int = 64 * 1024,
 ) -> SandboxOutcome:
     """Runs `argv` in a new session with `limits`; never raises for anything the child does."""
-    child = _Child(limits, tail_bytes)
-    procs_file = child.cgroup.procs_file if child.cgroup else None
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=lambda: apply_in_child(limits, procs_file),
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [
-        asyncio.create_task(child.stdout.drain(proc.stdout)),
-        asyncio.create_task(child.stderr.drain(proc.stderr)),
-    ]
-    return await supervise(
-        child,
-        pgid=proc.pid,
-        wait=_exit_status(proc),
-        readers=readers,
-        on_progress=on_progress,
-        progress_every=progress_every,
-    )
+    with _Child(limits, tail_bytes) as child:
+        procs_file = child.cgroup.procs_file if child.cgroup else None
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=lambda: apply_in_child(limits, procs_file),
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            asyncio.create_task(child.stdout.drain(proc.stdout)),
+            asyncio.create_task(child.stderr.drain(proc.stderr)),
+        ]
+        return await supervise(
+            child,
+            pgid=proc.pid,
+            wait=_exit_status(proc),
+            readers=readers,
+            on_progress=on_progress,
+            progress_every=progress_every,
+        )

@@ -131,45 +131,43 @@ class Zygote:
         tail_bytes: int = 64 * 1024,
     ) -> SandboxOutcome:
         sock = await self._ensure_running()
-        child = _Child(limits, tail_bytes)
         loop = asyncio.get_running_loop()
         request_id = str(next(self._ids))
         waiters = {"pid": loop.create_future(), "returncode": loop.create_future()}
         self._pending[request_id] = waiters
-        pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, progress
-        request = {
-            **request,
-            "id": request_id,
-            "cwd": str(cwd),
-            "env": env,
-            "limits": asdict(limits),
-            "memory_is_extra": "exec" not in request,
-            "cgroup_procs": str(child.cgroup.procs_file) if child.cgroup else None,
-        }
-        try:
-            socket.send_fds(sock, [json.dumps(request).encode()], [w for _, w in pipes])
-        finally:
-            for _, w in pipes:
-                os.close(w)
-        try:
-            readers = [
-                asyncio.create_task(tail.drain(await _stream(r)))
-                for tail, (r, _) in zip((child.stdout, child.stderr), pipes, strict=False)
-            ]
-            readers.append(asyncio.create_task(_read_stage(child, await _stream(pipes[2][0]))))
-            pid = await waiters["pid"]
-            return await supervise(
-                child,
-                pgid=pid,
-                wait=waiters["returncode"],
-                readers=readers,
-                on_progress=on_progress,
-                progress_every=progress_every,
-            )
-        finally:
-            self._pending.pop(request_id, None)
-            if child.cgroup is not None:
-                child.cgroup.remove()
+        with _Child(limits, tail_bytes) as child:
+            try:
+                pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, progress
+                request = {
+                    **request,
+                    "id": request_id,
+                    "cwd": str(cwd),
+                    "env": env,
+                    "limits": asdict(limits),
+                    "memory_is_extra": "exec" not in request,
+                    "cgroup_procs": str(child.cgroup.procs_file) if child.cgroup else None,
+                }
+                try:
+                    socket.send_fds(sock, [json.dumps(request).encode()], [w for _, w in pipes])
+                finally:
+                    for _, w in pipes:
+                        os.close(w)
+                readers = [
+                    asyncio.create_task(tail.drain(await _stream(r)))
+                    for tail, (r, _) in zip((child.stdout, child.stderr), pipes, strict=False)
+                ]
+                stage = _read_stage(child, await _stream(pipes[2][0]))
+                readers.append(asyncio.create_task(stage))
+                return await supervise(
+                    child,
+                    pgid=await waiters["pid"],
+                    wait=waiters["returncode"],
+                    readers=readers,
+                    on_progress=on_progress,
+                    progress_every=progress_every,
+                )
+            finally:
+                self._pending.pop(request_id, None)
 
     # The three ways to run something; `options` are those of `run_process`: cwd, env,
     # limits, and optionally on_progress, progress_every, tail_bytes.
