@@ -67,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from shopfloor.registry import queue_for
     from shopfloor.settings import Settings
     from shopfloor.temporal import connect
-    from shopfloor.worker import build_workers, select_kinds, worker_context
+    from shopfloor.worker import build_workers, kind_resources, select_kinds
 
 SCRIPT = 'print("hi")\n'
 EXPECTED_STDOUT = "hi\n"
@@ -229,8 +229,8 @@ async def run(args: argparse.Namespace) -> None:
                 ),
             ]
             async with contextlib.AsyncExitStack() as stack:
-                ctx = await worker_context(settings, served, stack)  # as `shopfloor worker`
-                workers.extend(build_workers(sf_client, settings, served, ctx))
+                plans = await stack.enter_async_context(kind_resources(settings, served))
+                workers.extend(build_workers(sf_client, settings, plans))  # as `shopfloor worker`
                 for worker in workers:
                     await stack.enter_async_context(worker)
                 server_pid = server.proc.pid if server.proc else None

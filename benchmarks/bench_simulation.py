@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -30,13 +31,12 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 from _common import machine_summary, print_table, ratio, temp_dev_server  # noqa: E402
 
-from shopfloor.artifacts import ArtifactStore  # noqa: E402
 from shopfloor.kinds.simulation.models import SimulationRequest  # noqa: E402
-from shopfloor.registry import WorkerContext, queue_for  # noqa: E402
+from shopfloor.registry import queue_for  # noqa: E402
 from shopfloor.sandbox import Limits, Zygote, job_environment, run_process  # noqa: E402
 from shopfloor.settings import Settings  # noqa: E402
 from shopfloor.temporal import connect  # noqa: E402
-from shopfloor.worker import build_workers, select_kinds  # noqa: E402
+from shopfloor.worker import build_workers, kind_resources, select_kinds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RAMP_BOX = (REPO / "examples" / "ramp_box.py").read_text()
@@ -65,7 +65,9 @@ def reference_request(**options: object) -> SimulationRequest:
     )
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -137,14 +139,12 @@ async def warm_end_to_end(runs: int) -> tuple[list[float], list[dict], float, in
         )
         client = await connect(settings)
         served = select_kinds(["simulation"])
-        zygote = await Zygote.start(["build123d", "mujoco"])
-        ctx = WorkerContext(settings, ArtifactStore(root / "artifacts"), zygote)
-        workers = build_workers(client, settings, served, ctx)
         queue = queue_for(served[0], settings)
         times, metrics = [], []
-        try:
-            for w in workers:
-                await w.__aenter__()
+        async with contextlib.AsyncExitStack() as stack:
+            plans = await stack.enter_async_context(kind_resources(settings, served))
+            for w in build_workers(client, settings, plans):  # as `shopfloor worker` does
+                await stack.enter_async_context(w)
             for i in range(runs + 1):  # the first run warms caches and is not counted
                 t = time.perf_counter()
                 result = await client.execute_workflow(
@@ -166,13 +166,28 @@ async def warm_end_to_end(runs: int) -> tuple[list[float], list[dict], float, in
                 task_queue=queue,
                 result_type=served[0].result_model,
             )
-            zygote_rss = rss_mb(zygote._proc.pid) if zygote._proc else float("nan")
+            zygote_rss = rss_mb(warm_zygote_pid())
             frames = metrics[-1].get("frames", 0) if metrics else 0
             return times, metrics + [no_render.metrics], zygote_rss, frames
-        finally:
-            for w in workers:
-                await w.__aexit__(None, None, None)
-            await zygote.close()
+
+
+def warm_zygote_pid() -> int | None:
+    """The worker's warm zygote: the child of this process that imported build123d."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if (
+            ppid == os.getpid()
+            and b"shopfloor.sandbox.zygote_main" in cmdline
+            and b"build123d" in cmdline
+        ):
+            return int(entry.name)
+    return None
 
 
 async def main(runs: int) -> None:

@@ -1,4 +1,5 @@
-"""Conventions every job kind shares: retry policy, heartbeat timeouts, input errors.
+"""Conventions every job kind shares: retry policy, heartbeat timeouts, input errors, and
+the standard `progress` query.
 
 Imported by workflows, so it must stay deterministic and light (no I/O at import time).
 """
@@ -7,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+
+from shopfloor.progress import WorkflowProgress
+from shopfloor.registry import PROGRESS_QUERY
+
+R = TypeVar("R")
 
 # A worker that dies is noticed after this long without a heartbeat; its activity is then
 # retried on another worker. Activities heartbeat every PROGRESS_EVERY_S.
@@ -58,19 +64,52 @@ def invalid_input(message: str) -> ApplicationError:
 
 
 async def run_job_activity(
-    activity: Any,
+    activity_name: str,
     arg: Any,
     *,
+    result_type: type[R],
     start_to_close: timedelta,
     heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
-) -> Any:
-    """Runs a job's main activity. On cancel the activity's own cleanup result is awaited, so
-    a cancelled job still ends with a result that says why it stopped."""
+) -> R:
+    """Runs a job's main activity, named as its workers register it (so workflows never import
+    activity code). On cancel the activity's own cleanup result is awaited, so a cancelled job
+    still ends with a result that says why it stopped."""
     return await workflow.execute_activity(
-        activity,
+        activity_name,
         arg,
+        result_type=result_type,
         start_to_close_timeout=start_to_close,
         heartbeat_timeout=heartbeat_timeout,
         retry_policy=JOB_RETRY_POLICY,
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     )
+
+
+class ReportsProgress:
+    """Base for workflows that offer the standard `progress` query. `shopfloor status` and the
+    controller prefer it to activity heartbeats, so a job shows where it is while it sleeps,
+    waits for a signal or runs a child workflow. Declare `PROGRESS` in the kind's queries."""
+
+    _progress: WorkflowProgress | None = None
+
+    @workflow.query(name=PROGRESS_QUERY)
+    def progress(self) -> WorkflowProgress:
+        return self._progress or WorkflowProgress(status="running")
+
+    def report(self, status: str, *, step: str | None = None, **details: Any) -> None:
+        self._progress = WorkflowProgress(status=status, step=step, details=details)
+
+    async def sleep(self, duration: timedelta, *, purpose: str, step: str | None = None) -> None:
+        """A durable timer that says what it waits for and until when."""
+        wake_at = workflow.now() + duration
+        self._progress = WorkflowProgress(
+            status=f"waiting until {wake_at:%Y-%m-%d %H:%M:%S} UTC {purpose}".rstrip(),
+            step=step,
+            wake_at=wake_at,
+        )
+        await workflow.sleep(duration)
+
+    async def wait_for(self, condition: Any, *, purpose: str, step: str | None = None) -> None:
+        """Waits for `condition()` to become true (a signal or update arriving), saying so."""
+        self._progress = WorkflowProgress(status=f"waiting {purpose}".rstrip(), step=step)
+        await workflow.wait_condition(condition)

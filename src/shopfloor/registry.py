@@ -1,68 +1,181 @@
 """The one registry of job kinds. The worker, the controller's routes and the CLI derive from it.
 
 A new kind is one sub-package under `shopfloor.kinds` whose `kind.py` defines a `KIND`
-descriptor, plus one line in `_KIND_MODULES` below.
+descriptor, plus one line in `_KIND_MODULES` below (or, for kinds that live outside this
+package, a module name in `SHOPFLOOR_KIND_MODULES`).
+
+Descriptors are light on purpose: the controller and every CLI call import them. They name
+their workflows and worker-side code by import path ("module:attribute"), so importing the
+registry never imports activities, the sandbox or anything a worker alone needs.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from shopfloor.progress import WorkflowProgress
+
 if TYPE_CHECKING:
     from shopfloor.artifacts import ArtifactStore
-    from shopfloor.sandbox.zygote import Zygote
     from shopfloor.settings import Settings
+
+T = TypeVar("T")
+
+# The standard query any workflow may offer (see `shopfloor.jobs.ReportsProgress`): where the
+# job is when no activity is heartbeating — asleep on a timer, waiting for a signal, in a child.
+PROGRESS_QUERY = "progress"
 
 
 class InputRejected(ValueError):
     """Input that is well-formed but not allowed by this deployment's policy (→ HTTP 422)."""
 
 
-@dataclass(frozen=True)
-class WorkerContext:
-    """What activities get from the worker process: settings, the artifact store, a launcher
-    zygote that starts fresh interpreters, and — when a served kind has heavy imports — a
-    warm zygote to fork user code from."""
+# -- how a kind is steered and watched ---------------------------------------------------------
 
-    settings: Settings
-    artifacts: ArtifactStore
-    zygote: Zygote | None = None
-    launcher: Zygote | None = None
+
+@dataclass(frozen=True, kw_only=True)
+class Signal:
+    """A fire-and-forget message to a running job. `model` is its body (None: no body)."""
+
+    name: str
+    model: type[BaseModel] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """A read-only look into a running job; `result` is what it answers."""
+
+    name: str
+    result: type[BaseModel]
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Update:
+    """A change the job validates and acknowledges with `result` (or rejects with a reason)."""
+
+    name: str
+    model: type[BaseModel] | None = None
+    result: type[BaseModel]
+    description: str = ""
+
+
+PROGRESS = Query(
+    name=PROGRESS_QUERY,
+    result=WorkflowProgress,
+    description="where the job is: its step, and when a durable timer wakes it",
+)
+
+
+# -- the kind --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
 class JobKind:
     name: str  # URL and CLI name: POST /jobs/<name>, `shopfloor submit <name> FILE`
     summary: str
-    task_queue: str
-    workflow: type  # the job's entry workflow; its type name is what any client starts
+    task_queue: str  # fixed by the seeds for kinds other clients start: part of the contract
+    workflow_type: str  # the entry workflow's type name: what any client starts
     input_model: type[BaseModel]
     result_model: type[BaseModel]
-    # Built per worker process so activities can hold settings, stores and warm pools.
-    make_activities: Callable[[WorkerContext], Sequence[Callable[..., Any]]]
-    extra_workflows: Sequence[type] = ()
+    # "module:Class" of every workflow the kind's workers run (the entry one first).
+    workflows: Sequence[str]
+    # "module:function": the kind's worker-side lifespan. Called with the WorkerContext, it is
+    # an async context manager that yields the kind's activities and holds whatever they need
+    # (an HTTP client pool, a Docker client, a warm zygote) until the worker stops.
+    worker: str
+    signals: Sequence[Signal] = ()
+    queries: Sequence[Query] = ()
+    updates: Sequence[Update] = ()
+    # Activity slots of this kind's task queue in one worker process (None: the settings'
+    # default). Kinds sharing a queue share its slots: the largest of their values counts.
+    max_concurrent_activities: int | None = None
     # `shopfloor submit <kind> FILE`: builds the input from a file plus CLI options.
     input_from_file: Callable[[Path, dict[str, Any]], BaseModel] | None = None
     # Deployment policy the model alone cannot know (e.g. the env allow-list). Raises InputRejected.
-    check_input: Callable[[BaseModel, Settings], None] | None = None
+    check_input: Callable[[Any, Settings], None] | None = None
     # Heavy modules a warm worker imports once at start-up (e.g. build123d, mujoco).
     warm_imports: Sequence[str] = field(default_factory=tuple)
     # Other names the CLI accepts (`shopfloor submit simulate …`).
     aliases: Sequence[str] = ()
 
-    @cached_property
-    def workflow_type(self) -> str:
-        from temporalio.workflow import _Definition
+    def signal(self, name: str) -> Signal | None:
+        return next((s for s in self.signals if s.name == name), None)
 
-        return _Definition.must_from_class(self.workflow).name
+    def query(self, name: str) -> Query | None:
+        return next((q for q in self.queries if q.name == name), None)
 
+    def update(self, name: str) -> Update | None:
+        return next((u for u in self.updates if u.name == name), None)
+
+    @property
+    def reports_progress(self) -> bool:
+        return self.query(PROGRESS_QUERY) is not None
+
+    def load_workflows(self) -> list[type]:
+        return [load(path) for path in self.workflows]
+
+    def lifespan(self, ctx: WorkerContext) -> AbstractAsyncContextManager[Sequence[Callable]]:
+        return load(self.worker)(ctx)
+
+
+def load(path: str) -> Any:
+    """The object a "module:attribute" path names (imported on first use)."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep:
+        raise ValueError(f"expected 'module:attribute', got {path!r}")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+# -- what a worker process gives its kinds --------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class WorkerContext:
+    """What every kind's lifespan gets in one worker process: settings, the artifact store, the
+    kinds this process serves, and `shared()` for resources several kinds use (one warm zygote
+    for scripts and simulations, not one each)."""
+
+    settings: Settings
+    artifacts: ArtifactStore
+    served: Sequence[JobKind] = ()
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _shared: dict[Callable, Any] = field(default_factory=dict)
+
+    async def shared(
+        self, lifespan: Callable[[WorkerContext], AbstractAsyncContextManager[T]]
+    ) -> T:
+        """The one instance of `lifespan`'s resource in this worker process, entered on first
+        use and closed when the worker stops."""
+        if lifespan not in self._shared:
+            self._shared[lifespan] = await self._stack.enter_async_context(lifespan(self))
+        return self._shared[lifespan]
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        self._shared.clear()
+
+    async def __aenter__(self) -> WorkerContext:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+# What a kind's `worker` lifespan is, as an async generator under @asynccontextmanager.
+ActivitiesIterator = AsyncIterator[Sequence[Callable]]
+
+
+# -- the registry -------------------------------------------------------------------------------
 
 _KIND_MODULES = (
     "shopfloor.kinds.scripts.kind",
@@ -72,9 +185,13 @@ _KIND_MODULES = (
 
 @cache
 def kinds() -> dict[str, JobKind]:
+    from shopfloor.settings import get_settings
+
     found: dict[str, JobKind] = {}
-    for module_name in _KIND_MODULES:
+    for module_name in (*_KIND_MODULES, *get_settings().kind_modules):
         kind: JobKind = importlib.import_module(module_name).KIND
+        if kind.name in found:
+            raise ValueError(f"two job kinds are named {kind.name!r} ({module_name})")
         found[kind.name] = kind
     return found
 

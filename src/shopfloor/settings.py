@@ -40,7 +40,12 @@ class Settings(BaseSettings):
     task_queue_prefix: str = ""
     # Job kinds this worker process serves (names from the registry); empty → all.
     worker_kinds: list[str] = Field(default_factory=list)
+    # Activity slots per task queue in one worker process, unless a kind sets its own…
     worker_max_concurrent_activities: int = 8
+    # …or this names it: {"<kind>": slots} (e.g. few simulations, many LLM calls).
+    worker_concurrency: dict[str, int] = Field(default_factory=dict)
+    # Extra modules defining a `KIND` (job kinds that live outside this package).
+    kind_modules: list[str] = Field(default_factory=list)
 
     # Environment variable names a job may set for its script (glob patterns). Names that look
     # like secrets are refused regardless: secrets come from the worker's own settings.

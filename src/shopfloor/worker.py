@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -15,8 +16,7 @@ from temporalio.worker import Worker
 from shopfloor.artifacts import ArtifactStore
 from shopfloor.jobs import PROGRESS_EVERY_S
 from shopfloor.registry import JobKind, WorkerContext, kinds, queue_for
-from shopfloor.sandbox import Zygote
-from shopfloor.sandbox._limits import protect_from_same_user
+from shopfloor.sandbox import protect_from_same_user
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
 
@@ -33,46 +33,61 @@ def select_kinds(names: Sequence[str] | None) -> list[JobKind]:
     return [registry[n] for n in names]
 
 
-def build_workers(
-    client: Client, settings: Settings, served: Sequence[JobKind], ctx: WorkerContext
-) -> list[Worker]:
+@dataclass
+class QueuePlan:
+    """What one Temporal `Worker` (one task queue) runs in this process."""
+
+    kinds: list[JobKind] = field(default_factory=list)
+    workflows: list[type] = field(default_factory=list)
+    activities: list[Callable] = field(default_factory=list)
+
+    def slots(self, settings: Settings) -> int:
+        """Kinds sharing a queue share its slots: the largest of their settings counts."""
+        return max(
+            settings.worker_concurrency.get(k.name)
+            or k.max_concurrent_activities
+            or settings.worker_max_concurrent_activities
+            for k in self.kinds
+        )
+
+
+@asynccontextmanager
+async def kind_resources(
+    settings: Settings, served: Sequence[JobKind]
+) -> AsyncIterator[dict[str, QueuePlan]]:
+    """Enters every served kind's lifespan (its activities and what they hold: zygotes, client
+    pools) and groups workflows and activities by task queue. Everything is closed on exit."""
+    async with AsyncExitStack() as stack:
+        ctx = await stack.enter_async_context(
+            WorkerContext(
+                settings=settings, artifacts=ArtifactStore(settings.artifact_root), served=served
+            )
+        )
+        plans: dict[str, QueuePlan] = defaultdict(QueuePlan)
+        for kind in served:
+            plan = plans[queue_for(kind, settings)]
+            plan.kinds.append(kind)
+            plan.workflows += [w for w in kind.load_workflows() if w not in plan.workflows]
+            plan.activities += await stack.enter_async_context(kind.lifespan(ctx))
+        yield dict(plans)
+
+
+def build_workers(client: Client, settings: Settings, plans: dict[str, QueuePlan]) -> list[Worker]:
     """Kinds that share a task queue share one Worker, as Temporal requires."""
-    workflows: dict[str, list[type]] = defaultdict(list)
-    activities: dict[str, list] = defaultdict(list)
-    for kind in served:
-        queue = queue_for(kind, settings)
-        workflows[queue] += [kind.workflow, *kind.extra_workflows]
-        activities[queue] += list(kind.make_activities(ctx))
     return [
         Worker(
             client,
             task_queue=queue,
-            workflows=workflows[queue],
-            activities=activities[queue],
-            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            workflows=plan.workflows,
+            activities=plan.activities,
+            max_concurrent_activities=plan.slots(settings),
             graceful_shutdown_timeout=timedelta(seconds=5),
             # Progress is shown from heartbeat details: let them reach the server as often as
             # activities send them (the SDK's default throttle is 0.8 × heartbeat timeout).
             max_heartbeat_throttle_interval=timedelta(seconds=PROGRESS_EVERY_S),
         )
-        for queue in workflows
+        for queue, plan in plans.items()
     ]
-
-
-async def worker_context(
-    settings: Settings, served: Sequence[JobKind], stack: AsyncExitStack
-) -> WorkerContext:
-    """What activities share in one worker process: the artifact store, the launcher zygote
-    (forks fresh interpreters, so the worker never forks itself) and, when a served kind has
-    heavy imports, a warm zygote that has imported them. Closed with `stack`."""
-    launcher = await Zygote.start([])
-    stack.push_async_callback(launcher.close)
-    warm = None
-    warm_imports = sorted({m for kind in served for m in kind.warm_imports})
-    if warm_imports:
-        warm = await Zygote.start(warm_imports)
-        stack.push_async_callback(warm.close)
-    return WorkerContext(settings, ArtifactStore(settings.artifact_root), warm, launcher)
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
@@ -80,13 +95,13 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     protect_from_same_user()
     client = await connect_with_retry(settings, wait_s=60)
     async with AsyncExitStack() as stack:
-        ctx = await worker_context(settings, served, stack)
-        workers = build_workers(client, settings, served, ctx)
+        plans = await stack.enter_async_context(kind_resources(settings, served))
+        workers = build_workers(client, settings, plans)
         for worker in workers:
             await stack.enter_async_context(worker)
         log.info(
             "worker ready: kinds %s on queues %s",
             [k.name for k in served],
-            [w.task_queue for w in workers],
+            {w.task_queue: plans[w.task_queue].slots(settings) for w in workers},
         )
         await stop.wait()

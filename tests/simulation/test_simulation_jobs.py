@@ -20,6 +20,7 @@ from shopfloor.kinds.simulation.models import SceneSource, SimOptions, Simulatio
 from shopfloor.registry import WorkerContext
 from shopfloor.sandbox import Zygote
 from shopfloor.settings import Settings
+from shopfloor.usercode import Zygotes
 from tests.helpers import Stack, wait_until
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -30,10 +31,11 @@ QUICK = {"render": False, "duration_s": 3.0}
 @pytest.fixture(scope="module")
 async def activities(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator:
     root = tmp_path_factory.mktemp("sim-artifacts")
-    zygote = await Zygote.start(["build123d", "mujoco"])
-    ctx = WorkerContext(Settings(data_dir=root), ArtifactStore(root), zygote)
-    yield SimulationActivities(ctx), root
-    await zygote.close()
+    ctx = WorkerContext(settings=Settings(data_dir=root), artifacts=ArtifactStore(root))
+    zygotes = Zygotes(cold=await Zygote.start([]), warm=await Zygote.start(["build123d", "mujoco"]))
+    yield SimulationActivities(ctx, zygotes), root
+    for zygote in (zygotes.cold, zygotes.warm):
+        await zygote.close()
 
 
 def request(source: str, **options: object) -> SimulationRequest:

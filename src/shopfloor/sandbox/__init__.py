@@ -5,7 +5,7 @@ same `SandboxOutcome`: a fresh interpreter (`run_process`) and, for jobs that im
 libraries, a fork of a warm, pre-imported zygote process (`shopfloor.sandbox.zygote`).
 """
 
-from shopfloor.sandbox._limits import Limits
+from shopfloor.sandbox._limits import Limits, protect_from_same_user
 from shopfloor.sandbox._output import OutputTail
 from shopfloor.sandbox._process import Progress, SandboxOutcome, job_environment, run_process
 from shopfloor.sandbox.zygote import Zygote, ZygoteDied, report_progress, run_fresh
@@ -18,6 +18,7 @@ __all__ = [
     "Zygote",
     "ZygoteDied",
     "job_environment",
+    "protect_from_same_user",
     "report_progress",
     "run_fresh",
     "run_process",

@@ -7,6 +7,7 @@ import re
 import shutil
 import sys
 import tempfile
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from temporalio import activity
@@ -14,17 +15,25 @@ from temporalio import activity
 from shopfloor.artifacts import ArtifactError
 from shopfloor.jobs import JOB_PROGRESS, ensure_cancel_was_requested, invalid_input
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
-from shopfloor.registry import WorkerContext
+from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import Limits, SandboxOutcome, job_environment, run_fresh
+from shopfloor.usercode import Zygotes, zygotes
 
 # Scripts that import these pay seconds of import time in a fresh interpreter; a warm fork
 # of a process that already imported them starts in milliseconds.
 _HEAVY_IMPORT = re.compile(r"^\s*(from|import)\s+(build123d|mujoco|OCP)\b", re.MULTILINE)
 
 
+@asynccontextmanager
+async def worker(ctx: WorkerContext) -> ActivitiesIterator:
+    """The kind's worker-side lifespan: its activities, on the worker's shared zygotes."""
+    yield [ScriptActivities(ctx, await ctx.shared(zygotes)).run_script]
+
+
 class ScriptActivities:
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: WorkerContext, zygotes: Zygotes) -> None:
         self.ctx = ctx
+        self.zygotes = zygotes
 
     def _source(self, job: ScriptInput) -> str:
         if job.source is not None:
@@ -67,14 +76,14 @@ class ScriptActivities:
         try:
             self._prepare(workdir, job, source)
             env = job_environment(workdir, job.env)
-            zygote = self.ctx.zygote
+            zygote = self.zygotes.warm
             warm = job.warm == "auto" and zygote is not None and bool(_HEAVY_IMPORT.search(source))
             run = {"cwd": workdir, "env": env, "limits": limits, **JOB_PROGRESS}
             if warm:
                 outcome = await zygote.run_script(workdir / "script.py", job.args, **run)
             else:
                 argv = [sys.executable, "-E", "-s", "-u", "script.py", *job.args]
-                outcome = await run_fresh(argv, launcher=self.ctx.launcher, **run)
+                outcome = await run_fresh(argv, launcher=self.zygotes.cold, **run)
             if outcome.killed_reason == "cancelled":
                 ensure_cancel_was_requested()
             artifacts = self.ctx.artifacts.put_tree(info.workflow_id, workdir / "out")

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shopfloor.kinds.scripts.activities import ScriptActivities
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
-from shopfloor.kinds.scripts.workflows import ScriptExecutionWorkflow
 from shopfloor.registry import InputRejected, JobKind
 from shopfloor.settings import Settings
 
@@ -16,7 +14,7 @@ def _input_from_file(path: Path, options: dict[str, Any]) -> ScriptInput:
     return ScriptInput(source=path.read_text(), **options)
 
 
-def _check_input(job: ScriptInput, settings: Settings) -> None:  # type: ignore[override]
+def _check_input(job: ScriptInput, settings: Settings) -> None:
     disallowed = job.disallowed_env(settings.script_env_allowlist)
     if disallowed:
         raise InputRejected(
@@ -29,10 +27,11 @@ KIND = JobKind(
     name="script",
     summary="Run a Python script in a sandboxed subprocess; files in out/ become artifacts.",
     task_queue="simulation-task-queue",
-    workflow=ScriptExecutionWorkflow,
+    workflow_type="ScriptExecutionWorkflow",
+    workflows=["shopfloor.kinds.scripts.workflows:ScriptExecutionWorkflow"],
+    worker="shopfloor.kinds.scripts.activities:worker",
     input_model=ScriptInput,
     result_model=ScriptResult,
-    make_activities=lambda ctx: [ScriptActivities(ctx).run_script],
     input_from_file=_input_from_file,
-    check_input=_check_input,  # type: ignore[arg-type]
+    check_input=_check_input,
 )

@@ -8,7 +8,6 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from shopfloor.jobs import run_job_activity
-    from shopfloor.kinds.scripts.activities import ScriptActivities
     from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 
 # Time for set-up and artifact upload on top of the script's own wall timeout.
@@ -20,7 +19,8 @@ class ScriptExecutionWorkflow:
     @workflow.run
     async def run(self, job: ScriptInput) -> ScriptResult:
         return await run_job_activity(
-            ScriptActivities.run_script,
+            "run_script",
             job,
+            result_type=ScriptResult,
             start_to_close=timedelta(seconds=job.timeout_s) + OVERHEAD,
         )

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from temporalio import activity
@@ -27,15 +28,23 @@ from shopfloor.kinds.simulation.models import (
     SimulationRequest,
     SimulationResult,
 )
-from shopfloor.registry import WorkerContext
+from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import Limits, SandboxOutcome, job_environment, run_fresh
+from shopfloor.usercode import Zygotes, zygotes
 
 RUNNER = "shopfloor.kinds.simulation.runner:run_in_child"
 
 
+@asynccontextmanager
+async def worker(ctx: WorkerContext) -> ActivitiesIterator:
+    """The kind's worker-side lifespan: its activities, on the worker's shared zygotes."""
+    yield [SimulationActivities(ctx, await ctx.shared(zygotes)).run_simulation]
+
+
 class SimulationActivities:
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: WorkerContext, zygotes: Zygotes) -> None:
         self.ctx = ctx
+        self.zygotes = zygotes
 
     def _resolve_scene(self, scene: SceneSource | SceneGeometry | SceneUri):
         """Artifact URIs are read here, in the worker, so the child needs no store access."""
@@ -90,7 +99,7 @@ class SimulationActivities:
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb)
         env = job_environment(workdir, {})
 
-        zygote = self.ctx.zygote
+        zygote = self.zygotes.warm
         # The warm process chose its GL backend when it imported mujoco; another one needs a
         # fresh interpreter.
         warm_gl = os.environ.get("MUJOCO_GL", "osmesa")
@@ -104,7 +113,7 @@ class SimulationActivities:
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb + 4096)
         argv = [sys.executable, "-E", "-s", "-m", "shopfloor.kinds.simulation.runner", "arg.json"]
         return await run_fresh(
-            argv, launcher=self.ctx.launcher, cwd=workdir, env=env, limits=limits, **JOB_PROGRESS
+            argv, launcher=self.zygotes.cold, cwd=workdir, env=env, limits=limits, **JOB_PROGRESS
         )
 
     def _store_artifacts(self, result: SimulationResult, out: Path, job_id: str):

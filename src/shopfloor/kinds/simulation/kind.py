@@ -7,7 +7,6 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from shopfloor.kinds.simulation.activities import SimulationActivities
 from shopfloor.kinds.simulation.models import (
     GeometryPart,
     SceneGeometry,
@@ -16,7 +15,6 @@ from shopfloor.kinds.simulation.models import (
     SimulationRequest,
     SimulationResult,
 )
-from shopfloor.kinds.simulation.workflows import SimulationWorkflow
 from shopfloor.registry import JobKind
 
 _REQUEST_FIELDS = {"memory_mb", "timeout_s"}
@@ -47,10 +45,11 @@ KIND = JobKind(
     name="simulation",
     summary="Simulate a build123d scene in MuJoCo: verdict, metrics, MP4 video, artifacts.",
     task_queue="simulation-task-queue",
-    workflow=SimulationWorkflow,
+    workflow_type="SimulationWorkflow",
+    workflows=["shopfloor.kinds.simulation.workflows:SimulationWorkflow"],
+    worker="shopfloor.kinds.simulation.activities:worker",
     input_model=SimulationRequest,
     result_model=SimulationResult,
-    make_activities=lambda ctx: [SimulationActivities(ctx).run_simulation],
     input_from_file=_input_from_file,
     warm_imports=("build123d", "mujoco"),
     aliases=("simulate",),

@@ -8,7 +8,6 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from shopfloor.jobs import run_job_activity
-    from shopfloor.kinds.simulation.activities import SimulationActivities
     from shopfloor.kinds.simulation.models import SimulationRequest, SimulationResult
 
 START_TO_CLOSE = timedelta(minutes=5)
@@ -19,5 +18,8 @@ class SimulationWorkflow:
     @workflow.run
     async def run(self, request: SimulationRequest) -> SimulationResult:
         return await run_job_activity(
-            SimulationActivities.run_simulation, request, start_to_close=START_TO_CLOSE
+            "run_simulation",
+            request,
+            result_type=SimulationResult,
+            start_to_close=START_TO_CLOSE,
         )
