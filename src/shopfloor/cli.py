@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
+import signal as signals
 import sys
 from enum import Enum
 from pathlib import Path
@@ -63,8 +63,8 @@ def up(workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1
     from shopfloor.stack import Stack
 
     stack = Stack(get_settings(), workers=workers, say=console.print)
-    signal.signal(signal.SIGTERM, stack.request_stop)
-    signal.signal(signal.SIGINT, stack.request_stop)
+    signals.signal(signals.SIGTERM, stack.request_stop)
+    signals.signal(signals.SIGINT, stack.request_stop)
     try:
         stack.start()
         for name, url in stack.urls().items():
@@ -82,7 +82,7 @@ def _run_until_signalled(main) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signals.SIGINT, signals.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
@@ -214,6 +214,60 @@ def cancel(job_id: str) -> None:
     """Cancel a running job (its processes are killed; the result says `cancelled`)."""
     try:
         print(_client().cancel(job_id)["status"])
+    except ControllerError as err:
+        _fail(str(err))
+
+
+# -- steering and watching running jobs --------------------------------------------------------
+
+
+def _declared(family: str) -> str:
+    """`NAME (kind, kind)` for every name the registry's kinds declare in `family`."""
+    offered: dict[str, list[str]] = {}
+    for kind in kinds().values():
+        for decl in getattr(kind, family):
+            offered.setdefault(decl.name, []).append(kind.name)
+    return ", ".join(f"{n} ({', '.join(ks)})" for n, ks in sorted(offered.items())) or "none"
+
+
+def _json_body(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        _fail(f"--json is not valid JSON: {err}", 2)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+JsonBody = Annotated[str | None, typer.Option("--json", help="the body, as JSON")]
+
+
+@app.command(help=f"Send a signal to a running job. Signals: {_declared('signals')}.")
+def signal(job_id: str, name: str, body: JsonBody = None) -> None:
+    try:
+        _print_json(_client().signal(job_id, name, _json_body(body)))
+    except ControllerError as err:
+        _fail(str(err))
+
+
+@app.command(help=f"Ask a running job a query. Queries: {_declared('queries')}.")
+def query(job_id: str, name: str) -> None:
+    try:
+        _print_json(_client().query(job_id, name))
+    except ControllerError as err:
+        _fail(str(err))
+
+
+@app.command(
+    help=f"Apply an update to a running job and print its answer. Updates: {_declared('updates')}."
+)
+def update(job_id: str, name: str, body: JsonBody = None) -> None:
+    try:
+        _print_json(_client().update(job_id, name, _json_body(body)))
     except ControllerError as err:
         _fail(str(err))
 

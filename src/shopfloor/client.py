@@ -68,5 +68,14 @@ class ShopfloorClient:
             params["status"] = status
         return self._call("GET", "/jobs", params=params).json()
 
+    def signal(self, job_id: str, name: str, body: Any = None) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/signals/{name}", json=body).json()
+
+    def query(self, job_id: str, name: str) -> Any:
+        return self._call("GET", f"/jobs/{job_id}/queries/{name}").json()
+
+    def update(self, job_id: str, name: str, body: Any = None) -> Any:
+        return self._call("POST", f"/jobs/{job_id}/updates/{name}", json=body).json()
+
     def upload(self, name: str, data: bytes) -> str:
         return self._call("PUT", f"/uploads/{name}", content=data).json()["uri"]

@@ -10,15 +10,24 @@ from rich.table import Table
 from rich.text import Text
 
 from shopfloor.client import ShopfloorClient
+from shopfloor.progress import TERMINAL
 
 console = Console()
 err_console = Console(stderr=True)
-TERMINAL = {"COMPLETED", "FAILED", "CANCELED", "TERMINATED", "TIMED_OUT"}
 _TAIL_LINES = 15
 
 
 def progress_text(status: dict[str, Any]) -> Text:
     text = Text(f"{status['job_id']}  {status['status']}", style="bold")
+    # What the job says about itself comes first: it is there even while no activity runs.
+    reported = status.get("workflow_progress")
+    if reported:
+        step = f"[{reported['step']}] " if reported.get("step") else ""
+        text.append(f"\n  {step}{reported['status']}", style="cyan")
+        if reported.get("wake_at"):
+            text.append(f"\n  wakes at {reported['wake_at']}", style="cyan")
+        for key, value in (reported.get("details") or {}).items():
+            text.append(f"\n  {key}: {value}", style="dim")
     for p in status.get("progress") or []:
         details = p.get("details") or {}
         text.append(f"\n  {p['activity']} (attempt {p['attempt']}, {p['state'].lower()})")

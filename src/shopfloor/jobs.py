@@ -7,6 +7,7 @@ Imported by workflows, so it must stay deterministic and light (no I/O at import
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -99,17 +100,34 @@ class ReportsProgress:
     def report(self, status: str, *, step: str | None = None, **details: Any) -> None:
         self._progress = WorkflowProgress(status=status, step=step, details=details)
 
-    async def sleep(self, duration: timedelta, *, purpose: str, step: str | None = None) -> None:
-        """A durable timer that says what it waits for and until when."""
+    async def sleep(
+        self,
+        duration: timedelta,
+        *,
+        purpose: str,
+        step: str | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> bool:
+        """A durable timer that says what it waits for and until when. With `until`, a signal
+        or update can end the wait early: returns True when it did."""
         wake_at = workflow.now() + duration
         self._progress = WorkflowProgress(
             status=f"waiting until {wake_at:%Y-%m-%d %H:%M:%S} UTC {purpose}".rstrip(),
             step=step,
             wake_at=wake_at,
         )
-        await workflow.sleep(duration)
+        if until is None:
+            await workflow.sleep(duration)
+            return False
+        try:
+            await workflow.wait_condition(until, timeout=duration)
+            return True
+        except TimeoutError:
+            return False
 
-    async def wait_for(self, condition: Any, *, purpose: str, step: str | None = None) -> None:
+    async def wait_for(
+        self, condition: Callable[[], bool], *, purpose: str, step: str | None = None
+    ) -> None:
         """Waits for `condition()` to become true (a signal or update arriving), saying so."""
         self._progress = WorkflowProgress(status=f"waiting {purpose}".rstrip(), step=step)
         await workflow.wait_condition(condition)

@@ -1,28 +1,30 @@
-"""Reading job state back from Temporal: status, progress (heartbeat details), results.
+"""Reading job state back from Temporal: status, the job's own progress report, heartbeats.
 
 Shared by the controller; everything comes from Temporal, nothing is cached here.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
-from shopfloor.registry import kind_for_workflow_type
+from shopfloor.progress import WorkflowProgress, is_terminal
+from shopfloor.registry import PROGRESS_QUERY, kind_for_workflow_type
 
-TERMINAL = {
-    WorkflowExecutionStatus.COMPLETED,
-    WorkflowExecutionStatus.FAILED,
-    WorkflowExecutionStatus.CANCELED,
-    WorkflowExecutionStatus.TERMINATED,
-    WorkflowExecutionStatus.TIMED_OUT,
-}
+__all__ = ["ActivityProgress", "JobStatus", "describe_job", "is_terminal", "status_name"]
+
+log = logging.getLogger("shopfloor.jobstate")
+
+# A progress query is answered by a worker from its cache in milliseconds; when no worker
+# polls, it would wait for one. Status then falls back to heartbeats rather than hang.
+PROGRESS_QUERY_TIMEOUT = timedelta(seconds=3)
 
 
-class JobProgress(BaseModel):
+class ActivityProgress(BaseModel):
     activity: str
     attempt: int
     state: str
@@ -39,15 +41,19 @@ class JobStatus(BaseModel):
     task_queue: str
     started_at: datetime | None
     closed_at: datetime | None
-    progress: list[JobProgress] = []
+    # What the job reports about itself (the `progress` query), when its kind offers one.
+    workflow_progress: WorkflowProgress | None = None
+    # Heartbeat details of its running activities.
+    progress: list[ActivityProgress] = []
 
 
 def status_name(status: WorkflowExecutionStatus | None) -> str:
     return status.name if status is not None else "UNKNOWN"
 
 
-async def describe_job(client: Client, job_id: str) -> JobStatus:
-    desc: WorkflowExecutionDescription = await client.get_workflow_handle(job_id).describe()
+async def describe_job(client: Client, job_id: str, *, with_progress: bool = True) -> JobStatus:
+    handle = client.get_workflow_handle(job_id)
+    desc: WorkflowExecutionDescription = await handle.describe()
     kind = kind_for_workflow_type(desc.workflow_type)
     progress = []
     for pending in desc.raw_description.pending_activities:
@@ -56,7 +62,7 @@ async def describe_job(client: Client, job_id: str) -> JobStatus:
             decoded = await client.data_converter.decode(pending.heartbeat_details.payloads)
             details = decoded[0] if len(decoded) == 1 else decoded
         progress.append(
-            JobProgress(
+            ActivityProgress(
                 activity=pending.activity_type.name,
                 attempt=pending.attempt,
                 state=_pending_state(pending.state),
@@ -67,14 +73,24 @@ async def describe_job(client: Client, job_id: str) -> JobStatus:
                 last_failure=pending.last_failure.message or None,
             )
         )
+    status = status_name(desc.status)
+    reported = None
+    if with_progress and kind is not None and kind.reports_progress and status == "RUNNING":
+        try:
+            reported = await handle.query(
+                PROGRESS_QUERY, result_type=WorkflowProgress, rpc_timeout=PROGRESS_QUERY_TIMEOUT
+            )
+        except Exception as err:  # noqa: BLE001 - no worker, or an old run: heartbeats still show
+            log.info("progress query of %s not answered: %s", job_id, err)
     return JobStatus(
         job_id=job_id,
         kind=kind.name if kind else None,
         workflow_type=desc.workflow_type,
-        status=status_name(desc.status),
+        status=status,
         task_queue=desc.task_queue,
         started_at=desc.start_time,
         closed_at=desc.close_time,
+        workflow_progress=reported,
         progress=progress,
     )
 

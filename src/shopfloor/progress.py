@@ -1,4 +1,5 @@
-"""What a running job says about itself through the standard `progress` query.
+"""Job state vocabulary: the statuses a job never leaves, and what a running job says about
+itself through the standard `progress` query.
 
 Light (pydantic only): the controller and the CLI read it, workflows report it.
 """
@@ -9,6 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+# The statuses a job never leaves, by name (as the API and the CLI show them).
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELED", "TERMINATED", "TIMED_OUT"})
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
 
 
 class WorkflowProgress(BaseModel):

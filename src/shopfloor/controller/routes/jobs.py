@@ -1,0 +1,137 @@
+"""Jobs of every kind: list, status (with progress), result (long-poll), cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import BaseModel
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+
+from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep
+from shopfloor.controller.links import links_in
+from shopfloor.jobstate import JobStatus, describe_job, is_terminal, status_name
+from shopfloor.registry import kind_for_workflow_type, kinds
+
+MAX_RESULT_WAIT_S = 300
+
+router = APIRouter(tags=["jobs"], dependencies=AUTH)
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    kind: str | None
+    status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+class JobResult(BaseModel):
+    job_id: str
+    kind: str | None
+    status: str
+    result: Any = None
+    error: str | None = None
+    # artifact:// URI → HTTP URL the controller serves it at
+    links: dict[str, str] = {}
+
+
+@router.get("/jobs")
+async def list_jobs(
+    client: ClientDep,
+    kind: str | None = None,
+    status: Annotated[str | None, Query(description="e.g. Running, Completed")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[JobSummary]:
+    registry = kinds()
+    if kind is not None and kind not in registry:
+        raise HTTPException(400, f"unknown kind {kind!r}; known: {sorted(registry)}")
+    types = [registry[kind].workflow_type] if kind else [k.workflow_type for k in registry.values()]
+    query = "WorkflowType IN (" + ", ".join(f"'{t}'" for t in types) + ")"
+    if status:
+        if not status.isalpha():
+            raise HTTPException(400, "status must be a word such as Running or Completed")
+        query += f" AND ExecutionStatus = '{status.capitalize()}'"
+    jobs = []
+    async for wf in client.list_workflows(query, limit=limit, rpc_timeout=RPC_TIMEOUT):
+        k = kind_for_workflow_type(wf.workflow_type)
+        jobs.append(
+            JobSummary(
+                job_id=wf.id,
+                kind=k.name if k else None,
+                status=status_name(wf.status),
+                started_at=wf.start_time,
+                closed_at=wf.close_time,
+            )
+        )
+    return jobs
+
+
+@router.get("/jobs/{job_id}")
+async def job_status(job_id: str, client: ClientDep) -> JobStatus:
+    """Status, the job's own progress report (where it offers one) and activity heartbeats."""
+    return await describe_job(client, job_id)
+
+
+@router.get("/jobs/{job_id}/result")
+async def job_result(
+    job_id: str,
+    response: Response,
+    client: ClientDep,
+    settings: SettingsDep,
+    wait: Annotated[float, Query(ge=0, le=MAX_RESULT_WAIT_S)] = 0,
+) -> JobResult:
+    """The result when the job has ended; with `wait`, long-polls up to that many seconds.
+    202 means still running."""
+    status = await describe_job(client, job_id, with_progress=False)
+    kind = kind_for_workflow_type(status.workflow_type)
+    handle = client.get_workflow_handle(job_id, result_type=kind.result_model if kind else None)
+    if not is_terminal(status.status) and wait == 0:
+        response.status_code = 202
+        return JobResult(job_id=job_id, kind=status.kind, status=status.status)
+    try:
+        result = await asyncio.wait_for(handle.result(), timeout=wait or None)
+    except TimeoutError:
+        response.status_code = 202
+        return JobResult(job_id=job_id, kind=status.kind, status="RUNNING")
+    except WorkflowFailureError as err:
+        final = await describe_job(client, job_id, with_progress=False)
+        return JobResult(
+            job_id=job_id, kind=status.kind, status=final.status, error=_failure_text(err)
+        )
+    payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+    return JobResult(
+        job_id=job_id,
+        kind=status.kind,
+        status="COMPLETED",
+        result=payload,
+        links=links_in(payload, settings.public_controller_url),
+    )
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202)
+async def cancel_job(job_id: str, client: ClientDep) -> dict[str, str]:
+    status = await describe_job(client, job_id, with_progress=False)
+    if status.status != "RUNNING":
+        raise HTTPException(409, f"job {job_id} is {status.status}, nothing to cancel")
+    await client.get_workflow_handle(job_id).cancel(rpc_timeout=RPC_TIMEOUT)
+    return {"job_id": job_id, "status": "CANCEL_REQUESTED"}
+
+
+def _failure_text(err: WorkflowFailureError) -> str:
+    cause = err.cause
+    if isinstance(cause, CancelledError):
+        return "cancelled"
+    if isinstance(cause, TerminatedError):
+        return f"terminated: {cause.message}"
+    if isinstance(cause, TemporalTimeoutError):
+        return "workflow timed out"
+    parts = []
+    while cause is not None:
+        parts.append(getattr(cause, "message", str(cause)))
+        cause = cause.__cause__
+    return ": ".join(p for p in parts if p) or str(err)
