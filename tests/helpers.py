@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +12,11 @@ from pathlib import Path
 
 import httpx
 
+from shopfloor.processes import free_port, kill_process, stop_process
+
+__all__ = ["REPO", "Proc", "Stack", "free_port", "wait_until"]
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], object], *, timeout_s: float = 30, what: str = "") -> object:
@@ -63,17 +59,10 @@ class Proc:
 
     def sigkill(self) -> None:
         """As a crash: no shutdown code runs."""
-        if self.alive():
-            os.kill(self.pid, signal.SIGKILL)
-            self.popen.wait()  # type: ignore[union-attr]
+        kill_process(self.popen)
 
     def stop(self) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            try:
-                self.popen.wait(15)  # type: ignore[union-attr]
-            except subprocess.TimeoutExpired:
-                self.sigkill()
+        stop_process(self.popen)
 
 
 class Stack:

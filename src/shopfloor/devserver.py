@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from shopfloor.processes import kill_process, stop_process
 from shopfloor.settings import Settings
 
 
@@ -111,17 +112,8 @@ class DevServer:
         wait_for_port("127.0.0.1", self.port, timeout_s=timeout_s, proc=self.proc)
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout_s=timeout_s)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: for tests of durability."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        kill_process(self.proc)

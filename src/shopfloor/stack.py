@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from shopfloor.devserver import DevServer
+from shopfloor.processes import stop_process
 from shopfloor.settings import Settings
 
 RESTART_BACKOFF_S = 2.0
@@ -32,15 +32,7 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout_s=timeout_s)
 
 
 class Stack:
