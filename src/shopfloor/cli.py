@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from shopfloor.client import ControllerError, ShopfloorClient
-from shopfloor.registry import kind_named, kinds
+from shopfloor.registry import kind_named, kinds, load
 from shopfloor.settings import get_settings
 
 app = typer.Typer(
@@ -291,6 +291,16 @@ def list_jobs(
         print(json.dumps(jobs))
     else:
         show_jobs(jobs)
+
+
+def _add_kind_commands() -> None:
+    """Kinds with commands of their own (`shopfloor pipeline start …`) bring a typer app."""
+    for kind in kinds().values():
+        if kind.cli:
+            app.add_typer(load(kind.cli), name=kind.cli_name or kind.name)
+
+
+_add_kind_commands()
 
 
 def main() -> None:

@@ -107,6 +107,12 @@ class JobKind:
     warm_imports: Sequence[str] = field(default_factory=tuple)
     # Other names the CLI accepts (`shopfloor submit simulate …`).
     aliases: Sequence[str] = ()
+    # Commands and routes of the kind's own, beyond submit/status/signal/…, by "module:attr":
+    # a typer.Typer added as `shopfloor <cli_name> …`, and a FastAPI APIRouter the controller
+    # includes. Keep those modules light: every CLI call imports the CLI one.
+    cli: str | None = None
+    cli_name: str | None = None  # default: the kind's name
+    routes: str | None = None
 
     def signal(self, name: str) -> Signal | None:
         return next((s for s in self.signals if s.name == name), None)

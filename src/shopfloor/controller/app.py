@@ -16,6 +16,7 @@ from shopfloor.controller.routes import artifacts, jobs, kinds, meta
 from shopfloor.controller.routes.interact import interaction_router
 from shopfloor.controller.routes.submit import submit_router
 from shopfloor.registry import kinds as registered_kinds
+from shopfloor.registry import load
 from shopfloor.settings import Settings, get_settings
 
 
@@ -38,5 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(submit_router(kind))
     app.include_router(jobs.router)
     app.include_router(interaction_router(every_kind))
+    for kind in every_kind:
+        if kind.routes:
+            app.include_router(load(kind.routes))
     app.include_router(artifacts.router)
     return app
