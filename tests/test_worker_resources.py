@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from temporalio import activity
+
 from shopfloor.artifacts import ArtifactStore
-from shopfloor.registry import WorkerContext, kinds
+from shopfloor.registry import KindWork, QueueWork, WorkerContext, kinds
 from shopfloor.settings import Settings
 from shopfloor.worker import QueuePlan, kind_resources
 from tests.kinds.steerable.kind import KIND as STEERABLE
@@ -52,3 +54,22 @@ def test_slots_per_queue(tmp_path: Path) -> None:
     # Kinds sharing a queue share its slots: the largest counts.
     assert QueuePlan(kinds=[script, simulation]).slots(tuned) == 5
     assert QueuePlan(kinds=[replace(STEERABLE, max_concurrent_activities=None)]).slots(tuned) == 8
+
+
+@activity.defn(name="on_this_host")
+async def on_this_host() -> str:
+    return "here"
+
+
+@asynccontextmanager
+async def two_queue_worker(ctx: WorkerContext) -> AsyncIterator[KindWork]:
+    yield KindWork(other_queues=[QueueWork(task_queue="host-a", activities=[on_this_host])])
+
+
+async def test_a_kind_can_run_work_on_other_queues(tmp_path: Path) -> None:
+    kind = replace(STEERABLE, worker=f"{__name__}:two_queue_worker")
+    settings = Settings(data_dir=tmp_path, task_queue_prefix="p-")
+    async with kind_resources(settings, [kind]) as plans:
+        assert set(plans) == {"p-steerable-test-queue", "p-host-a"}
+        assert plans["p-host-a"].activities == [on_this_host]
+        assert plans["p-steerable-test-queue"].activities == []

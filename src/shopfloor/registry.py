@@ -130,7 +130,9 @@ class JobKind:
     def load_workflows(self) -> list[type]:
         return [load(path) for path in self.workflows]
 
-    def lifespan(self, ctx: WorkerContext) -> AbstractAsyncContextManager[Sequence[Callable]]:
+    def lifespan(
+        self, ctx: WorkerContext
+    ) -> AbstractAsyncContextManager[Sequence[Callable] | KindWork]:
         return load(self.worker)(ctx)
 
 
@@ -177,8 +179,28 @@ class WorkerContext:
         await self.aclose()
 
 
-# What a kind's `worker` lifespan is, as an async generator under @asynccontextmanager.
-ActivitiesIterator = AsyncIterator[Sequence[Callable]]
+@dataclass(frozen=True, kw_only=True)
+class QueueWork:
+    """Work a kind runs on a task queue other than its own: a queue per host for activities
+    that must run where a service lives, a queue per pipeline. The task-queue prefix of the
+    settings is added to `task_queue`, as to every queue."""
+
+    task_queue: str
+    workflows: Sequence[type] = ()
+    activities: Sequence[Callable] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class KindWork:
+    """What a kind's lifespan yields when it has more than activities on its own queue."""
+
+    activities: Sequence[Callable] = ()
+    other_queues: Sequence[QueueWork] = ()
+
+
+# What a kind's `worker` lifespan is, as an async generator under @asynccontextmanager: it
+# yields its activities (on the kind's queue), or a KindWork.
+ActivitiesIterator = AsyncIterator[Sequence[Callable] | KindWork]
 
 
 # -- the registry -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 
 from shopfloor.artifacts import ArtifactStore
 from shopfloor.jobs import PROGRESS_EVERY_S
-from shopfloor.registry import JobKind, WorkerContext, kinds, queue_for
+from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kinds
 from shopfloor.sandbox import protect_from_same_user
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
@@ -37,7 +37,7 @@ def select_kinds(names: Sequence[str] | None) -> list[JobKind]:
 class QueuePlan:
     """What one Temporal `Worker` (one task queue) runs in this process."""
 
-    kinds: list[JobKind] = field(default_factory=list)
+    kinds: list[JobKind] = field(default_factory=list)  # whose work runs on this queue
     workflows: list[type] = field(default_factory=list)
     activities: list[Callable] = field(default_factory=list)
 
@@ -65,10 +65,19 @@ async def kind_resources(
         )
         plans: dict[str, QueuePlan] = defaultdict(QueuePlan)
         for kind in served:
-            plan = plans[queue_for(kind, settings)]
-            plan.kinds.append(kind)
-            plan.workflows += [w for w in kind.load_workflows() if w not in plan.workflows]
-            plan.activities += await stack.enter_async_context(kind.lifespan(ctx))
+            work = await stack.enter_async_context(kind.lifespan(ctx))
+            if not isinstance(work, KindWork):
+                work = KindWork(activities=work)
+            own = QueueWork(
+                task_queue=kind.task_queue,
+                workflows=kind.load_workflows(),
+                activities=work.activities,
+            )
+            for queue in (own, *work.other_queues):
+                plan = plans[settings.task_queue_prefix + queue.task_queue]
+                plan.kinds.append(kind)
+                plan.workflows += [w for w in queue.workflows if w not in plan.workflows]
+                plan.activities += queue.activities
         yield dict(plans)
 
 
