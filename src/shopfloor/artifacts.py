@@ -28,12 +28,12 @@ class ArtifactStore:
     # -- addressing ------------------------------------------------------------------------
     @staticmethod
     def uri(job_id: str, name: str) -> str:
-        return f"{SCHEME}{job_id}/{_safe_relpath(name)}"
+        return f"{SCHEME}{job_id}/{_store_name(name)}"
 
     def path_for(self, uri: str) -> Path:
         if not uri.startswith(SCHEME):
             raise ArtifactError(f"not an artifact URI (expected {SCHEME}<job>/<path>): {uri!r}")
-        rel = _safe_relpath(uri[len(SCHEME) :])
+        rel = _store_name(uri[len(SCHEME) :])
         if "/" not in rel:
             raise ArtifactError(f"artifact URI needs a job and a path: {uri!r}")
         return self.root / rel
@@ -77,7 +77,7 @@ class ArtifactStore:
     def put_upload(self, name: str, data: bytes) -> str:
         """Content-addressed upload (inputs): the same bytes always get the same URI."""
         digest = hashlib.sha256(data).hexdigest()[:32]
-        return self.put_bytes("uploads", f"{digest}/{_safe_relpath(name)}", data)
+        return self.put_bytes("uploads", f"{digest}/{_store_name(name)}", data)
 
     def read_bytes(self, uri: str) -> bytes:
         path = self.path_for(uri)
@@ -86,10 +86,17 @@ class ArtifactStore:
         return path.read_bytes()
 
 
-def _safe_relpath(name: str) -> str:
+def safe_relpath(name: str, *, inside: str) -> str:
+    """`name` as a normalised relative POSIX path that cannot leave the directory it is joined
+    to (`inside` names that directory in the error). Raises ArtifactError (a ValueError)."""
     pure = PurePosixPath(name)
-    if not name or pure.is_absolute() or any(part in ("..", "") for part in pure.parts):
-        raise ArtifactError(f"artifact path must be relative and stay inside the store: {name!r}")
-    if any(part.startswith(".tmp-") for part in pure.parts):
-        raise ArtifactError(f"reserved artifact name: {name!r}")
+    if not name or pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise ArtifactError(f"path must be relative and stay inside {inside}: {name!r}")
     return pure.as_posix()
+
+
+def _store_name(name: str) -> str:
+    rel = safe_relpath(name, inside="the artifact store")
+    if any(part.startswith(".tmp-") for part in PurePosixPath(rel).parts):
+        raise ArtifactError(f"reserved artifact name: {name!r}")
+    return rel

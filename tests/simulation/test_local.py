@@ -24,7 +24,7 @@ from shopfloor.kinds.simulation.models import (  # noqa: E402
     SceneSource,
     SimOptions,
 )
-from shopfloor.kinds.simulation.render import ensure_gl_backend  # noqa: E402
+from shopfloor.kinds.simulation.gl import select as select_gl_backend  # noqa: E402
 
 RAMP_BOX = (Path(__file__).parents[2] / "examples" / "ramp_box.py").read_text()
 FAST = {"render": False, "duration_s": 3.0}
@@ -165,8 +165,8 @@ def test_heartbeat_errors_propagate(tmp_path: Path) -> None:
 def test_gl_backend_already_bound() -> None:
     import mujoco  # noqa: F401  (bound to MUJOCO_GL=osmesa, set at the top of this module)
 
-    assert ensure_gl_backend("osmesa") is None
-    warning = ensure_gl_backend("egl")
+    assert select_gl_backend("osmesa") is None
+    warning = select_gl_backend("egl")
     assert warning and "bound to the 'osmesa' backend" in warning
 
 

@@ -17,10 +17,9 @@ from temporalio.testing import ActivityEnvironment
 from shopfloor.artifacts import ArtifactStore
 from shopfloor.kinds.simulation.activities import SimulationActivities
 from shopfloor.kinds.simulation.models import SceneSource, SimOptions, SimulationRequest
-from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Zygote
+from shopfloor.registry import WorkerContext, kind_named
 from shopfloor.settings import Settings
-from shopfloor.usercode import Zygotes
+from shopfloor.usercode import zygotes
 from tests.helpers import Stack, wait_until
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -31,11 +30,13 @@ QUICK = {"render": False, "duration_s": 3.0}
 @pytest.fixture(scope="module")
 async def activities(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator:
     root = tmp_path_factory.mktemp("sim-artifacts")
-    ctx = WorkerContext(settings=Settings(data_dir=root), artifacts=ArtifactStore(root))
-    zygotes = Zygotes(cold=await Zygote.start([]), warm=await Zygote.start(["build123d", "mujoco"]))
-    yield SimulationActivities(ctx, zygotes), root
-    for zygote in (zygotes.cold, zygotes.warm):
-        await zygote.close()
+    served = [kind_named("simulation")]
+    settings = Settings(data_dir=root)
+    async with WorkerContext(
+        settings=settings, artifacts=ArtifactStore(root), served=served
+    ) as ctx:
+        # The worker's own zygotes lifespan: the warm one imports mujoco with its GL backend.
+        yield SimulationActivities(ctx, await ctx.shared(zygotes)), root
 
 
 def request(source: str, **options: object) -> SimulationRequest:

@@ -6,7 +6,6 @@ kernel ~10 ms per job (a new css_set, freed through RCU); into a used one, almos
 
 from __future__ import annotations
 
-import atexit
 import errno
 import os
 import signal
@@ -26,7 +25,7 @@ def _own_parent() -> Path:
 
 
 def _sweep_stale() -> None:
-    """Remove what workers that died (SIGKILL skips atexit) left behind."""
+    """Remove what processes that died without `release_pool` (a SIGKILL) left behind."""
     for parent in (PIDS_CGROUP_ROOT / "shopfloor").glob("*"):
         if not parent.name.isdigit() or Path(f"/proc/{parent.name}").exists():
             continue
@@ -43,8 +42,9 @@ def _rmdir_quietly(path: Path) -> None:
         pass  # still has processes, or already gone
 
 
-@atexit.register
-def _release_pool() -> None:
+def release_pool() -> None:
+    """Removes this process's pooled (empty) cgroups and their parent: call it when the process
+    stops running jobs (the worker's zygotes lifespan does)."""
     while _POOL:
         _rmdir_quietly(_POOL.pop())
     _rmdir_quietly(_own_parent())
@@ -118,8 +118,8 @@ class PidsCgroup:
                     pass
             time.sleep(0.01)
 
-    def remove(self) -> None:
-        """Back to the pool when empty; removed when the pool is full."""
+    def release(self) -> None:
+        """Kills what is left in it, then returns it to the pool (removed if the pool is full)."""
         self.kill_all()
         if not self.pids() and len(_POOL) < _POOL_MAX:
             _POOL.append(self.path)

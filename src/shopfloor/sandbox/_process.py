@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shopfloor.sandbox._cgroup import PidsCgroup
-from shopfloor.sandbox._limits import Limits, apply_in_child
+from shopfloor.sandbox._limits import MB, Limits, apply_in_child
 from shopfloor.sandbox._output import OutputTail
 
 KILL_GRACE_S = 2.0
@@ -104,7 +105,7 @@ class _Child:
     def __exit__(self, *_: object) -> None:
         """The cgroup goes back to the pool however the run ended (even if it never started)."""
         if self.cgroup is not None:
-            self.cgroup.remove()
+            self.cgroup.release()
 
     def outcome(self, returncode: int, killed_by_us: str | None) -> SandboxOutcome:
         exit_code = returncode if returncode >= 0 else None
@@ -146,19 +147,22 @@ async def supervise(
     wait: Awaitable[int],
     readers: Sequence[asyncio.Task],
     on_progress: ProgressCallback | None,
-    progress_every: float,
+    progress_every: float | None,
 ) -> SandboxOutcome:
     """Waits for the child, reporting progress, enforcing the wall timeout, honouring cancel."""
+    if on_progress is not None and progress_every is None:
+        raise ValueError("on_progress needs progress_every: the caller's reporting interval")
     wait_task = asyncio.ensure_future(wait)
     deadline = child.started + child.limits.wall_timeout_s
     killed_by_us: str | None = None
     # The first report comes early, so a watcher soon sees the job running; a job shorter than
     # that sends none (a heartbeat is a server round trip, the cost of a whole short script).
-    next_report = min(FIRST_PROGRESS_S, progress_every)
+    every = progress_every if on_progress is not None else math.inf
+    next_report = min(FIRST_PROGRESS_S, every)
     try:
         while not wait_task.done():
             timeout = min(next_report, max(0.0, deadline - time.monotonic()))
-            next_report = progress_every
+            next_report = every
             await asyncio.wait({wait_task}, timeout=timeout)
             if wait_task.done():
                 break
@@ -217,12 +221,18 @@ async def run_process(
     env: dict[str, str],
     limits: Limits,
     on_progress: ProgressCallback | None = None,
-    progress_every: float = 2.0,
+    progress_every: float | None = None,
     tail_bytes: int = 64 * 1024,
+    sets_own_memory_limit: bool = False,
 ) -> SandboxOutcome:
-    """Runs `argv` in a new session with `limits`; never raises for anything the child does."""
+    """Runs `argv` in a new session with `limits`; never raises for anything the child does.
+
+    `on_progress` is called every `progress_every` seconds while the child runs. RLIMIT_AS is
+    `limits.memory_mb` from the exec, unless the program `sets_own_memory_limit` once its
+    runtime is loaded (`cold_python_argv`, `limit_address_space`)."""
     with _Child(limits, tail_bytes) as child:
         procs_file = child.cgroup.procs_file if child.cgroup else None
+        address_space = None if sets_own_memory_limit else limits.memory_mb * MB
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
@@ -231,7 +241,7 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=lambda: apply_in_child(limits, procs_file),
+            preexec_fn=lambda: apply_in_child(limits, procs_file, address_space=address_space),
         )
         assert proc.stdout is not None and proc.stderr is not None
         readers = [

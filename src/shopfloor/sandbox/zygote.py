@@ -1,4 +1,4 @@
-"""Zygote launcher: a small helper process that forks (and execs) user code for the worker.
+"""Zygotes: small helper processes that fork (and exec) user code for the worker.
 
 Warm: a zygote that has already imported heavy libraries forks a child that runs the user's
 code directly — `import build123d` costs 2–4 s and ~440 MB; a fork of a process that already
@@ -18,10 +18,11 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import asdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Program, Script
 from shopfloor.sandbox._limits import Limits
 from shopfloor.sandbox._process import (
     ProgressCallback,
@@ -36,12 +37,16 @@ START_TIMEOUT_S = 120.0
 
 
 class ZygoteDied(RuntimeError):
-    """The warm process went away mid-job: an infrastructure failure, so the job is retried."""
+    """The zygote went away mid-job: an infrastructure failure, so the job is retried."""
 
 
 class Zygote:
-    def __init__(self, modules: list[str]) -> None:
+    """A zygote process that has imported `modules` (warm) or nothing (cold), started with
+    our small environment plus `env` (settings its modules read at import time)."""
+
+    def __init__(self, modules: list[str], env: Mapping[str, str] | None = None) -> None:
         self.modules = modules
+        self.env = dict(env or {})
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._pending: dict[str, dict[str, asyncio.Future]] = {}
@@ -49,8 +54,8 @@ class Zygote:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, modules: list[str]) -> Zygote:
-        zygote = cls(modules)
+    async def start(cls, modules: list[str], env: Mapping[str, str] | None = None) -> Zygote:
+        zygote = cls(modules, env)
         await zygote._ensure_running()
         return zygote
 
@@ -68,7 +73,7 @@ class Zygote:
                     *self.modules,
                 ],
                 pass_fds=[theirs.fileno()],
-                env=_zygote_environment(),
+                env={**_zygote_environment(), **self.env},
                 stdin=subprocess.DEVNULL,
             )
             theirs.close()
@@ -81,7 +86,7 @@ class Zygote:
             except (TimeoutError, ZygoteDied):
                 loop.remove_reader(ours.fileno())
                 self._proc.kill()
-                raise ZygoteDied(f"warm process failed to import {self.modules}") from None
+                raise ZygoteDied(f"zygote failed to import {self.modules}") from None
             self._sock = ours
             log.info("zygote ready (pid %s) with %s", self._proc.pid, self.modules)
             return ours
@@ -110,24 +115,24 @@ class Zygote:
 
     def _fail_all(self, sock: socket.socket, ready: asyncio.Future) -> None:
         if not ready.done():
-            ready.set_exception(ZygoteDied("warm process exited during start-up"))
+            ready.set_exception(ZygoteDied("zygote exited during start-up"))
         if self._sock is sock:
             self._sock = None
         sock.close()
         for waiters in self._pending.values():
             for fut in waiters.values():
                 if not fut.done():
-                    fut.set_exception(ZygoteDied("warm process died; the job will be retried"))
+                    fut.set_exception(ZygoteDied("zygote died; the job will be retried"))
 
     async def _launch(
         self,
-        request: dict[str, Any],
+        program: Program,
         *,
         cwd: Path,
         env: dict[str, str],
         limits: Limits,
         on_progress: ProgressCallback | None = None,
-        progress_every: float = 2.0,
+        progress_every: float | None = None,
         tail_bytes: int = 64 * 1024,
     ) -> SandboxOutcome:
         sock = await self._ensure_running()
@@ -138,17 +143,16 @@ class Zygote:
         with _Child(limits, tail_bytes) as child:
             try:
                 pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, progress
-                request = {
-                    **request,
-                    "id": request_id,
-                    "cwd": str(cwd),
-                    "env": env,
-                    "limits": asdict(limits),
-                    "memory_is_extra": "exec" not in request,
-                    "cgroup_procs": str(child.cgroup.procs_file) if child.cgroup else None,
-                }
+                request = LaunchRequest(
+                    id=request_id,
+                    program=program,
+                    cwd=str(cwd),
+                    env=env,
+                    limits=limits,
+                    cgroup_procs=str(child.cgroup.procs_file) if child.cgroup else None,
+                )
                 try:
-                    socket.send_fds(sock, [json.dumps(request).encode()], [w for _, w in pipes])
+                    socket.send_fds(sock, [request.to_json()], [w for _, w in pipes])
                 finally:
                     for _, w in pipes:
                         os.close(w)
@@ -170,20 +174,22 @@ class Zygote:
                 self._pending.pop(request_id, None)
 
     # The three ways to run something; `options` are those of `run_process`: cwd, env,
-    # limits, and optionally on_progress, progress_every, tail_bytes.
+    # limits, and optionally on_progress with progress_every, tail_bytes.
 
     async def run_script(self, script: Path, args: list[str], **options: Any) -> SandboxOutcome:
-        """Runs a Python script in a warm child (the zygote's imports already done)."""
-        return await self._launch({"script": str(script), "args": args}, **options)
+        """Runs a Python script in a child of this zygote (its imports already done)."""
+        return await self._launch(Script(path=str(script), args=args), **options)
 
-    async def run_exec(self, argv: list[str], **options: Any) -> SandboxOutcome:
+    async def run_exec(
+        self, argv: list[str], *, sets_own_memory_limit: bool = False, **options: Any
+    ) -> SandboxOutcome:
         """Runs a fresh program (fork + exec done by the zygote, not by the worker)."""
-        return await self._launch({"exec": argv}, **options)
+        return await self._launch(Exec(argv, sets_own_memory_limit), **options)
 
     async def run_call(self, target: str, arg: Any, **options: Any) -> SandboxOutcome:
-        """Calls `module:function(arg)` in a warm child; its return value is the exit code and
-        it reports progress with `shopfloor.sandbox.report_progress`."""
-        return await self._launch({"call": target, "arg": arg}, **options)
+        """Calls `module:function(arg)` in a child of this zygote; its return value is the exit
+        code and it reports progress with `shopfloor.sandbox.report_progress`."""
+        return await self._launch(Call(target, arg), **options)
 
     async def close(self) -> None:
         if self._sock is not None:
@@ -200,7 +206,7 @@ class Zygote:
 
 def _zygote_environment() -> dict[str, str]:
     """The zygote gets none of the worker's secrets: its children are untrusted code."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "MUJOCO_GL")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH")
     return {k: v for k, v in os.environ.items() if k in keep}
 
 
@@ -222,7 +228,7 @@ async def _read_stage(child: _Child, reader: asyncio.StreamReader) -> None:
 
 
 def report_progress(details: dict[str, Any]) -> None:
-    """Called by code running in a warm child: the details reach the job's heartbeat."""
+    """Called by code running in a child of a zygote: the details reach the job's heartbeat."""
     fd = os.environ.get("SHOPFLOOR_PROGRESS_FD")
     if fd is None:
         return
@@ -232,9 +238,9 @@ def report_progress(details: dict[str, Any]) -> None:
         pass
 
 
-async def run_fresh(argv: list[str], *, launcher: Zygote | None, **options: Any) -> SandboxOutcome:
-    """A fresh interpreter for `argv`: forked by the launcher zygote when the worker has one
-    (cheap), else by this process (`run_process`)."""
-    if launcher is not None:
-        return await launcher.run_exec(argv, **options)
+async def run_fresh(argv: list[str], *, cold: Zygote | None, **options: Any) -> SandboxOutcome:
+    """A fresh program for `argv`: forked by the cold zygote when the worker has one (cheap),
+    else by this process (`run_process`). `options` as for `Zygote.run_exec`."""
+    if cold is not None:
+        return await cold.run_exec(argv, **options)
     return await run_process(argv, **options)

@@ -1,9 +1,10 @@
-"""The zygote process: imports heavy modules once, then forks a sandboxed child per request.
+"""The zygote process: imports its modules once, then forks a sandboxed child per request.
 
-Protocol over a SOCK_SEQPACKET socket (fd given in argv), one JSON message per packet:
-  parent → zygote: {"id", "cwd", "env", "limits", "cgroup_procs", "memory_is_extra", and
-                    "script": path, "args": [...] | "call": "module:function", "arg": … |
-                    "exec": argv}
+The warm zygote has imported heavy libraries and runs scripts and calls in its forks; the cold
+one has imported nothing and execs fresh programs in them. Protocol over a SOCK_SEQPACKET
+socket (fd given in argv), one JSON message per packet:
+  parent → zygote: a `LaunchRequest` (see _launch.py: id, program tagged by mode exec |
+                   script | call, cwd, env, limits, cgroup_procs)
                    with SCM_RIGHTS fds [stdout, stderr, progress]
   zygote → parent: {"ready": true} once; {"id", "pid"} when forked; {"id", "returncode"} at exit.
 """
@@ -21,17 +22,23 @@ import sys
 import traceback
 from pathlib import Path
 
-from shopfloor.sandbox._limits import Limits, apply_in_child
+from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Script
+from shopfloor.sandbox._limits import MB, address_space_bytes, apply_in_child
 
-MAX_MESSAGE = 1024 * 1024
+MAX_MESSAGE = 1024 * 1024  # requests are small: big job inputs travel as files in the cwd
 _WAKE_FDS: tuple[int, int] = (-1, -1)
 
 
-def _address_space_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+def _address_space_limit(request: LaunchRequest) -> int | None:
+    """RLIMIT_AS for the child: memory_mb on top of the runtime the job starts from."""
+    program = request.program
+    if isinstance(program, Exec):
+        return None if program.sets_own_memory_limit else request.limits.memory_mb * MB
+    # A warm fork starts from everything the zygote has mapped: the limit is what it adds.
+    return address_space_bytes() + request.limits.memory_mb * MB
 
 
-def _child(request: dict, fds: list[int], sock: socket.socket) -> None:
+def _child(request: LaunchRequest, fds: list[int], sock: socket.socket) -> None:
     """Runs in the forked child; never returns."""
     code = 1
     try:
@@ -41,28 +48,24 @@ def _child(request: dict, fds: list[int], sock: socket.socket) -> None:
         for fd in _WAKE_FDS:
             os.close(fd)
         os.setsid()
-        limits = Limits(**request["limits"])
-        if request.get("memory_is_extra"):
-            # The warm libraries are already mapped: the limit is what the job may add.
-            extra = _address_space_bytes() // (1024 * 1024)
-            limits = Limits(**{**request["limits"], "memory_mb": limits.memory_mb + extra})
-        cgroup = request.get("cgroup_procs")
-        apply_in_child(limits, Path(cgroup) if cgroup else None)
+        cgroup = Path(request.cgroup_procs) if request.cgroup_procs else None
+        apply_in_child(request.limits, cgroup, address_space=_address_space_limit(request))
         out, err, progress = fds
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.close(out)
         os.close(err)
-        if "exec" in request:
-            _exec(request, progress)
+        program = request.program
+        if isinstance(program, Exec):
+            _exec(program, request, progress)
         os.set_inheritable(progress, False)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-        os.chdir(request["cwd"])
+        os.chdir(request.cwd)
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(request.env)
         os.environ["SHOPFLOOR_PROGRESS_FD"] = str(progress)
-        code = _run(request)
+        code = _run_warm(program, request.cwd)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         if not isinstance(exit_.code, int | None):
@@ -79,29 +82,29 @@ def _child(request: dict, fds: list[int], sock: socket.socket) -> None:
         os._exit(code)
 
 
-def _exec(request: dict, progress_fd: int) -> None:
-    """Cold mode: become a fresh program. The worker never forks itself (a fork of a big,
-    threaded worker is slow); this small process does it for it."""
+def _exec(program: Exec, request: LaunchRequest, progress_fd: int) -> None:
+    """Cold: become a fresh program. The worker never forks itself (a fork of a big, threaded
+    worker is slow); this small process does it for it."""
     os.close(progress_fd)
     os.closerange(3, 65536)
-    os.chdir(request["cwd"])
-    argv = request["exec"]
+    os.chdir(request.cwd)
+    argv = program.argv
     try:
-        os.execve(argv[0], argv, request["env"])
+        os.execve(argv[0], argv, request.env)
     except OSError as err:
         os.write(2, f"cannot execute {argv[0]}: {err}\n".encode())
         os._exit(127)
 
 
-def _run(request: dict) -> int:
-    if "script" in request:
-        sys.argv = [request["script"], *request.get("args", [])]
-        sys.path[0] = request["cwd"]
-        runpy.run_path(request["script"], run_name="__main__")
+def _run_warm(program: Script | Call, cwd: str) -> int:
+    if isinstance(program, Script):
+        sys.argv = [program.path, *program.args]
+        sys.path[0] = cwd
+        runpy.run_path(program.path, run_name="__main__")
         return 0
-    module_name, _, func_name = request["call"].partition(":")
+    module_name, _, func_name = program.target.partition(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(request.get("arg")) or 0)
+    return int(func(program.arg) or 0)
 
 
 def serve(sock: socket.socket) -> None:
@@ -128,14 +131,14 @@ def serve(sock: socket.socket) -> None:
                 data = b""
             if not data:  # the worker is gone: so are we (and our children, by pdeathsig)
                 return
-            request = json.loads(data)
+            request = LaunchRequest.from_json(data)
             pid = os.fork()
             if pid == 0:
                 _child(request, fds, sock)
             for fd in fds:
                 os.close(fd)
-            children[pid] = request["id"]
-            sock.send(json.dumps({"id": request["id"], "pid": pid}).encode())
+            children[pid] = request.id
+            sock.send(json.dumps({"id": request.id, "pid": pid}).encode())
         _reap(children, sock)
 
 
@@ -159,7 +162,8 @@ def main() -> None:
     # Thread pools started at import time (BLAS, OpenMP) do not survive fork well.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    os.environ.setdefault("MUJOCO_GL", "osmesa")  # must precede `import mujoco`
+    # Settings modules read at import time (MUJOCO_GL: the GL backend) came in our environment
+    # from whoever started us (`Zygote.start(..., env=...)`).
     from shopfloor.sandbox._limits import set_parent_death_signal
 
     set_parent_death_signal()

@@ -1,23 +1,20 @@
-"""run_script: the script in a fresh temp dir, sandboxed, heartbeating; `out/` → artifacts."""
+"""run_script: the script in a fresh job dir, sandboxed, heartbeating; `out/` → artifacts."""
 
 from __future__ import annotations
 
 import base64
 import re
-import shutil
-import sys
-import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError
-from shopfloor.jobs import JOB_PROGRESS, ensure_cancel_was_requested, invalid_input
+from shopfloor.jobs import invalid_input
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 from shopfloor.registry import ActivitiesIterator, WorkerContext
-from shopfloor.sandbox import Limits, SandboxOutcome, job_environment, run_fresh
-from shopfloor.usercode import Zygotes, zygotes
+from shopfloor.sandbox import Limits, SandboxOutcome, Script, cold_python_argv
+from shopfloor.usercode import UserCodeRun, Zygotes, zygotes
 
 # Scripts that import these pay seconds of import time in a fresh interpreter; a warm fork
 # of a process that already imported them starts in milliseconds.
@@ -44,8 +41,6 @@ class ScriptActivities:
             raise invalid_input(f"cannot read script from {job.source_uri}: {err}") from err
 
     def _prepare(self, workdir: Path, job: ScriptInput, source: str) -> None:
-        (workdir / "out").mkdir()
-        (workdir / "tmp").mkdir()
         (workdir / "script.py").write_text(source)
         for f in job.files:
             dest = workdir / f.path
@@ -60,7 +55,6 @@ class ScriptActivities:
 
     @activity.defn(name="run_script")
     async def run_script(self, job: ScriptInput) -> ScriptResult:
-        info = activity.info()
         disallowed = job.disallowed_env(self.ctx.settings.script_env_allowlist)
         if disallowed:
             raise invalid_input(f"environment variables not allowed here: {disallowed}")
@@ -71,25 +65,18 @@ class ScriptActivities:
             max_processes=job.max_processes,
             file_size_mb=job.file_size_mb,
         )
-
-        workdir = Path(tempfile.mkdtemp(prefix="shopfloor-script-"))
-        try:
-            self._prepare(workdir, job, source)
-            env = job_environment(workdir, job.env)
-            zygote = self.zygotes.warm
-            warm = job.warm == "auto" and zygote is not None and bool(_HEAVY_IMPORT.search(source))
-            run = {"cwd": workdir, "env": env, "limits": limits, **JOB_PROGRESS}
-            if warm:
-                outcome = await zygote.run_script(workdir / "script.py", job.args, **run)
-            else:
-                argv = [sys.executable, "-E", "-s", "-u", "script.py", *job.args]
-                outcome = await run_fresh(argv, launcher=self.zygotes.cold, **run)
-            if outcome.killed_reason == "cancelled":
-                ensure_cancel_was_requested()
-            artifacts = self.ctx.artifacts.put_tree(info.workflow_id, workdir / "out")
-            return _result(outcome, artifacts, attempt=info.attempt, warm=warm)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        async with UserCodeRun(self.zygotes, self.ctx.artifacts, limits, job.env) as run:
+            self._prepare(run.path, job, source)
+            heavy = job.warm == "auto" and bool(_HEAVY_IMPORT.search(source))
+            warm = Script(path=str(run.path / "script.py"), args=job.args) if heavy else None
+            outcome = await run.run(
+                warm=warm,
+                cold=cold_python_argv("script.py", job.args, memory_mb=job.memory_mb),
+            )
+            artifacts = run.store_out()
+            return _result(
+                outcome, artifacts, attempt=activity.info().attempt, warm=run.ran_warm(warm)
+            )
 
 
 def _result(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from pathlib import PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
+
+from shopfloor.artifacts import safe_relpath
 
 MAX_INLINE_SOURCE = 1024 * 1024  # bigger scripts travel as artifact URIs
 MAX_INLINE_FILES = 1024 * 1024
@@ -28,10 +29,7 @@ class InputFile(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative(cls, path: str) -> str:
-        pure = PurePosixPath(path)
-        if not path or pure.is_absolute() or ".." in pure.parts:
-            raise ValueError(f"file path must be relative and inside the job dir: {path!r}")
-        return pure.as_posix()
+        return safe_relpath(path, inside="the job dir")
 
 
 class ScriptInput(BaseModel):
@@ -41,7 +39,13 @@ class ScriptInput(BaseModel):
     args: list[str] = Field(default_factory=list, max_length=256)
     env: dict[str, str] = Field(default_factory=dict, description="allow-listed names only")
     timeout_s: float = Field(60.0, gt=0, le=24 * 3600, description="wall-clock limit")
-    memory_mb: int = Field(2048, ge=64, le=64 * 1024, description="address-space limit")
+    memory_mb: int = Field(
+        2048,
+        ge=64,
+        le=64 * 1024,
+        description="address space (MB) the script may add on top of the runtime it starts "
+        "from: the interpreter, plus the pre-imported libraries when it runs warm",
+    )
     max_processes: int = Field(64, ge=1, le=4096)
     file_size_mb: int = Field(256, ge=1, le=64 * 1024)
     warm: Literal["auto", "never"] = Field(

@@ -2,37 +2,40 @@
 
 User geometry code never runs in the worker: bad geometry, a broken script, a crash or a
 runaway run become a FAIL result with a reason. Only infrastructure failures raise (and are
-retried). Artifacts go to the store; the result carries their URIs.
+retried). Data goes one way: the request becomes one `SimulationRun` file in the run's
+directory (uploaded and inline parts as files beside it), the child writes its artifacts to
+`out/` and reports them by name, and `out/` goes to the store; the result carries their URIs.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import shutil
-import sys
-import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError
-from shopfloor.jobs import JOB_PROGRESS, ensure_cancel_was_requested, invalid_input
+from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.kinds.simulation import gl
 from shopfloor.kinds.simulation.models import (
-    GeometryPart,
+    PartFile,
+    SceneFiles,
     SceneGeometry,
     SceneSource,
     SceneUri,
+    SimulationReport,
     SimulationRequest,
     SimulationResult,
+    SimulationRun,
 )
+from shopfloor.kinds.simulation.runner import REPORT_FILE, RUN_FILE
 from shopfloor.registry import ActivitiesIterator, WorkerContext
-from shopfloor.sandbox import Limits, SandboxOutcome, job_environment, run_fresh
-from shopfloor.usercode import Zygotes, zygotes
+from shopfloor.sandbox import Call, Limits, SandboxOutcome
+from shopfloor.usercode import UserCodeRun, Zygotes, cold_module_argv, zygotes
 
-RUNNER = "shopfloor.kinds.simulation.runner:run_in_child"
+RUNNER = "shopfloor.kinds.simulation.runner"
+SCENE_DIR = "scene"  # parts given as files, in the run's directory
 
 
 @asynccontextmanager
@@ -46,95 +49,64 @@ class SimulationActivities:
         self.ctx = ctx
         self.zygotes = zygotes
 
-    def _resolve_scene(self, scene: SceneSource | SceneGeometry | SceneUri):
-        """Artifact URIs are read here, in the worker, so the child needs no store access."""
-        if not isinstance(scene, SceneUri):
+    def _scene_for_run(
+        self, scene: SceneSource | SceneGeometry | SceneUri, run_dir: Path
+    ) -> SceneSource | SceneFiles:
+        """Source as text; parts as files in the run's directory, read by the child. Artifact
+        URIs are read here, in the worker, so the child needs no store access."""
+        if isinstance(scene, SceneSource):
             return scene
+        (run_dir / SCENE_DIR).mkdir()
+        if isinstance(scene, SceneGeometry):
+            files = []
+            for i, part in enumerate(scene.parts):
+                path = f"{SCENE_DIR}/part{i}.{part.format}"
+                (run_dir / path).write_bytes(part.data())
+                files.append(
+                    PartFile(label=part.label, format=part.format, path=path, fixed=part.fixed)
+                )
+            return SceneFiles(parts=files)
+        fmt = scene.resolved_format
+        if fmt not in ("py", "stl", "step"):
+            raise invalid_input(f"cannot tell the scene format of {scene.uri}: give `format`")
         try:
-            data = self.ctx.artifacts.read_bytes(scene.uri)
+            stored = self.ctx.artifacts.path_for(scene.uri)
+            if not stored.is_file():
+                raise ArtifactError(f"no such artifact: {scene.uri}")
         except ArtifactError as err:
             raise invalid_input(str(err)) from err
-        fmt = scene.resolved_format
         if fmt == "py":
-            return SceneSource(source=data.decode("utf-8", errors="replace"))
-        if fmt in ("stl", "step"):
-            label = scene.label or Path(scene.uri).stem
-            part = GeometryPart(
-                label=label,
-                format=fmt,  # type: ignore[arg-type]
-                data_base64=base64.b64encode(data).decode(),
-                fixed=scene.fixed,
-            )
-            return SceneGeometry(parts=[part])
-        raise invalid_input(f"cannot tell the scene format of {scene.uri}: give `format`")
+            return SceneSource(source=stored.read_text(errors="replace"))
+        path = f"{SCENE_DIR}/part0.{fmt}"
+        shutil.copyfile(stored, run_dir / path)  # a copy: the store's file stays out of reach
+        label = scene.label or Path(scene.uri).stem
+        part = PartFile(label=label, format=fmt, path=path, fixed=scene.fixed)  # type: ignore[arg-type]
+        return SceneFiles(parts=[part])
 
     @activity.defn(name="run_simulation")
     async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
-        info = activity.info()
-        scene = self._resolve_scene(request.scene)
-        workdir = Path(tempfile.mkdtemp(prefix="shopfloor-sim-"))
-        try:
-            (workdir / "out").mkdir()
-            (workdir / "tmp").mkdir()
-            arg = {
-                "request": {
-                    "scene": scene.model_dump(mode="json"),
-                    "options": request.options.model_dump(mode="json"),
-                },
-                "out_dir": str(workdir / "out"),
-                "result_path": str(workdir / "result.json"),
-            }
-            outcome = await self._run(arg, request, workdir)
-            if outcome.killed_reason == "cancelled":
-                ensure_cancel_was_requested()
-            result_file = workdir / "result.json"
-            if not result_file.exists():
-                return _crashed(outcome, request)
-            result = SimulationResult.model_validate_json(result_file.read_text())
-            return self._store_artifacts(result, workdir / "out", info.workflow_id)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    async def _run(self, arg: dict, request: SimulationRequest, workdir: Path) -> SandboxOutcome:
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb)
-        env = job_environment(workdir, {})
-
-        zygote = self.zygotes.warm
-        # The warm process chose its GL backend when it imported mujoco; another one needs a
-        # fresh interpreter.
-        warm_gl = os.environ.get("MUJOCO_GL", "osmesa")
-        if zygote is not None and request.options.gl_backend == warm_gl:
-            return await zygote.run_call(
-                RUNNER, arg, cwd=workdir, env=env, limits=limits, **JOB_PROGRESS
+        async with UserCodeRun(self.zygotes, self.ctx.artifacts, limits) as run:
+            sim_run = SimulationRun(
+                scene=self._scene_for_run(request.scene, run.path),
+                options=request.options,
+                out_dir="out",
+                memory_mb=request.memory_mb,
+                progress_every_s=PROGRESS_EVERY_S,
             )
-        (workdir / "arg.json").write_text(json.dumps(arg))
-        env["MUJOCO_GL"] = request.options.gl_backend
-        # A fresh interpreter has no libraries mapped yet: give it room for them.
-        limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb + 4096)
-        argv = [sys.executable, "-E", "-s", "-m", "shopfloor.kinds.simulation.runner", "arg.json"]
-        return await run_fresh(
-            argv, launcher=self.zygotes.cold, cwd=workdir, env=env, limits=limits, **JOB_PROGRESS
-        )
-
-    def _store_artifacts(self, result: SimulationResult, out: Path, job_id: str):
-        """file:// URIs from the child become artifact:// URIs in the store."""
-
-        def store(url: str | None) -> str | None:
-            if not url or not url.startswith("file://"):
-                return url
-            path = Path(url.removeprefix("file://"))
-            if not path.is_file() or out not in path.parents:
-                return None
-            name = path.relative_to(out).as_posix()
-            return self.ctx.artifacts.put_file(job_id, name, path)
-
-        urls = {key: store(url) for key, url in result.artifact_urls.items()}
-        return result.model_copy(
-            update={
-                "artifact_urls": {k: v for k, v in urls.items() if v},
-                "video_url": store(result.video_url),
-            }
-        )
+            (run.path / RUN_FILE).write_text(sim_run.model_dump_json())
+            # The warm zygote bound its GL backend when it imported mujoco; another backend
+            # needs a fresh interpreter.
+            warm = request.options.gl_backend == gl.worker_backend()
+            outcome = await run.run(
+                warm=Call(f"{RUNNER}:run_in_child", RUN_FILE) if warm else None,
+                cold=cold_module_argv(RUNNER, RUN_FILE),
+            )
+            report_file = run.path / REPORT_FILE
+            if not report_file.exists():
+                return _crashed(outcome, request)
+            report = SimulationReport.model_validate_json(report_file.read_text())
+            return report.result(run.store_out().get)
 
 
 def _crashed(outcome: SandboxOutcome, request: SimulationRequest) -> SimulationResult:

@@ -1,8 +1,10 @@
-"""`simulate_local`: the whole pipeline in this process, no Temporal.
+"""The whole pipeline in this process: `simulate` (what a job's run process calls) and
+`simulate_local` (the same, for use without Temporal).
 
-Artifacts land in `out_dir` and are returned as file:// URIs; the Temporal activity uploads
-them and rewrites the URIs. Bad scripts, geometry or options come back as FAIL, never raise;
-exceptions from `heartbeat` (e.g. cancellation) do propagate.
+Artifacts land in the out dir: `simulate` reports them by name relative to it (the job's
+activity stores the directory and names the URIs), `simulate_local` as file:// URIs a user can
+open. Bad scripts, geometry or options come back as FAIL, never raise; exceptions from
+`heartbeat` (e.g. cancellation) do propagate.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shopfloor.kinds.simulation import builder
-from shopfloor.kinds.simulation.builder import SceneError
-from shopfloor.kinds.simulation.models import SimOptions, SimulationResult
-from shopfloor.kinds.simulation.render import VideoRecorder, ensure_gl_backend
+from shopfloor.kinds.simulation import gl, meshes, mjcf, scene
+from shopfloor.kinds.simulation.models import SimOptions, SimulationReport, SimulationResult
+from shopfloor.kinds.simulation.render import VideoRecorder
+from shopfloor.kinds.simulation.scene import SceneError, is_cancellation
 
 log = logging.getLogger(__name__)
 Heartbeat = Callable[[dict[str, Any]], None]
@@ -55,17 +57,15 @@ class _Run:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)
 
     def write(self, key: str, name: str, data: bytes | str) -> None:
-        path = self.out / name
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-        self.artifacts[key] = path.resolve().as_uri()
+        (self.out / name).write_bytes(data.encode() if isinstance(data, str) else data)
+        self.artifacts[key] = name
 
-    def result(self, outcome: str, reason: str, video: str | None = None) -> SimulationResult:
-        return SimulationResult(
-            outcome=outcome,
+    def report(self, outcome: str, reason: str) -> SimulationReport:
+        return SimulationReport(
+            outcome=outcome,  # type: ignore[arg-type]
             reason=reason,
-            video_url=video,
             metrics={**self.metrics, "timings_s": self.timings},
-            artifact_urls=self.artifacts,
+            artifacts=self.artifacts,
             warnings=self.warnings,
         )
 
@@ -76,9 +76,28 @@ def simulate_local(
     *,
     out_dir: Path | None = None,
     heartbeat: Heartbeat | None = None,
+    heartbeat_every_s: float = 2.0,
 ) -> SimulationResult:
-    """Simulate `scene` (a SceneInput, build123d source `str`, or a build123d Compound)."""
+    """Simulate `scene` (a SceneInput, build123d source `str`, or a build123d Compound);
+    artifacts are file:// URIs of files in `out_dir` (default: a new temp dir). `heartbeat`,
+    if given, gets each stage as it starts and the physics progress every
+    `heartbeat_every_s`."""
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="shopfloor-sim-"))
+    report = simulate(
+        scene, options, out=out, heartbeat=heartbeat, heartbeat_every_s=heartbeat_every_s
+    )
+    return report.result(lambda name: (out / name).resolve().as_uri())
+
+
+def simulate(
+    scene: Any,
+    options: SimOptions | dict[str, Any] | None,
+    *,
+    out: Path,
+    heartbeat: Heartbeat | None,
+    heartbeat_every_s: float,
+) -> SimulationReport:
+    """`simulate_local`, reporting the artifacts by their names relative to `out`."""
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(out, heartbeat)
     try:
@@ -86,49 +105,71 @@ def simulate_local(
             options if isinstance(options, SimOptions) else SimOptions.model_validate(options or {})
         )
     except ValidationError as e:
-        return run.result("FAIL", f"invalid options: {e}")
+        return run.report("FAIL", f"invalid options: {e}")
     # Before anything imports mujoco: the GL backend is fixed at import time.
-    gl_warning = ensure_gl_backend(options.gl_backend)
+    gl_warning = gl.select(options.gl_backend)
     if gl_warning and options.render:
         run.warnings.append(gl_warning)
+    try:
+        model, data, built = _build(run, scene, options)
+    except _Failed as failed:
+        return run.report("FAIL", failed.reason)
+    return _simulate(run, model, data, built, options, heartbeat_every_s)
 
+
+class _Failed(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _build(run: _Run, source: Any, options: SimOptions) -> tuple[Any, Any, mjcf.BuiltScene]:
+    """Scene → parts → MJCF → MuJoCo model, exported to the out dir; raises _Failed."""
     stage = "cad"
     try:
         with run.stage("cad"):
-            raw, script_fixed, step_shape = builder.load_scene(scene)
+            raw, script_fixed, step_shape = scene.load_scene(source)
         with run.stage(stage := "tessellate"):
-            parts = builder.prepare_parts(raw, script_fixed, options, run.warnings)
+            parts = meshes.prepare_parts(raw, script_fixed, options, run.warnings)
         with run.stage(stage := "mjcf_load"):
-            built = builder.build_mjcf(parts, options, step_shape, run.warnings)
+            built = mjcf.build_mjcf(parts, options, step_shape, run.warnings)
             try:
-                model, data = builder.load_model(built)
+                model, data = mjcf.load_model(built)
                 rejected = None
             except SceneError as e:  # still export below: a rejected model is worth a look
                 rejected = e
         with run.stage(stage := "export"):
-            run.write("mjcf", "scene.xml", built.xml)
-            for key, name in built.mesh_files.items():
-                run.write(key, name, built.assets[name])
-            try:
-                if builder.export_step(built.step_shape, out / "scene.step"):
-                    run.artifacts["step"] = (out / "scene.step").resolve().as_uri()
-            except Exception as e:  # the STEP file is a by-product; never fail the run for it
-                run.warnings.append(f"STEP export failed: {type(e).__name__}: {e}")
+            _export(run, built)
         if rejected is not None:
             raise rejected
     except SceneError as e:
-        return run.result("FAIL", str(e))
+        raise _Failed(str(e)) from None
     except Exception as e:  # OCCT can throw from anywhere inside a bad shape
-        if e is run.heartbeat_error or builder.is_cancellation(e):
+        if e is run.heartbeat_error or is_cancellation(e):
             raise
         log.warning("simulation %s stage failed", stage, exc_info=True)
-        return run.result("FAIL", f"{stage} failed: {type(e).__name__}: {e}")
-    return _simulate(run, model, data, built, options)
+        raise _Failed(f"{stage} failed: {type(e).__name__}: {e}") from None
+    return model, data, built
+
+
+def _export(run: _Run, built: mjcf.BuiltScene) -> None:
+    run.write("mjcf", "scene.xml", built.xml)
+    for key, name in built.mesh_files.items():
+        run.write(key, name, built.assets[name])
+    try:
+        if scene.export_step(built.step_shape, run.out / "scene.step"):
+            run.artifacts["step"] = "scene.step"
+    except Exception as e:  # the STEP file is a by-product; never fail the run for it
+        run.warnings.append(f"STEP export failed: {type(e).__name__}: {e}")
 
 
 def _simulate(
-    run: _Run, model: Any, data: Any, built: builder.BuiltScene, options: SimOptions
-) -> SimulationResult:
+    run: _Run,
+    model: Any,
+    data: Any,
+    built: mjcf.BuiltScene,
+    options: SimOptions,
+    heartbeat_every_s: float,
+) -> SimulationReport:
     import mujoco
 
     from shopfloor.kinds.simulation.loop import DEGRADED, SimulationLoop
@@ -148,6 +189,7 @@ def _simulate(
         options,
         on_frame=recorder.capture if recorder else None,
         heartbeat=run.heartbeat,
+        heartbeat_every_s=heartbeat_every_s,
     )
     try:
         outcome, reason, metrics = loop.run()
@@ -158,16 +200,14 @@ def _simulate(
 
     run.metrics.update(metrics)
     run.timings["physics"] = metrics.get("physics_wall_s", 0.0)
-    video = None
     if recorder:
         run.timings["render"] = round(recorder.render_s, 4)
         run.timings["encode"] = round(recorder.encode_s, 4)
         if video_ok:
-            video = recorder.path.resolve().as_uri()
-            run.artifacts["video"] = video
+            run.artifacts["video"] = recorder.path.relative_to(run.out).as_posix()
         else:
             run.warnings.append(recorder.error or "no video frames were produced")
     for name, count in metrics.get("mujoco_warnings", {}).items():
         if name in DEGRADED:
             run.warnings.append(f"MuJoCo {name} x{count}: {DEGRADED[name]}")
-    return run.result(outcome, reason, video)
+    return run.report(outcome, reason)

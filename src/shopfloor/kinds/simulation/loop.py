@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from shopfloor.kinds.simulation.builder import BuiltScene, Zone
+from shopfloor.kinds.simulation.mjcf import BuiltScene, Zone
 from shopfloor.kinds.simulation.models import SimOptions
 
-HEARTBEAT_EVERY_S = 2.0
 CHECK_EVERY_S = 0.005  # simulated time between verdict checks
 UNSTABLE = {  # MuJoCo resets the state when these fire, so NaN checks alone miss them
     "mjWARN_BADQACC": "NaN, Inf or huge acceleration",
@@ -30,6 +30,24 @@ DEGRADED = {
 }
 
 
+@dataclass
+class _RunState:
+    """What the loop has seen so far."""
+
+    e0: float  # energy at the start (J)
+    e_max: float
+    step: int = 0
+    frames: int = 0
+    last_frame_step: int = 0
+    physics_s: float = 0.0  # wall time inside mj_step
+    max_speed: float = 0.0
+    max_pen: float = 0.0
+    rest_since: float | None = None  # since when the target rests in a goal zone
+    fail: tuple[str, float] | None = None  # (reason, t): the first found
+    success: tuple[str, float] | None = None
+    unstable: str | None = None
+
+
 class SimulationLoop:
     def __init__(
         self,
@@ -39,11 +57,14 @@ class SimulationLoop:
         options: SimOptions,
         on_frame: Callable[[Any], None] | None = None,
         heartbeat: Callable[[dict[str, Any]], None] | None = None,
+        heartbeat_every_s: float = math.inf,
     ) -> None:
+        """`heartbeat` gets the physics progress every `heartbeat_every_s` of wall time."""
         import mujoco
 
         self.m, self.d, self.scene, self.o = model, data, scene, options
         self.on_frame, self.heartbeat = on_frame, heartbeat
+        self.heartbeat_every_s = heartbeat_every_s
         body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, scene.target)
         dof = model.jnt_dofadr[model.body_jntadr[body]]
         # Views into MjData's memory: mj_step updates them in place, no lookups per check.
@@ -101,96 +122,106 @@ class SimulationLoop:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> tuple[str, str, dict[str, Any]]:
-        import mujoco
-
-        m, d, o, scene = self.m, self.d, self.o, self.scene
-        dt = o.timestep_s
-        n_steps = max(1, round(o.duration_s / dt))
-        n_frames = round(n_steps * dt * o.fps) if self.on_frame else 0
-        # Frame j (1-based) shows the state at time j/fps: the video lasts exactly as long
-        # as the simulated run, whatever the ratio of fps to timestep.
-        frame_step = [
-            min(math.ceil(j / (o.fps * dt) - 1e-9), n_steps) for j in range(1, n_frames + 1)
-        ]
+        dt = self.o.timestep_s
+        n_steps = max(1, round(self.o.duration_s / dt))
+        frame_step = self._frame_steps(n_steps)
         stride = max(1, round(CHECK_EVERY_S / dt))
-
-        step = frames = last_frame_step = 0
-        physics_s = 0.0
-        max_speed = max_pen = 0.0
-        e0 = float(d.energy.sum())
-        e_max = e0
-        rest_since: float | None = None
-        fail = success = None  # (reason, t), the first one found
-        unstable = None
+        energy = float(self.d.energy.sum())
+        st = _RunState(e0=energy, e_max=energy)
         wall0 = last_beat = time.monotonic()
-        self._beat(0, n_steps, frames)
-
-        while step < n_steps:
-            nxt = min(step + stride, n_steps)
-            if frames < n_frames:
-                nxt = min(nxt, frame_step[frames])
-            t0 = time.perf_counter()
-            mujoco.mj_step(m, d, nxt - step)
-            physics_s += time.perf_counter() - t0
-            step = nxt
-            t = step * dt  # not d.time: MuJoCo resets it on instability
-            while frames < n_frames and frame_step[frames] <= step:
-                self.on_frame(d)
-                frames += 1
-                last_frame_step = step
-
-            unstable = self._unstable()
-            if unstable:
-                unstable = f"numerical instability at t={t:.3f} s: {unstable}"
-                break
-            speed = math.sqrt(float(self.vel @ self.vel))
-            max_speed = max(max_speed, speed)
-            e_max = max(e_max, float(d.energy.sum()))
-            if d.ncon:
-                max_pen = max(max_pen, -float(d.contact.dist[: d.ncon].min()))
-
-            if fail is None:
-                fail = self._failure(t)
-            if success is None and fail is None and t >= o.settle_s:
-                goal = next((z for z in scene.goals if self._inside(z)), None)
-                if goal is not None and speed < o.rest_speed_m_s:
-                    rest_since = t if rest_since is None else rest_since
-                    if t - rest_since >= o.goal_dwell_s - 1e-9:
-                        success = (
-                            f"target {scene.target!r} came to rest inside goal zone "
-                            f"{goal.label!r} at t={t:.2f} s",
-                            t,
-                        )
-                else:
-                    rest_since = None
-            if o.stop_on_verdict and (fail or success):
+        self._beat(0, n_steps, 0)
+        while st.step < n_steps:
+            self._advance(st, min(st.step + stride, n_steps), frame_step)
+            if self._check(st, st.step * dt):
                 break
             now = time.monotonic()
-            if self.heartbeat and now - last_beat >= HEARTBEAT_EVERY_S:
+            if self.heartbeat and now - last_beat >= self.heartbeat_every_s:
                 last_beat = now
-                self._beat(step, n_steps, frames)
+                self._beat(st.step, n_steps, st.frames)
 
-        t = step * dt
-        stopped_early = step < n_steps
-        if self.on_frame and stopped_early and last_frame_step < step and not unstable:
-            self.on_frame(d)  # the final state of a run stopped between two frames
-            frames += 1
-        outcome, reason = self._verdict(t, unstable, fail, success)
-        wall = time.monotonic() - wall0
-        metrics = {
-            "target": scene.target,
+        t = st.step * dt
+        stopped_early = st.step < n_steps
+        if self.on_frame and stopped_early and st.last_frame_step < st.step and not st.unstable:
+            self.on_frame(self.d)  # the final state of a run stopped between two frames
+            st.frames += 1
+        outcome, reason = self._verdict(t, st.unstable, st.fail, st.success)
+        return outcome, reason, self._metrics(st, t, stopped_early, time.monotonic() - wall0)
+
+    def _frame_steps(self, n_steps: int) -> list[int]:
+        """The step after which each frame is taken. Frame j (1-based) shows the state at time
+        j/fps: the video lasts exactly as long as the simulated run, whatever the ratio of fps
+        to timestep."""
+        if not self.on_frame:
+            return []
+        o, dt = self.o, self.o.timestep_s
+        n_frames = round(n_steps * dt * o.fps)
+        return [min(math.ceil(j / (o.fps * dt) - 1e-9), n_steps) for j in range(1, n_frames + 1)]
+
+    def _advance(self, st: _RunState, until: int, frame_step: list[int]) -> None:
+        """Steps in C up to `until` or the next frame, whichever comes first; takes the frame."""
+        import mujoco
+
+        if st.frames < len(frame_step):
+            until = min(until, frame_step[st.frames])
+        t0 = time.perf_counter()
+        mujoco.mj_step(self.m, self.d, until - st.step)
+        st.physics_s += time.perf_counter() - t0
+        st.step = until
+        while st.frames < len(frame_step) and frame_step[st.frames] <= until:
+            self.on_frame(self.d)  # type: ignore[misc]  # frame steps exist only with on_frame
+            st.frames += 1
+            st.last_frame_step = until
+
+    def _check(self, st: _RunState, t: float) -> bool:
+        """Updates the statistics and the verdict at time `t` (not d.time: MuJoCo resets it on
+        instability); True when the run should stop here."""
+        o, d = self.o, self.d
+        unstable = self._unstable()
+        if unstable:
+            st.unstable = f"numerical instability at t={t:.3f} s: {unstable}"
+            return True
+        speed = math.sqrt(float(self.vel @ self.vel))
+        st.max_speed = max(st.max_speed, speed)
+        st.e_max = max(st.e_max, float(d.energy.sum()))
+        if d.ncon:
+            st.max_pen = max(st.max_pen, -float(d.contact.dist[: d.ncon].min()))
+        if st.fail is None:
+            st.fail = self._failure(t)
+        if st.success is None and st.fail is None and t >= o.settle_s:
+            st.success = self._success(st, t, speed)
+        return bool(o.stop_on_verdict and (st.fail or st.success))
+
+    def _success(self, st: _RunState, t: float, speed: float) -> tuple[str, float] | None:
+        """At rest inside a goal zone for goal_dwell_s."""
+        goal = next((z for z in self.scene.goals if self._inside(z)), None)
+        if goal is None or speed >= self.o.rest_speed_m_s:
+            st.rest_since = None
+            return None
+        st.rest_since = t if st.rest_since is None else st.rest_since
+        if t - st.rest_since < self.o.goal_dwell_s - 1e-9:
+            return None
+        return (
+            f"target {self.scene.target!r} came to rest inside goal zone "
+            f"{goal.label!r} at t={t:.2f} s",
+            t,
+        )
+
+    def _metrics(self, st: _RunState, t: float, stopped_early: bool, wall: float) -> dict[str, Any]:
+        d = self.d
+        return {
+            "target": self.scene.target,
             "sim_time_s": round(t, 6),
-            "steps": step,
+            "steps": st.step,
             "stopped_early": stopped_early,
             "wall_time_s": round(wall, 4),
-            "physics_wall_s": round(physics_s, 4),
+            "physics_wall_s": round(st.physics_s, 4),
             "realtime_factor": round(t / wall, 2) if wall > 0 else None,
-            "max_target_speed_m_s": round(max_speed, 6),
+            "max_target_speed_m_s": round(st.max_speed, 6),
             "final_target_position_m": [round(float(x), 6) for x in self.pos],
             "final_target_speed_m_s": round(math.sqrt(float(self.vel @ self.vel)), 6),
-            "max_penetration_m": round(max_pen, 6),
-            "energy_j": {"initial": e0, "final": float(d.energy.sum()), "max": e_max},
-            "frames": frames,
+            "max_penetration_m": round(st.max_pen, 6),
+            "energy_j": {"initial": st.e0, "final": float(d.energy.sum()), "max": st.e_max},
+            "frames": st.frames,
             "fps": self.o.fps,
             "mujoco_warnings": {
                 name: int(d.warning[i].number)
@@ -198,7 +229,6 @@ class SimulationLoop:
                 if d.warning[i].number
             },
         }
-        return outcome, reason, metrics
 
     def _failure(self, t: float) -> tuple[str, float] | None:
         s, p = self.scene, self.pos

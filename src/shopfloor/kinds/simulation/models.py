@@ -10,9 +10,12 @@ import base64
 import binascii
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shopfloor.artifacts import safe_relpath
 
 MAX_INLINE_SOURCE = 1024 * 1024
 MAX_PART_BASE64 = 16 * 1024 * 1024  # ~12 MiB of STL, ~240k triangles; bigger scenes use URIs
@@ -177,7 +180,29 @@ class SceneGeometry(_Strict):
         return self
 
 
-SceneInput = Annotated[SceneSource | SceneGeometry, Field(discriminator="kind")]
+class PartFile(_Strict):
+    """A part as a file in the run's directory, put there by the worker (an upload, or a part
+    sent inline): not part of a job's input, which never names worker paths."""
+
+    label: str  # checked with the other labels when the scene is prepared: a FAIL, not an error
+    format: Literal["stl", "step"]
+    path: str = Field(description="relative to the run's directory")
+    fixed: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        return safe_relpath(v, inside="the run's directory")
+
+
+class SceneFiles(_Strict):
+    """Ready-made parts (millimetres) as files in the run's directory."""
+
+    kind: Literal["files"] = "files"
+    parts: list[PartFile] = Field(min_length=1, max_length=256)
+
+
+SceneInput = Annotated[SceneSource | SceneGeometry | SceneFiles, Field(discriminator="kind")]
 
 
 class SimulationResult(BaseModel):
@@ -189,6 +214,31 @@ class SimulationResult(BaseModel):
         default_factory=dict, description="keys: mjcf, video, step, mesh:<label>"
     )
     warnings: list[str] = Field(default_factory=list)
+
+
+class SimulationReport(BaseModel):
+    """What one run produced, as its process reports it: artifacts are files in its out dir,
+    named relative to it (key → name). `result` turns the names into URIs."""
+
+    outcome: Literal["SUCCESS", "FAIL"]
+    reason: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(
+        default_factory=dict, description="keys: mjcf, video, step, mesh:<label>"
+    )
+    warnings: list[str] = Field(default_factory=list)
+
+    def result(self, uri_of: Callable[[str], str | None]) -> SimulationResult:
+        """The result, with each artifact's name replaced by `uri_of(name)` (None: left out)."""
+        urls = {key: uri for key, name in self.artifacts.items() if (uri := uri_of(name))}
+        return SimulationResult(
+            outcome=self.outcome,
+            reason=self.reason,
+            video_url=urls.get("video"),
+            metrics=self.metrics,
+            artifact_urls=urls,
+            warnings=self.warnings,
+        )
 
 
 class SceneUri(_Strict):
@@ -214,6 +264,21 @@ class SimulationRequest(_Strict):
     scene: Annotated[SceneSource | SceneGeometry | SceneUri, Field(discriminator="kind")]
     options: SimOptions = Field(default_factory=SimOptions)
     memory_mb: int = Field(
-        2048, ge=256, le=64 * 1024, description="memory the run may add on top of the libraries"
+        2048,
+        ge=256,
+        le=64 * 1024,
+        description="address space (MB) the run may add on top of the runtime it starts from: "
+        "the interpreter plus build123d and MuJoCo, which the runner pre-imports",
     )
     timeout_s: float = Field(240, gt=0, le=280, description="wall-clock limit for the whole run")
+
+
+class SimulationRun(_Strict):
+    """One run as the worker hands it to the run's process (a warm fork or a cold interpreter,
+    alike): written once as JSON into the run's directory, which is the process's cwd."""
+
+    scene: Annotated[SceneSource | SceneFiles, Field(discriminator="kind")]
+    options: SimOptions
+    out_dir: str = Field("out", description="artifacts go here; relative to the run's directory")
+    memory_mb: int = Field(description="a cold run applies it itself, after its pre-imports")
+    progress_every_s: float = Field(gt=0, description="how often the physics loop reports")

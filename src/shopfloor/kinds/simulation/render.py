@@ -1,43 +1,19 @@
 """Offscreen frames from MuJoCo, piped into an H.264 MP4 by imageio-ffmpeg's bundled ffmpeg.
 
 MuJoCo picks its OpenGL backend once, when `mujoco` is first imported, from MUJOCO_GL.
-So `ensure_gl_backend` must run before anything imports mujoco, and every module of this
-package imports mujoco inside functions only.
+So `gl.select` must run before anything imports mujoco, and every module of this package
+imports mujoco inside functions only.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CAMERA = "sf:overview"  # the camera builder.py writes into the MJCF
-
-
-def ensure_gl_backend(backend: str) -> str | None:
-    """Select MuJoCo's GL backend; returns a warning when mujoco was imported too early."""
-    if "mujoco" not in sys.modules:
-        os.environ["MUJOCO_GL"] = backend
-        if "OpenGL" not in sys.modules:  # PyOpenGL also binds its platform at import
-            os.environ["PYOPENGL_PLATFORM"] = backend
-        return None
-    try:
-        from mujoco.rendering.classic import gl_context
-
-        active = getattr(gl_context, "_MUJOCO_GL", "") or "glfw"
-    except ImportError:
-        active = os.environ.get("MUJOCO_GL") or "glfw"
-    if active != backend:
-        return (
-            f"mujoco was imported before MUJOCO_GL={backend} could be set; it is bound to "
-            f"the {active!r} backend, which renders instead (set MUJOCO_GL={backend} in the "
-            "environment of the process to fix this)"
-        )
-    return None
+CAMERA = "sf:overview"  # the camera mjcf.py writes into the MJCF
 
 
 class VideoRecorder:

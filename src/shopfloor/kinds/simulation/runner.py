@@ -2,41 +2,68 @@
 
 The activity never runs user geometry code in the worker itself: a crash, a runaway loop or
 a memory blow-up in the scene script is contained in this child and becomes a FAIL result.
+Both modes read the same `SimulationRun` from RUN_FILE in their cwd (the run's directory) and
+write a `SimulationReport` to REPORT_FILE next to it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shopfloor.kinds.simulation.models import SimulationRun
+
+RUN_FILE = "run.json"
+REPORT_FILE = "report.json"
+PRE_IMPORTS = ("build123d", "mujoco")  # what a warm zygote has imported: a cold run does too
 
 
-def run_in_child(arg: dict[str, Any]) -> int:
-    """Called in the child with {"request": ..., "out_dir": ..., "result_path": ...}."""
-    from pydantic import TypeAdapter
+def run_in_child(run_file: str) -> int:
+    """Warm mode: called in a fork of the warm zygote, its limits already applied."""
+    from shopfloor.kinds.simulation.models import SimulationRun
 
-    from shopfloor.kinds.simulation.local import simulate_local
-    from shopfloor.kinds.simulation.models import SceneInput, SimOptions
+    return _run(SimulationRun.model_validate_json(Path(run_file).read_text()))
+
+
+def _run(run: SimulationRun) -> int:
+    from shopfloor.kinds.simulation.local import simulate
     from shopfloor.sandbox import report_progress
 
-    request = arg["request"]
-    scene = TypeAdapter(SceneInput).validate_python(request["scene"])
-    options = SimOptions.model_validate(request["options"])
-    result = simulate_local(scene, options, out_dir=Path(arg["out_dir"]), heartbeat=report_progress)
-    # Written atomically: a half-written result must not be mistaken for a verdict.
-    tmp = Path(arg["result_path"] + ".tmp")
-    tmp.write_text(result.model_dump_json())
-    os.replace(tmp, arg["result_path"])
+    report = simulate(
+        run.scene,
+        run.options,
+        out=Path(run.out_dir),
+        heartbeat=report_progress,
+        heartbeat_every_s=run.progress_every_s,
+    )
+    # Written atomically: a half-written report must not be mistaken for a verdict.
+    tmp = Path(REPORT_FILE + ".tmp")
+    tmp.write_text(report.model_dump_json())
+    os.replace(tmp, REPORT_FILE)
     return 0
 
 
 def main() -> None:
-    """Cold mode: `python -m shopfloor.kinds.simulation.runner ARG.json`."""
-    arg = json.loads(Path(sys.argv[1]).read_text())
-    os.environ.setdefault("MUJOCO_GL", arg["request"]["options"].get("gl_backend", "osmesa"))
-    sys.exit(run_in_child(arg))
+    """Cold mode: `python -m shopfloor.kinds.simulation.runner run.json`, in the run's dir.
+
+    It starts from the same runtime as a warm fork (the GL backend chosen, the libraries
+    imported), then limits its address space to that + the run's memory_mb, as a warm fork is.
+    """
+    import importlib
+
+    from shopfloor.kinds.simulation import gl
+    from shopfloor.kinds.simulation.models import SimulationRun
+    from shopfloor.sandbox import limit_address_space
+
+    run = SimulationRun.model_validate_json(Path(sys.argv[1]).read_text())
+    gl.select(run.options.gl_backend)
+    for module in PRE_IMPORTS:
+        importlib.import_module(module)
+    limit_address_space(run.memory_mb)
+    sys.exit(_run(run))
 
 
 if __name__ == "__main__":
