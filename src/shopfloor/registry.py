@@ -208,6 +208,7 @@ ActivitiesIterator = AsyncIterator[Sequence[Callable] | KindWork]
 _KIND_MODULES = (
     "shopfloor.kinds.scripts.kind",
     "shopfloor.kinds.simulation.kind",
+    "shopfloor.kinds.agents.kind",
 )
 
 

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         default_factory=lambda: ["JOB_*", "SEED", "TZ", "LANG", "LC_*", "OMP_NUM_THREADS"]
     )
 
+    # Agent jobs: keys live here, on the workers, never in job input or workflow history.
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None  # unset: Anthropic's own API
+    anthropic_model: str = "claude-sonnet-4-5"  # when a job's agentConfig names no model
+    # An HTTP agent endpoint (`gateway-agent`), e.g. seed 003's gateway, and its bearer token.
+    agent_gateway_url: str | None = None
+    agent_gateway_token: SecretStr | None = None
+
     @property
     def embedded(self) -> bool:
         return not self.temporal_address

@@ -1,0 +1,116 @@
+"""The agent kind's activities: an agent call per step, and artifact storage.
+
+The worker lifespan holds what calls share for the life of the worker: one HTTP pool for the
+gateway, one Anthropic client (built on first use), the mock agent's call log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager, suppress
+
+import httpx
+from temporalio import activity
+
+from shopfloor.artifacts import ArtifactError, ArtifactStore
+from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.kinds.agents.agents import Agent
+from shopfloor.kinds.agents.agents.anthropic_agent import AnthropicAgent
+from shopfloor.kinds.agents.agents.gateway import GatewayAgent
+from shopfloor.kinds.agents.agents.mock import MockAgent
+from shopfloor.kinds.agents.models import (
+    INLINE_OUTPUT_CHARS,
+    AgentReply,
+    AgentRequest,
+    StoreArtifacts,
+)
+from shopfloor.registry import ActivitiesIterator, WorkerContext
+from shopfloor.settings import Settings
+
+RUN_AGENT_STEP = "run_agent_step"
+STORE_AGENT_ARTIFACTS = "store_agent_artifacts"
+
+
+@asynccontextmanager
+async def worker(ctx: WorkerContext) -> ActivitiesIterator:
+    async with AgentActivities(ctx.settings, ctx.artifacts) as acts:
+        yield acts.activities
+
+
+class AgentActivities:
+    def __init__(self, settings: Settings, artifacts: ArtifactStore) -> None:
+        self.artifacts = artifacts
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+        self.mock = MockAgent()
+        self.anthropic = AnthropicAgent(settings)
+        self.agents: dict[str, Agent] = {
+            "mock-agent": self.mock,
+            "anthropic-agent": self.anthropic,
+            "gateway-agent": GatewayAgent(settings, self.http),
+        }
+
+    @property
+    def activities(self) -> list:
+        return [self.run_agent_step, self.store_agent_artifacts]
+
+    async def __aenter__(self) -> AgentActivities:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.anthropic.aclose()
+        await self.http.aclose()
+
+    @activity.defn(name=RUN_AGENT_STEP)
+    async def run_agent_step(self, request: AgentRequest) -> AgentReply:
+        agent = self.agents.get(request.agent_type)
+        if agent is None:
+            raise invalid_input(f"unknown agentType {request.agent_type!r}: {sorted(self.agents)}")
+        if request.partial_uri:
+            request = request.model_copy(update={"partial": self._read_text(request.partial_uri)})
+        # A long LLM call heartbeats so that a dead worker is noticed in seconds, not after
+        # the call's whole timeout; the step is then retried on another worker.
+        beat = asyncio.create_task(_heartbeat(request))
+        try:
+            reply = await agent.step(request)
+        finally:
+            beat.cancel()
+            with suppress(asyncio.CancelledError):
+                await beat
+        return self._small(request, reply)
+
+    def _small(self, request: AgentRequest, reply: AgentReply) -> AgentReply:
+        """Long outputs go to the artifact store; the history keeps a preview and the URI.
+        The name is fixed per step and attempt, so a retried activity overwrites, not adds."""
+        if reply.output is None or len(reply.output) <= INLINE_OUTPUT_CHARS:
+            return reply
+        name = f"{request.goal_id}/steps/{request.step_id}-attempt{request.attempt}.txt"
+        uri = self.artifacts.put_bytes(request.job_id, name, reply.output.encode())
+        return reply.model_copy(
+            update={"output": reply.output[:INLINE_OUTPUT_CHARS], "output_uri": uri}
+        )
+
+    def _read_text(self, uri: str) -> str:
+        try:
+            return self.artifacts.read_bytes(uri).decode()
+        except (ArtifactError, UnicodeDecodeError) as err:
+            raise invalid_input(f"cannot read {uri}: {err}") from err
+
+    @activity.defn(name=STORE_AGENT_ARTIFACTS)
+    async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:
+        """`{goalId}/artifacts/{key}.json` under the job's artifact folder (seed 002's layout)."""
+        return {
+            key: self.artifacts.put_bytes(
+                job.job_id,
+                f"{job.goal_id}/artifacts/{key}.json",
+                json.dumps(value, indent=2, default=str).encode(),
+            )
+            for key, value in job.artifacts.items()
+        }
+
+
+async def _heartbeat(request: AgentRequest) -> None:
+    details = {"step": request.step_id, "agent": request.agent_type, "attempt": request.attempt}
+    while True:
+        activity.heartbeat(details)
+        await asyncio.sleep(PROGRESS_EVERY_S)

@@ -1,0 +1,79 @@
+"""The agent coordinator job kind's descriptor (seed 002). Light: models only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shopfloor.kinds.agents.models import (
+    TASK_QUEUE,
+    AddInstruction,
+    CoordinatorConfig,
+    CoordinatorResult,
+    CoordinatorState,
+    InstructionAdded,
+    config_problem,
+)
+from shopfloor.registry import PROGRESS, InputRejected, JobKind, Query, Signal, Update
+from shopfloor.settings import Settings
+
+_WORKFLOWS = "shopfloor.kinds.agents.workflows"
+
+
+def _input_from_file(path: Path, options: dict[str, Any]) -> CoordinatorConfig:
+    """`shopfloor submit agent goal.json -o maxIterations=20`: the seed's config as JSON."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError("a goal file holds one JSON object (the seed's workflow config)")
+    return CoordinatorConfig.model_validate({**data, **options})
+
+
+def _check_input(job: CoordinatorConfig, settings: Settings) -> None:
+    problem = config_problem(job)
+    if problem:
+        raise InputRejected(problem)
+
+
+KIND = JobKind(
+    name="agent",
+    summary="An agent run: a Spec decides, an Agent (mock, Anthropic, gateway) works each "
+    "step, the Engine folds replies into state. Pause, resume, cancel, steer while it runs.",
+    task_queue=TASK_QUEUE,
+    workflow_type="agentCoordinatorWorkflow",
+    workflows=[
+        f"{_WORKFLOWS}:AgentCoordinatorWorkflow",
+        f"{_WORKFLOWS}:HelloWorkflow",
+        f"{_WORKFLOWS}:MultiStepWorkflow",
+    ],
+    worker="shopfloor.kinds.agents.activities:worker",
+    input_model=CoordinatorConfig,
+    result_model=CoordinatorResult,
+    signals=[
+        Signal(name="pause", description="no new agent call starts until `resume`"),
+        Signal(name="resume", description="go on after `pause`"),
+        Signal(
+            name="cancel",
+            description="the step in flight finishes, artifacts are stored, the goal ends "
+            "CANCELLED",
+        ),
+    ],
+    queries=[
+        PROGRESS,
+        Query(name="state", result=CoordinatorState, description="steps, annotations, usage"),
+    ],
+    updates=[
+        Update(
+            name="add_instruction",
+            model=AddInstruction,
+            result=InstructionAdded,
+            description="an instruction every later agent call receives; rejected once the "
+            "goal has finished",
+        )
+    ],
+    # Agent calls wait on the network, not the CPU: many fit in one worker.
+    max_concurrent_activities=32,
+    input_from_file=_input_from_file,
+    check_input=_check_input,
+    aliases=("agents",),
+)

@@ -1,0 +1,261 @@
+"""The agent coordinator's vocabulary (seed 002), as plain JSON in the seed's camelCase.
+
+Workflow input is the seed's config (`goalId, specType, specConfig, agentType, agentConfig,
+maxIterations`), so the seed's TypeScript starter and the `temporal` CLI work unchanged. Python
+code uses snake_case; every model reads and writes the camelCase aliases.
+
+Light (pydantic only): the controller, the CLI and workflows import it.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+TASK_QUEUE = "agent-coordinator-queue"
+# Agent outputs longer than this travel as artifact:// URIs; the history keeps a preview.
+INLINE_OUTPUT_CHARS = 2000
+
+_SECRET_NAME = re.compile(r"(api[_-]?key|secret|token|password|credential)", re.IGNORECASE)
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+class GoalStatus(StrEnum):
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+class StepStatus(StrEnum):
+    WAITING = "WAITING"  # requested, no reply yet
+    IN_PROGRESS = "IN_PROGRESS"  # a PARTIAL reply: the agent goes on with it
+    DONE = "DONE"
+    FAILED = "FAILED"
+    BLOCKED = "BLOCKED"  # rate-limited or out of context: a spec decides what next
+
+
+class ReplyStatus(StrEnum):
+    OK = "OK"
+    FAIL = "FAIL"
+    PARTIAL = "PARTIAL"
+    RATE_LIMITED = "RATE_LIMITED"
+    CONTEXT_EXCEEDED = "CONTEXT_EXCEEDED"
+
+
+class Usage(_Camel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+
+    def plus(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            calls=self.calls + other.calls,
+        )
+
+
+class StepError(_Camel):
+    code: str  # PROVIDER_ERROR, RATE_LIMITED, CONTEXT_EXCEEDED, or an agent's own code
+    message: str
+
+
+class Step(_Camel):
+    id: str
+    work_kind: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    status: StepStatus = StepStatus.WAITING
+    attempt: int = 1
+    output: str | None = None  # the reply's text, cut to INLINE_OUTPUT_CHARS
+    output_uri: str | None = None  # the whole reply when it was longer
+    error: StepError | None = None
+    retry_after_s: float | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class EngineState(_Camel):
+    goal_id: str
+    status: GoalStatus = GoalStatus.RUNNING
+    steps: dict[str, Step] = Field(default_factory=dict)  # in the order they were requested
+    annotations: dict[str, Any] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    reason: str | None = None  # why it ended, when not plainly completed
+
+
+# -- what a spec decides -----------------------------------------------------------------------
+
+
+class RequestWork(_Camel):
+    type: Literal["REQUEST_WORK"] = "REQUEST_WORK"
+    work_kind: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    step_id: str | None = None  # None: a new step; an existing FAILED/BLOCKED one: a retry
+
+
+class Annotate(_Camel):
+    type: Literal["ANNOTATE"] = "ANNOTATE"
+    key: str
+    value: Any
+
+
+class Finalize(_Camel):
+    type: Literal["FINALIZE"] = "FINALIZE"
+    status: Literal[GoalStatus.COMPLETED, GoalStatus.FAILED] = GoalStatus.COMPLETED
+    reason: str | None = None
+
+
+Decision = RequestWork | Annotate | Finalize
+
+
+# -- an agent call (activity input and output) ------------------------------------------------
+
+
+class AgentRequest(_Camel):
+    job_id: str  # where large outputs are stored: artifact://<job_id>/…
+    goal_id: str
+    step_id: str
+    work_kind: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 1
+    agent_type: str
+    agent_config: dict[str, Any] = Field(default_factory=dict)
+    instructions: list[str] = Field(default_factory=list)
+    partial: str | None = None  # the agent's previous PARTIAL output, to go on from
+    partial_uri: str | None = None  # …or where it is, when it was too long for the history
+
+
+class AgentReply(_Camel):
+    goal_id: str
+    step_id: str
+    status: ReplyStatus
+    output: str | None = None
+    output_uri: str | None = None
+    error: StepError | None = None
+    retry_after_s: float | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class StoreArtifacts(_Camel):
+    job_id: str
+    goal_id: str
+    artifacts: dict[str, Any]
+
+
+# -- the job: input, steering, result ---------------------------------------------------------
+
+
+AgentType = Literal["mock-agent", "anthropic-agent", "gateway-agent"]
+
+
+class CoordinatorConfig(_Camel):
+    """The seed's workflow config, plus optional knobs the seed's clients never send."""
+
+    goal_id: str = Field(min_length=1, max_length=200)
+    spec_type: str | None = Field(
+        None, description="'hello' or 'multi-step'; the workflow type's own spec when unset"
+    )
+    spec_config: dict[str, Any] = Field(default_factory=dict)
+    agent_type: AgentType = "mock-agent"
+    agent_config: dict[str, Any] = Field(default_factory=dict)
+    max_iterations: int = Field(10, ge=1, le=100_000)
+    # Accepted only to be refused with a useful message: keys belong in the worker's settings.
+    agent_api_key: str | None = Field(None, description="refused: set the key on the workers")
+    deadline_s: float | None = Field(
+        None, gt=0, description="the run ends TIMED_OUT (artifacts stored) after this long"
+    )
+    iterations_per_run: int = Field(
+        200, ge=1, description="continue-as-new after this many iterations (history stays small)"
+    )
+    carried: CarriedState | None = Field(None, description="internal: state across runs")
+
+
+class CarriedState(_Camel):
+    """What a run hands to the next one on continue-as-new."""
+
+    state: EngineState
+    iteration: int
+    instructions: list[str] = Field(default_factory=list)
+    paused: bool = False
+    cancel_requested: bool = False
+    deadline: str | None = None  # ISO time, absolute across runs
+    runs: int = 1
+
+
+class AddInstruction(_Camel):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class InstructionAdded(_Camel):
+    count: int  # instructions the run now has
+    applies_from_iteration: int
+
+
+class CoordinatorState(_Camel):
+    """The `state` query: the engine's state and where the loop is."""
+
+    state: EngineState
+    iteration: int
+    max_iterations: int
+    paused: bool
+    cancel_requested: bool
+    instructions: list[str]
+    current_step: str | None = None
+    runs: int = 1
+
+
+class CoordinatorResult(_Camel):
+    """The final state; `status` as the seed's result has it."""
+
+    goal_id: str
+    status: GoalStatus
+    reason: str | None = None
+    steps: list[Step]
+    annotations: dict[str, Any]
+    artifacts: dict[str, str]  # key → artifact:// URI
+    usage: Usage
+    iterations: int
+    runs: int = 1
+
+
+_GOAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+
+
+def config_problem(config: CoordinatorConfig) -> str | None:
+    """Why this config may not run (None when it is fine). Checked by the controller (422) and
+    again by the workflow, which other clients may start directly."""
+    if not _GOAL_ID.match(config.goal_id):
+        return (
+            f"goalId {config.goal_id!r} must be letters, digits, '.', '_', ':' or '-' "
+            "(it names the folder of the goal's artifacts)"
+        )
+    where = (
+        "Set SHOPFLOOR_ANTHROPIC_API_KEY (or SHOPFLOOR_AGENT_GATEWAY_TOKEN) in the workers' "
+        "environment instead: API keys never enter job input or workflow history."
+    )
+    if config.agent_api_key is not None:
+        return f"agentApiKey is not accepted. {where}"
+    secret = sorted(k for k in config.agent_config if _SECRET_NAME.search(k))
+    if secret:
+        return f"agentConfig may not carry secrets ({', '.join(secret)}). {where}"
+    return None
+
+
+CoordinatorConfig.model_rebuild()
