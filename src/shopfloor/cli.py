@@ -31,14 +31,14 @@ KindName = Enum(  # type: ignore[misc]
 )
 
 
-def _fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> None:
     from shopfloor.display import err_console
 
     err_console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
 
-def _client() -> ShopfloorClient:
+def make_client() -> ShopfloorClient:
     return ShopfloorClient(get_settings())
 
 
@@ -73,7 +73,7 @@ def up(workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1
         stack.supervise()
     except Exception as err:  # noqa: BLE001 - a start-up failure is reported, not traced
         stack.stop()
-        _fail(str(err))
+        fail(str(err))
     console.print("stopping…")
     stack.stop()
 
@@ -103,7 +103,7 @@ def worker(
     try:
         _run_until_signalled(lambda stop: run_worker(settings, stop=stop))
     except (ValueError, RuntimeError) as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @app.command()
@@ -148,14 +148,14 @@ def submit(
     if env:
         options["env"] = {k: str(v) for k, v in (_parse_option(e) for e in env)}
     if job_kind.input_from_file is None:
-        _fail(f"{job_kind.name} jobs cannot be built from a file; use the HTTP API", 2)
+        fail(f"{job_kind.name} jobs cannot be built from a file; use the HTTP API", 2)
     try:
         job = job_kind.input_from_file(file, options)  # type: ignore[misc]
     except ValidationError as err:
-        _fail(f"invalid {kind.value} job: {err}", 2)
+        fail(f"invalid {kind.value} job: {err}", 2)
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        _fail(f"cannot read {file}: {err}", 2)
-    client = _client()
+        fail(f"cannot read {file}: {err}", 2)
+    client = make_client()
     try:
         submitted = client.submit(job_kind.name, job.model_dump(mode="json"), key=key)
         if not wait:
@@ -167,7 +167,7 @@ def submit(
             return
         result = wait_with_progress(client, submitted["job_id"])
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
     if as_json:
         print(json.dumps(result))
     else:
@@ -180,9 +180,9 @@ def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
     from shopfloor.display import console, progress_text
 
     try:
-        state = _client().status(job_id)
+        state = make_client().status(job_id)
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
     console.print(json.dumps(state, indent=2) if as_json else progress_text(state))
 
 
@@ -196,9 +196,9 @@ def result(
     from shopfloor.display import show_result
 
     try:
-        res = _client().result(job_id, wait_s=wait)
+        res = make_client().result(job_id, wait_s=wait)
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
     if as_json:
         print(json.dumps(res))
     elif res["status"] == "RUNNING":
@@ -213,9 +213,9 @@ def result(
 def cancel(job_id: str) -> None:
     """Cancel a running job (its processes are killed; the result says `cancelled`)."""
     try:
-        print(_client().cancel(job_id)["status"])
+        print(make_client().cancel(job_id)["status"])
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 # -- steering and watching running jobs --------------------------------------------------------
@@ -236,7 +236,7 @@ def _json_body(text: str | None) -> Any:
     try:
         return json.loads(text)
     except ValueError as err:
-        _fail(f"--json is not valid JSON: {err}", 2)
+        fail(f"--json is not valid JSON: {err}", 2)
 
 
 def _print_json(value: Any) -> None:
@@ -249,17 +249,17 @@ JsonBody = Annotated[str | None, typer.Option("--json", help="the body, as JSON"
 @app.command(help=f"Send a signal to a running job. Signals: {_declared('signals')}.")
 def signal(job_id: str, name: str, body: JsonBody = None) -> None:
     try:
-        _print_json(_client().signal(job_id, name, _json_body(body)))
+        _print_json(make_client().signal(job_id, name, _json_body(body)))
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @app.command(help=f"Ask a running job a query. Queries: {_declared('queries')}.")
 def query(job_id: str, name: str) -> None:
     try:
-        _print_json(_client().query(job_id, name))
+        _print_json(make_client().query(job_id, name))
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @app.command(
@@ -267,9 +267,9 @@ def query(job_id: str, name: str) -> None:
 )
 def update(job_id: str, name: str, body: JsonBody = None) -> None:
     try:
-        _print_json(_client().update(job_id, name, _json_body(body)))
+        _print_json(make_client().update(job_id, name, _json_body(body)))
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @app.command("list")
@@ -284,23 +284,27 @@ def list_jobs(
 
     try:
         name = kind_named(kind.value).name if kind else None  # type: ignore[union-attr]
-        jobs = _client().list(kind=name, status=status, limit=limit)
+        jobs = make_client().list(kind=name, status=status, limit=limit)
     except ControllerError as err:
-        _fail(str(err))
+        fail(str(err))
     if as_json:
         print(json.dumps(jobs))
     else:
         show_jobs(jobs)
 
 
-def _add_kind_commands() -> None:
-    """Kinds with commands of their own (`shopfloor pipeline start …`) bring a typer app."""
+def _add_command_groups() -> None:
+    from shopfloor.schedules.cli import kill_switch_app, schedule_app
+
+    app.add_typer(schedule_app, name="schedule")
+    app.add_typer(kill_switch_app, name="kill-switch")
+    # Kinds with commands of their own (`shopfloor pipeline start …`) bring a typer app.
     for kind in kinds().values():
         if kind.cli:
             app.add_typer(load(kind.cli), name=kind.cli_name or kind.name)
 
 
-_add_kind_commands()
+_add_command_groups()
 
 
 def main() -> None:

@@ -44,6 +44,11 @@ class ShopfloorClient:
             raise ControllerError(f"{response.status_code}: {detail}")
         return response
 
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any controller route; the decoded JSON answer (None for 204)."""
+        response = self._call(method, path, **kwargs)
+        return response.json() if response.content else None
+
     def submit(self, kind: str, job: dict[str, Any], *, key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": key} if key else {}
         return self._call("POST", f"/jobs/{kind}", json=job, headers=headers).json()

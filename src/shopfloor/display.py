@@ -119,3 +119,21 @@ def _rows(body: dict[str, Any], prefix: str = ""):
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def show_schedules(schedules: list[dict[str, Any]]) -> None:
+    table = Table("schedule", "kind", "cron", "zone", "state", "next run", "runs")
+    for view in schedules:
+        state = "paused" if view["paused"] else "active"
+        if view["paused"] and view.get("note"):
+            state += f" ({view['note']})"
+        table.add_row(
+            view["id"],
+            view.get("kind") or "",
+            " | ".join(view.get("cron") or []),
+            view.get("timezone") or "",
+            Text(state),
+            str((view.get("next_runs") or [""])[0])[:19],
+            str(view.get("runs_total", 0)),
+        )
+    console.print(table)

@@ -208,6 +208,8 @@ ActivitiesIterator = AsyncIterator[Sequence[Callable] | KindWork]
 _KIND_MODULES = (
     "shopfloor.kinds.scripts.kind",
     "shopfloor.kinds.simulation.kind",
+    "shopfloor.kinds.phased.kind",
+    "shopfloor.kinds.poetry_research.kind",
     "shopfloor.kinds.agents.kind",
 )
 

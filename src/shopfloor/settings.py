@@ -61,6 +61,26 @@ class Settings(BaseSettings):
     agent_gateway_url: str | None = None
     agent_gateway_token: SecretStr | None = None
 
+    # Seed 003's gateway: agent turns are `POST {gateway_url}/api/cron/fire` with this token.
+    # Read by workers only; never part of any job input or workflow history.
+    gateway_url: str | None = None
+    gateway_token: SecretStr | None = None
+    gateway_timeout_s: float = 300.0
+
+    # Pipelines (kind `pipeline`). Directories of pipeline definitions (YAML) beside the shipped
+    # ones: a worker polls `<name>-queue` for each pipeline found there, the controller starts
+    # them by name. Processes and logs of the process runtime live under `pipeline_run_dir`
+    # (default <data_dir>/pipelines).
+    pipeline_dirs: list[Path] = Field(default_factory=list)
+    pipeline_run_dir: Path | None = None
+    # The host name of this worker's queue `pipeline-host-<host>` (default: the machine's name):
+    # the activities that touch a host's processes or Docker engine run there.
+    pipeline_host: str | None = None
+    # A worker running as root starts process services as this user ("" → as root).
+    pipeline_run_as: str = "nobody"
+    # Docker Engine API address for the docker runtime (unset → DOCKER_HOST / the local socket).
+    pipeline_docker_host: str | None = None
+
     @property
     def embedded(self) -> bool:
         return not self.temporal_address
@@ -72,6 +92,10 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def pipeline_runtime_dir(self) -> Path:
+        return (self.pipeline_run_dir or self.data_dir / "pipelines").resolve()
 
     @property
     def public_controller_url(self) -> str:

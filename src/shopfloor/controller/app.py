@@ -17,6 +17,7 @@ from shopfloor.controller.routes.interact import interaction_router
 from shopfloor.controller.routes.submit import submit_router
 from shopfloor.registry import kinds as registered_kinds
 from shopfloor.registry import load
+from shopfloor.schedules.routes import router as schedules_router
 from shopfloor.settings import Settings, get_settings
 
 
@@ -43,4 +44,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if kind.routes:
             app.include_router(load(kind.routes))
     app.include_router(artifacts.router)
+    app.include_router(schedules_router)
     return app

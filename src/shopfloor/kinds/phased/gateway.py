@@ -1,0 +1,62 @@
+"""HTTP calls a phased job makes from the worker: agent turns through the gateway (seed 003)
+and plain `http` steps. Secrets come from the worker's settings, never from job input."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from shopfloor.jobs import PROGRESS_EVERY_S
+
+GATEWAY_REJECTED = "GatewayRejected"  # a 4xx: the same call cannot succeed later
+UNEXPECTED_STATUS = "UnexpectedStatus"
+RETRYABLE_4XX = {408, 429}
+# Longer answers go to the artifact store; workflow history keeps a URI.
+MAX_INLINE_TEXT = 16 * 1024
+
+
+async def heartbeating(call: Awaitable[httpx.Response], what: str) -> httpx.Response:
+    """Awaits `call`, heartbeating while it runs: a turn can take minutes, and a worker that
+    dies meanwhile is noticed after the heartbeat timeout, not after the 300 s call timeout."""
+    task = asyncio.ensure_future(call)
+    started = time.monotonic()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=PROGRESS_EVERY_S)
+            if done:
+                return task.result()
+            elapsed = round(time.monotonic() - started)
+            activity.heartbeat({"waiting_for": what, "elapsed_s": elapsed})
+    finally:
+        task.cancel()  # cancelled activity: the request goes too
+
+
+def raise_for_status(response: httpx.Response, what: str, *, expected: list[int]) -> None:
+    """Retryable: 5xx, 408, 429 (honouring Retry-After). Anything else unexpected is final."""
+    if response.status_code in expected:
+        return
+    message = f"{what}: HTTP {response.status_code}: {response.text[:500].strip()}"
+    if response.status_code >= 500 or response.status_code in RETRYABLE_4XX:
+        raise ApplicationError(message, next_retry_delay=_retry_after(response))
+    error_type = GATEWAY_REJECTED if 400 <= response.status_code < 500 else UNEXPECTED_STATUS
+    raise ApplicationError(message, type=error_type, non_retryable=True)
+
+
+def network_error(err: httpx.HTTPError, what: str) -> ApplicationError:
+    """Retryable: the gateway may be restarting."""
+    return ApplicationError(f"{what}: {type(err).__name__}: {err}")
+
+
+def _retry_after(response: httpx.Response) -> Any:
+    from datetime import timedelta
+
+    value = response.headers.get("retry-after", "")
+    if value.isdigit() and 0 < int(value) <= 3600:
+        return timedelta(seconds=int(value))
+    return None
