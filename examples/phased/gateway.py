@@ -4,7 +4,8 @@ Run it for the poetry-research demo (and the tests use it as their gateway):
 
     python examples/phased/gateway.py --port 18789 --token demo-token
     SHOPFLOOR_GATEWAY_URL=http://127.0.0.1:18789 SHOPFLOOR_GATEWAY_TOKEN=demo-token shopfloor up
-    shopfloor submit phased examples/phased/poetry_research.yaml -o wait=10s --wait
+    curl -s -X POST localhost:8000/jobs/poetry-research -H 'content-type: application/json' \
+         -d '{"wait": "20s"}'        # then: shopfloor status <job id>
 
 It answers each turn with a short text, and can be told to fail: `responses` maps a job id to
 statuses to answer first (e.g. [503, 503] then the normal 200).

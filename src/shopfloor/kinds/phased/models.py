@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shopfloor.durations import Duration
+from shopfloor.kinds.phased.references import check_references
 
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 # The gateway's agent job ids (`poetry-research-execute`), as the gateway names them.
@@ -121,8 +122,6 @@ class PhasedDefinition(_Strict):
 
     @model_validator(mode="after")
     def _ids_and_references(self) -> PhasedDefinition:
-        from shopfloor.kinds.phased.references import check_references
-
         check_references(self.steps)
         return self
 

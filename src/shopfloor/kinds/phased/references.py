@@ -48,7 +48,8 @@ def check_references(steps: Sequence[Any]) -> None:
         for step in group:
             if step.type == "parallel":
                 # Steps of a group start together: none may use another's result.
-                check(step.steps, done)
+                for sub in step.steps:
+                    check([sub], done)
                 done = done | _all_ids(step.steps) | {step.id}
                 continue
             for ref in references_in(_step_fields(step)):
