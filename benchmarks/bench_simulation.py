@@ -31,11 +31,14 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 from _common import machine_summary, print_table, ratio, temp_dev_server  # noqa: E402
 
-from shopfloor.kinds.simulation.models import SimulationRequest  # noqa: E402
+from shopfloor.jobs import PROGRESS_EVERY_S  # noqa: E402
+from shopfloor.kinds.simulation.models import SimulationRequest, SimulationRun  # noqa: E402
+from shopfloor.kinds.simulation.runner import REPORT_FILE, RUN_FILE  # noqa: E402
 from shopfloor.registry import queue_for  # noqa: E402
 from shopfloor.sandbox import Limits, Zygote, job_environment, run_process  # noqa: E402
 from shopfloor.settings import Settings  # noqa: E402
 from shopfloor.temporal import connect  # noqa: E402
+from shopfloor.usercode import cold_module_argv  # noqa: E402
 from shopfloor.worker import build_workers, kind_resources, select_kinds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,27 +107,27 @@ async def cold_simulation(runs: int) -> tuple[list[float], float]:
         work = Path(tmp)
         (work / "out").mkdir()
         request = reference_request()
-        arg = {
-            "request": {
-                "scene": request.scene.model_dump(mode="json"),
-                "options": request.options.model_dump(mode="json"),
-            },
-            "out_dir": str(work / "out"),
-            "result_path": str(work / "result.json"),
-        }
-        (work / "arg.json").write_text(json.dumps(arg))
-        env = {**job_environment(work, {}), "MUJOCO_GL": "osmesa"}
+        # What the activity writes: one run file, read by the runner (as in a worker's cold run).
+        run = SimulationRun(
+            scene=request.scene,
+            options=request.options,
+            memory_mb=request.memory_mb,
+            progress_every_s=PROGRESS_EVERY_S,
+        )
+        (work / RUN_FILE).write_text(run.model_dump_json())
+        env = job_environment(work, {})
         for _ in range(runs):
             t = time.perf_counter()
             out = await run_process(
-                [sys.executable, "-E", "-s", "-m", "shopfloor.kinds.simulation.runner", "arg.json"],
+                cold_module_argv("shopfloor.kinds.simulation.runner", RUN_FILE),
                 cwd=work,
                 env=env,
-                limits=Limits(wall_timeout_s=300, memory_mb=8192),
+                limits=Limits(wall_timeout_s=300, memory_mb=request.memory_mb),
+                sets_own_memory_limit=True,
             )
             times.append(time.perf_counter() - t)
             assert out.exit_code == 0, out.stderr
-            assert json.loads((work / "result.json").read_text())["outcome"] == "SUCCESS"
+            assert json.loads((work / REPORT_FILE).read_text())["outcome"] == "SUCCESS"
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return times, peak_mb
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shopfloor.sandbox import Limits, run_process
+from shopfloor.sandbox import Limits, cold_python_argv, release_cgroup_pool, run_process
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cgroups_released() -> Iterator[None]:
+    """These tests run children without a worker: release the cgroups they pooled."""
+    yield
+    release_cgroup_pool()
 
 
 async def run(tmp_path: Path, code: str, **limits) -> object:
@@ -112,3 +121,64 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie is dead, waiting for its parent to reap it
+
+
+async def test_cold_python_limits_memory_on_top_of_its_runtime(tmp_path: Path) -> None:
+    """`cold_python_argv`: the script runs as `python script.py` would, and may add memory_mb
+    to what the interpreter has mapped at start-up, as a warm fork may add it to the zygote's."""
+    (tmp_path / "s.py").write_text(
+        "import sys, os\n"
+        "print(__name__, __file__ == os.path.abspath('s.py'), sys.argv[1:], sys.path[0])\n"
+        "x = bytearray(int(sys.argv[1]) * 1024**2)\n"
+        "print('allocated')\n"
+    )
+    limits = Limits(wall_timeout_s=20, memory_mb=96)
+
+    async def alloc(mb: int):
+        return await run_process(
+            cold_python_argv("s.py", [str(mb)], memory_mb=limits.memory_mb),
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin"},
+            limits=limits,
+            sets_own_memory_limit=True,
+        )
+
+    fits = await alloc(64)
+    assert fits.exit_code == 0, fits.stderr
+    assert fits.stdout == f"__main__ True ['64'] {tmp_path}\nallocated\n"
+    too_big = await alloc(160)
+    assert too_big.killed_reason == "memory" and "MemoryError" in too_big.stderr
+
+
+async def test_progress_needs_the_callers_interval(tmp_path: Path) -> None:
+    (tmp_path / "s.py").write_text("import time; print('x', flush=True); time.sleep(0.8)")
+    reports: list = []
+    out = await run_process(
+        [sys.executable, "-u", "s.py"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        limits=Limits(wall_timeout_s=20),
+        on_progress=reports.append,
+        progress_every=0.2,
+    )
+    assert out.exit_code == 0 and reports and reports[-1].last_line == "x"
+    with pytest.raises(ValueError, match="progress_every"):
+        await run_process(
+            [sys.executable, "s.py"],
+            cwd=tmp_path,
+            env={},
+            limits=Limits(),
+            on_progress=reports.append,
+        )
+
+
+def test_importing_the_sandbox_registers_no_atexit_handler() -> None:
+    code = (
+        "import atexit, logging, asyncio, subprocess\n"
+        "n = atexit._ncallbacks()\n"
+        "import shopfloor.sandbox\n"
+        "print(atexit._ncallbacks() - n)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n"

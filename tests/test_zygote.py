@@ -1,7 +1,9 @@
-"""The warm launcher: forked children of a pre-imported process, with the sandbox's guarantees."""
+"""Zygotes: forked children of a pre-imported (warm) or empty (cold) process, with the
+sandbox's guarantees."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -9,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.sandbox import Limits, Zygote, ZygoteDied
+from shopfloor.artifacts import ArtifactStore
+from shopfloor.registry import WorkerContext
+from shopfloor.sandbox import Call, Exec, Limits, Script, Zygote, ZygoteDied
+from shopfloor.sandbox._launch import LaunchRequest
+from shopfloor.sandbox._limits import PIDS_CGROUP_ROOT
+from shopfloor.settings import Settings
+from shopfloor.usercode import zygotes
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +96,36 @@ async def test_zygote_death_is_reported_and_it_restarts(tmp_path: Path) -> None:
         assert out.stdout == "again\n"
     finally:
         await z.close()
+
+
+def test_launch_requests_round_trip_with_their_mode() -> None:
+    limits = Limits(wall_timeout_s=5, memory_mb=300)
+    for program in (
+        Exec(["/bin/true"], sets_own_memory_limit=True),
+        Script(path="/w/s.py", args=["a"]),
+        Call("pkg.mod:fn", {"big": "x" * 10}),
+    ):
+        request = LaunchRequest(
+            id="7", program=program, cwd="/w", env={"A": "1"}, limits=limits, cgroup_procs=None
+        )
+        wire = json.loads(request.to_json())
+        assert wire["program"]["mode"] == program.mode
+        assert LaunchRequest.from_json(request.to_json()) == request
+        assert request.warm == (program.mode != "exec")
+
+
+@pytest.mark.skipif(
+    not (PIDS_CGROUP_ROOT / "cgroup.procs").exists(), reason="no pids cgroup on this machine"
+)
+async def test_the_zygotes_lifespan_releases_the_cgroup_pool(tmp_path: Path) -> None:
+    ctx = WorkerContext(settings=Settings(data_dir=tmp_path), artifacts=ArtifactStore(tmp_path))
+    ours = PIDS_CGROUP_ROOT / "shopfloor" / str(os.getpid())
+    async with zygotes(ctx) as both:
+        assert both.warm is None  # no served kind has heavy imports
+        out = await both.cold.run_exec(
+            ["/bin/sh", "-c", "cat /proc/self/cgroup"], cwd=tmp_path, env={}, limits=Limits()
+        )
+        assert out.exit_code == 0, out.stderr
+        assert f"shopfloor/{os.getpid()}/" in out.stdout  # the run had a cgroup of ours
+        assert ours.is_dir()  # ... now pooled for the next run
+    assert not ours.exists()

@@ -17,6 +17,7 @@ import build123d as bd  # noqa: E402  (slow import: once per session)
 import imageio_ffmpeg  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
+from shopfloor.kinds.simulation.gl import select as select_gl_backend  # noqa: E402
 from shopfloor.kinds.simulation.local import simulate_local  # noqa: E402
 from shopfloor.kinds.simulation.models import (  # noqa: E402
     GeometryPart,
@@ -24,7 +25,6 @@ from shopfloor.kinds.simulation.models import (  # noqa: E402
     SceneSource,
     SimOptions,
 )
-from shopfloor.kinds.simulation.gl import select as select_gl_backend  # noqa: E402
 
 RAMP_BOX = (Path(__file__).parents[2] / "examples" / "ramp_box.py").read_text()
 FAST = {"render": False, "duration_s": 3.0}

@@ -3,20 +3,29 @@ through the controller on a real dev server, including a worker SIGKILLed mid-ru
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 from temporalio.testing import ActivityEnvironment
 
 from shopfloor.artifacts import ArtifactStore
 from shopfloor.kinds.simulation.activities import SimulationActivities
-from shopfloor.kinds.simulation.models import SceneSource, SimOptions, SimulationRequest
+from shopfloor.kinds.simulation.models import (
+    GeometryPart,
+    SceneGeometry,
+    SceneSource,
+    SimOptions,
+    SimulationRequest,
+)
 from shopfloor.registry import WorkerContext, kind_named
 from shopfloor.settings import Settings
 from shopfloor.usercode import zygotes
@@ -213,3 +222,71 @@ def _zygote_of(worker_pid: int) -> list[int]:
 
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+
+def _box_stl(lo: tuple[float, float, float], hi: tuple[float, float, float], n: int) -> bytes:
+    """A closed box mesh (mm) whose faces are n×n grids: 12·n² triangles of binary STL."""
+    lo_, hi_ = np.array(lo, dtype=float), np.array(hi, dtype=float)
+    u = np.linspace(0.0, 1.0, n + 1)
+    tris = []
+    for axis in range(3):
+        a, b = [k for k in range(3) if k != axis]
+        for side in (0.0, 1.0):
+            grid = np.zeros((n + 1, n + 1, 3))
+            grid[..., axis] = side
+            grid[..., a], grid[..., b] = np.meshgrid(u, u, indexing="ij")
+            p = lo_ + grid * (hi_ - lo_)
+            quads = (p[:-1, :-1], p[1:, :-1], p[1:, 1:], p[:-1, 1:])
+            first = np.stack([quads[0], quads[1], quads[2]], axis=-2).reshape(-1, 3, 3)
+            second = np.stack([quads[0], quads[2], quads[3]], axis=-2).reshape(-1, 3, 3)
+            faces = np.concatenate([first, second])
+            normal = np.cross(faces[:, 1] - faces[:, 0], faces[:, 2] - faces[:, 0])
+            outward = (1 if side else -1) * normal[:, axis] > 0
+            faces[~outward] = faces[~outward][:, ::-1]  # every face wound outwards
+            tris.append(faces)
+    all_tris = np.concatenate(tris).astype("<f4")
+    rec = np.zeros(len(all_tris), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    rec["v"] = all_tris
+    return b"box".ljust(80) + struct.pack("<I", len(rec)) + rec.tobytes()
+
+
+@pytest.mark.parametrize("gl_backend", ["osmesa", "egl"])  # warm (the worker's) and cold
+async def test_big_inline_parts_reach_warm_and_cold_runs(activities, gl_backend) -> None:
+    """Parts go to the run as files, not through the zygote's socket (1 MiB a message)."""
+    acts, root = activities
+    box = _box_stl((-20, -20, 100), (20, 20, 140), n=45)  # 24,300 triangles
+    goal = _box_stl((-100, -100, 0), (100, 100, 60), n=1)
+    assert len(base64.b64encode(box)) > 1024 * 1024
+    parts = [
+        GeometryPart(label=label, format="stl", data_base64=base64.b64encode(data).decode())
+        for label, data in (("box", box), ("zone_goal_pad", goal))
+    ]
+    req = SimulationRequest(
+        scene=SceneGeometry(parts=parts),
+        options=SimOptions(render=False, duration_s=2.0, gl_backend=gl_backend),
+    )
+    result = await ActivityEnvironment().run(acts.run_simulation, req)
+    assert result.outcome == "SUCCESS", result.reason
+    assert set(result.artifact_urls) == {"mjcf", "mesh:box"}
+    mesh = ArtifactStore(root).path_for(result.artifact_urls["mesh:box"])
+    assert mesh.name == "box.stl" and mesh.stat().st_size > 1_000_000
+
+
+async def test_cold_runs_may_add_memory_mb_on_top_of_their_runtime(activities) -> None:
+    """A cold run (another GL backend than the warm zygote's) limits itself after importing
+    build123d and MuJoCo, as a warm fork is limited: memory_mb is what the scene may add."""
+    acts, _ = activities
+
+    def allocating(mb: int, memory_mb: int) -> SimulationRequest:
+        source = f"buffer = bytearray({mb} * 1024**2)\n" + RAMP_BOX
+        return SimulationRequest(
+            scene=SceneSource(source=source),
+            options=SimOptions(**QUICK, gl_backend="egl"),
+            memory_mb=memory_mb,
+        )
+
+    env = ActivityEnvironment()
+    fits = await env.run(acts.run_simulation, allocating(300, memory_mb=768))
+    assert fits.outcome == "SUCCESS", fits.reason
+    too_big = await env.run(acts.run_simulation, allocating(1200, memory_mb=768))
+    assert too_big.outcome == "FAIL" and "MemoryError" in too_big.reason

@@ -66,6 +66,12 @@ def job_environment(workdir: Path, user_env: dict[str, str]) -> dict[str, str]:
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
 
+def check_progress_options(on_progress: ProgressCallback | None, every: float | None) -> None:
+    """Progress is reported at the caller's interval: there is no default of our own."""
+    if on_progress is not None and every is None:
+        raise ValueError("on_progress needs progress_every: the caller's reporting interval")
+
+
 class _Child:
     """Book-keeping shared by both launchers: the process group, the cgroup, the output tails."""
 
@@ -150,8 +156,6 @@ async def supervise(
     progress_every: float | None,
 ) -> SandboxOutcome:
     """Waits for the child, reporting progress, enforcing the wall timeout, honouring cancel."""
-    if on_progress is not None and progress_every is None:
-        raise ValueError("on_progress needs progress_every: the caller's reporting interval")
     wait_task = asyncio.ensure_future(wait)
     deadline = child.started + child.limits.wall_timeout_s
     killed_by_us: str | None = None
@@ -230,6 +234,7 @@ async def run_process(
     `on_progress` is called every `progress_every` seconds while the child runs. RLIMIT_AS is
     `limits.memory_mb` from the exec, unless the program `sets_own_memory_limit` once its
     runtime is loaded (`cold_python_argv`, `limit_address_space`)."""
+    check_progress_options(on_progress, progress_every)
     with _Child(limits, tail_bytes) as child:
         procs_file = child.cgroup.procs_file if child.cgroup else None
         address_space = None if sets_own_memory_limit else limits.memory_mb * MB

@@ -28,6 +28,7 @@ from shopfloor.sandbox._process import (
     ProgressCallback,
     SandboxOutcome,
     _Child,
+    check_progress_options,
     run_process,
     supervise,
 )
@@ -135,6 +136,7 @@ class Zygote:
         progress_every: float | None = None,
         tail_bytes: int = 64 * 1024,
     ) -> SandboxOutcome:
+        check_progress_options(on_progress, progress_every)
         sock = await self._ensure_running()
         loop = asyncio.get_running_loop()
         request_id = str(next(self._ids))
