@@ -23,8 +23,6 @@ class Part:
     hi: np.ndarray
     meshes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # per solid, mm
     com: np.ndarray | None = None  # mm
-    volume: float = 0.0  # mm^3
-    shape: Any = None
 
 
 def prepare_parts(
@@ -66,7 +64,7 @@ def _prepare(raw: RawPart, fixed: bool, options: SimOptions, warnings: list[str]
                 f"zone {label!r} is flat (size {fmt(hi - lo)} mm): make it a "
                 "solid box that the target's centre can be inside"
             )
-        return Part(label=label, role=role, fixed=True, lo=lo, hi=hi, shape=raw.shape)
+        return Part(label=label, role=role, fixed=True, lo=lo, hi=hi)
 
     if raw.mesh is not None:
         meshes = [raw.mesh]
@@ -99,8 +97,6 @@ def _prepare(raw: RawPart, fixed: bool, options: SimOptions, warnings: list[str]
         hi=hi,
         meshes=out,
         com=moment / volume,
-        volume=volume,
-        shape=raw.shape,
     )
 
 

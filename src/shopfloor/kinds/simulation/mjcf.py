@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,9 +43,7 @@ class BuiltScene:
     hi: np.ndarray
     fall_z: float  # below this the target has fallen off the world (m)
     world_radius: float  # farther than this from the scene centre: off the world (m)
-    parts: list[Part]
     step_shape: Any = None  # what export_step writes
-    warnings: list[str] = field(default_factory=list)
 
 
 def build_mjcf(
@@ -104,9 +102,7 @@ def build_mjcf(
         hi=hi,
         fall_z=min(float(lo[2]), 0.0) - max(1.0, extent),
         world_radius=options.world_radius_m or max(10.0, 10 * extent),
-        parts=parts,
         step_shape=step_shape,
-        warnings=warnings,
     )
 
 
