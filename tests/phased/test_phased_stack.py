@@ -290,7 +290,8 @@ def test_phased_job_runs_a_script_then_a_simulation(stack: Stack) -> None:
     measure, simulate = result["result"]["steps"]
     assert measure["status"] == "COMPLETED" and measure["result"]["exit_code"] == 0
     assert '{"box_mm": 40}' in measure["result"]["stdout_tail"]
-    assert simulate["status"] == "COMPLETED" and simulate["result"]["metrics"]["steps"] > 0
+    assert simulate["status"] == "COMPLETED" and simulate["result"]["outcome"] == "SUCCESS"
+    assert simulate["result"]["metrics"]["steps"] > 0
     # Each step's job is a job of its own kind, visible as such.
     child = stack.http.get(f"/jobs/{simulate['job_id']}").json()
     assert child["kind"] == "simulation" and child["status"] == "COMPLETED"
