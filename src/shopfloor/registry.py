@@ -211,6 +211,7 @@ _KIND_MODULES = (
     "shopfloor.kinds.phased.kind",
     "shopfloor.kinds.poetry_research.kind",
     "shopfloor.kinds.agents.kind",
+    "shopfloor.kinds.pipeline.kind",
 )
 
 

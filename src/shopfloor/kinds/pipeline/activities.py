@@ -1,0 +1,183 @@
+"""The pipeline kind's worker side: activities and the queues they run on.
+
+- `pipeline-host-<host>`: the activities that touch this machine's processes and Docker engine
+  (start, wait until healthy, probe, stop). A pipeline's workflow sends them to the host queue
+  it chose first, so the pipeline stays pinned to the machine where its services live.
+- `<name>-queue` of every known pipeline (the shipped definitions and SHOPFLOOR_PIPELINE_DIRS),
+  and the kind's own queue: the workflows, and the two small activities they need before they
+  know their host (`pipeline_host_queue`) or their definition (`pipeline_definition`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import docker
+from temporalio import activity
+
+from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.kinds.pipeline.definition import known_definitions
+from shopfloor.kinds.pipeline.docker_runtime import DockerRuntime
+from shopfloor.kinds.pipeline.models import (
+    PipelineDefinition,
+    Probe,
+    ProbeRequest,
+    ServiceHandle,
+    ServiceRef,
+    StopReport,
+)
+from shopfloor.kinds.pipeline.process import ProcessRuntime
+from shopfloor.kinds.pipeline.runtime import Runtime
+from shopfloor.registry import ActivitiesIterator, KindWork, QueueWork, WorkerContext
+from shopfloor.settings import Settings
+
+# A service with no health check must still be running after this long to count as started
+# (a command that fails at once exits within it).
+SETTLE_S = 0.5
+
+
+def host_queue(settings: Settings, host: str | None = None) -> str:
+    """This (or the named) host's activity queue, without the settings' prefix."""
+    return f"pipeline-host-{host or settings.pipeline_host or socket.gethostname()}"
+
+
+@asynccontextmanager
+async def worker(ctx: WorkerContext) -> ActivitiesIterator:
+    from shopfloor.kinds.pipeline.workflows import LogsPipelineWorkflow, PipelineWorkflow
+
+    settings = ctx.settings
+    acts = PipelineActivities(settings)
+    workflows = [PipelineWorkflow, LogsPipelineWorkflow]
+    known, _ = known_definitions(settings)
+    own_queue = "pipeline-task-queue"
+    pipeline_queues = sorted({d.queue for _, d in known.values()} - {own_queue})
+    try:
+        yield KindWork(
+            activities=acts.workflow_side,
+            other_queues=[
+                QueueWork(task_queue=host_queue(settings), activities=acts.host_side),
+                *(
+                    QueueWork(task_queue=q, workflows=workflows, activities=acts.workflow_side)
+                    for q in pipeline_queues
+                ),
+            ],
+        )
+    finally:
+        # Services are not stopped: they outlive workers. Only the Docker connection closes.
+        await acts.docker.aclose()
+
+
+def _docker_client(settings: Settings) -> Callable[[], docker.DockerClient]:
+    def connect() -> docker.DockerClient:
+        if settings.pipeline_docker_host:
+            return docker.DockerClient(base_url=settings.pipeline_docker_host)
+        return docker.from_env()
+
+    return connect
+
+
+@asynccontextmanager
+async def _heartbeating(what: str) -> AsyncIterator[None]:
+    """Heartbeats while the block runs: a worker that dies mid-activity is noticed after the
+    heartbeat timeout (not the much longer start-to-close one) and the activity retried."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(what)
+            await asyncio.sleep(PROGRESS_EVERY_S)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+class PipelineActivities:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ProcessRuntime(
+            settings.pipeline_runtime_dir, run_as=settings.pipeline_run_as
+        )
+        self.docker = DockerRuntime(_docker_client(settings))
+
+    @property
+    def workflow_side(self) -> list[Callable]:
+        return [self.pipeline_host_queue, self.pipeline_definition]
+
+    @property
+    def host_side(self) -> list[Callable]:
+        return [
+            self.pipeline_start_service,
+            self.pipeline_wait_healthy,
+            self.pipeline_probe,
+            self.pipeline_stop_service,
+        ]
+
+    def runtime(self, ref: ServiceRef) -> Runtime:
+        return self.docker if ref.service.runtime == "docker" else self.process
+
+    # -- on the pipeline's queue ----------------------------------------------------------------
+
+    @activity.defn(name="pipeline_host_queue")
+    async def pipeline_host_queue(self, host: str | None) -> str:
+        return self.settings.task_queue_prefix + host_queue(self.settings, host)
+
+    @activity.defn(name="pipeline_definition")
+    async def pipeline_definition(self, name: str) -> PipelineDefinition:
+        known, problems = known_definitions(self.settings)
+        if name not in known:
+            raise invalid_input(
+                f"no pipeline definition named {name!r} on this worker (known: {sorted(known)})"
+                + (f"; problems: {problems}" if problems else "")
+            )
+        return known[name][1]
+
+    # -- on the host's queue ---------------------------------------------------------------------
+
+    @activity.defn(name="pipeline_start_service")
+    async def pipeline_start_service(self, ref: ServiceRef) -> ServiceHandle:
+        async with _heartbeating(f"starting {ref.service.name}"):
+            try:
+                return await self.runtime(ref).start(ref)
+            except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
+                raise invalid_input(f"cannot start {ref.service.name}: {err}") from err
+
+    @activity.defn(name="pipeline_wait_healthy")
+    async def pipeline_wait_healthy(self, ref: ServiceRef) -> Probe:
+        """Checks until healthy, dead, or out of time; a Probe either way (the workflow decides)."""
+        runtime = self.runtime(ref)
+        health = ref.service.health
+        started = time.monotonic()
+        async with _heartbeating(f"waiting for {ref.service.name} to become healthy"):
+            if health is None:
+                await asyncio.sleep(SETTLE_S)
+                probe = await runtime.probe(ref)
+                return probe if probe.alive else await self._with_tail(runtime, ref, probe)
+            while True:
+                probe = await runtime.probe(ref)
+                if probe.healthy or not probe.alive:
+                    return probe
+                waited = time.monotonic() - started
+                if waited >= health.start_timeout_s:
+                    probe.error = f"not healthy after {waited:.0f}s: {probe.error}"
+                    return await self._with_tail(runtime, ref, probe)
+                await asyncio.sleep(health.interval_s)
+
+    async def _with_tail(self, runtime: Runtime, ref: ServiceRef, probe: Probe) -> Probe:
+        probe.log_tail = probe.log_tail or await runtime.log_tail(ref)
+        return probe
+
+    @activity.defn(name="pipeline_probe")
+    async def pipeline_probe(self, request: ProbeRequest) -> list[Probe]:
+        async with _heartbeating("checking services"):
+            return list(await asyncio.gather(*(self.runtime(r).probe(r) for r in request.refs)))
+
+    @activity.defn(name="pipeline_stop_service")
+    async def pipeline_stop_service(self, ref: ServiceRef) -> StopReport:
+        async with _heartbeating(f"stopping {ref.service.name}"):
+            return await self.runtime(ref).stop(ref)

@@ -1,0 +1,201 @@
+"""The `docker` runtime: services as containers, through the `docker` SDK.
+
+Containers carry labels (pipeline, service, run token) and a fixed name per pipeline and
+service, so a start retried after a crash finds the container it created (running or not)
+instead of creating a second; a container of an earlier run of the pipeline is replaced. The
+SDK blocks (it is `requests` underneath): every call goes through `asyncio.to_thread`, never
+on the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+
+from shopfloor.kinds.pipeline.health import check_health
+from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
+
+LABEL_PIPELINE = "shopfloor.pipeline"
+LABEL_SERVICE = "shopfloor.service"
+LABEL_RUN = "shopfloor.run"
+LOG_TAIL_LINES = 50
+
+
+def container_name(ref: ServiceRef) -> str:
+    return f"shopfloor-{ref.pipeline}-{ref.service.name}"
+
+
+def labels_of(ref: ServiceRef) -> dict[str, str]:
+    return {
+        LABEL_PIPELINE: ref.pipeline,
+        LABEL_SERVICE: ref.service.name,
+        LABEL_RUN: ref.run_token,
+    }
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    # "registry:5000/grafana/loki:3.0" → ("registry:5000/grafana/loki", "3.0"); a digest pins.
+    if "@" in image:
+        return image, ""
+    repo, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        return image, "latest"
+    return repo, tag
+
+
+def _port_key(key: str) -> tuple[int, str]:
+    port, _, proto = key.partition("/")
+    return int(port), proto or "tcp"
+
+
+class DockerRuntime:
+    def __init__(self, connect: Callable[[], docker.DockerClient]) -> None:
+        # Connecting is lazy: a worker whose pipelines use no containers needs no engine.
+        self._connect = connect
+        self._client: docker.DockerClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def _api(self) -> docker.APIClient:
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._call(self._connect)
+        return self._client.api
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._call(self._client.close)
+
+    async def _containers(self, ref: ServiceRef) -> list[dict[str, Any]]:
+        """Every container of this pipeline's service, of any run, running or not."""
+        api = await self._api()
+        wanted = [f"{LABEL_PIPELINE}={ref.pipeline}", f"{LABEL_SERVICE}={ref.service.name}"]
+        return await self._call(api.containers, all=True, filters={"label": wanted})
+
+    async def _mine(self, ref: ServiceRef) -> dict[str, Any] | None:
+        for found in await self._containers(ref):
+            if (found.get("Labels") or {}).get(LABEL_RUN) == ref.run_token:
+                return found
+        return None
+
+    # -- the runtime interface ----------------------------------------------------------------
+
+    async def start(self, ref: ServiceRef) -> ServiceHandle:
+        api = await self._api()
+        adopted = False
+        container_id = None
+        for found in await self._containers(ref):
+            if (found.get("Labels") or {}).get(LABEL_RUN) == ref.run_token:
+                container_id, adopted = found["Id"], True
+            else:  # left by an earlier run of this pipeline: it holds the name
+                await self._call(api.remove_container, found["Id"], force=True)
+        if container_id is None:
+            container_id = await self._create(api, ref)
+        state = (await self._call(api.inspect_container, container_id))["State"]
+        if not state.get("Running"):
+            await self._call(api.start, container_id)
+        return ServiceHandle(container_id=container_id, adopted=adopted)
+
+    async def _create(self, api: docker.APIClient, ref: ServiceRef) -> str:
+        spec = ref.service
+        assert spec.image, "docker services have an image (the model checks)"
+        await self._pull_if_missing(api, spec.image)
+        host_config = api.create_host_config(
+            port_bindings=dict(spec.ports),
+            binds={host: {"bind": inside, "mode": "rw"} for host, inside in spec.volumes.items()},
+        )
+        try:
+            created = await self._call(
+                api.create_container,
+                spec.image,
+                command=spec.command,
+                name=container_name(ref),
+                environment=spec.env,
+                labels=labels_of(ref),
+                ports=[_port_key(k) for k in spec.ports],
+                host_config=host_config,
+            )
+            return created["Id"]
+        except APIError as err:
+            if err.status_code != 409:
+                raise
+        # Conflict: the name is taken. Ours (a create that raced this one) is adopted;
+        # anything else is not ours to remove.
+        existing = await self._call(api.inspect_container, container_name(ref))
+        labels = existing["Config"].get("Labels") or {}
+        if labels.get(LABEL_RUN) != ref.run_token:
+            raise RuntimeError(
+                f"container name {container_name(ref)!r} is taken by a container that is not "
+                f"this pipeline's ({existing['Id'][:12]})"
+            )
+        return existing["Id"]
+
+    async def _pull_if_missing(self, api: docker.APIClient, image: str) -> None:
+        try:
+            await self._call(api.inspect_image, image)
+            return
+        except NotFound:
+            pass
+        repo, tag = _split_image(image)
+        await self._call(api.pull, repo, tag=tag or None)
+
+    async def probe(self, ref: ServiceRef) -> Probe:
+        api = await self._api()
+        found = await self._mine(ref)
+        if found is None:
+            return Probe(alive=False, healthy=False, error="no container")
+        info = await self._call(api.inspect_container, found["Id"])
+        state = info["State"]
+        cid = info["Id"]
+        if not state.get("Running"):
+            status = state.get("Status", "stopped")
+            error = f"container {status} (exit code {state.get('ExitCode')})"
+            return Probe(
+                alive=False,
+                healthy=False,
+                error=error,
+                container_id=cid,
+                log_tail=await self._logs(api, cid),
+            )
+        if ref.service.health:
+            error = await check_health(ref.service.health)
+        elif state.get("Health"):  # the image's own HEALTHCHECK
+            status = state["Health"].get("Status")
+            error = None if status == "healthy" else f"container health: {status}"
+        else:
+            error = None
+        tail = await self._logs(api, cid) if error else ""
+        return Probe(
+            alive=True, healthy=error is None, error=error, container_id=cid, log_tail=tail
+        )
+
+    async def stop(self, ref: ServiceRef) -> StopReport:
+        api = await self._api()
+        was_running = False
+        for found in await self._containers(ref):
+            info = await self._call(api.inspect_container, found["Id"])
+            if info["State"].get("Running"):
+                was_running = True
+                await self._call(api.stop, found["Id"], timeout=int(ref.service.stop_timeout_s))
+            try:
+                await self._call(api.remove_container, found["Id"], force=True)
+            except NotFound:
+                pass
+        return StopReport(was_running=was_running)
+
+    async def log_tail(self, ref: ServiceRef) -> str:
+        found = await self._mine(ref)
+        return await self._logs(await self._api(), found["Id"]) if found else ""
+
+    async def _logs(self, api: docker.APIClient, container_id: str) -> str:
+        try:
+            raw = await self._call(api.logs, container_id, tail=LOG_TAIL_LINES)
+        except APIError as err:
+            return f"(no logs: {err})"
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

@@ -1,0 +1,60 @@
+"""The pipeline job kind's descriptor (seed 004)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shopfloor.kinds.pipeline.models import (
+    PipelineInput,
+    PipelineResult,
+    PipelineStatus,
+    RestartService,
+    ServiceRestarted,
+)
+from shopfloor.registry import PROGRESS, JobKind, Query, Signal, Update
+
+
+def _input_from_file(path: Path, options: dict[str, Any]) -> PipelineInput:
+    # Imported here: YAML parsing is for the command that needs it, not every CLI call.
+    from shopfloor.kinds.pipeline.definition import load_definition
+
+    return PipelineInput(definition=load_definition(path), **options)
+
+
+KIND = JobKind(
+    name="pipeline",
+    summary="Start services in dependency order, health-gated; supervise; stop in reverse.",
+    task_queue="pipeline-task-queue",
+    workflow_type="PipelineWorkflow",
+    workflows=[
+        "shopfloor.kinds.pipeline.workflows:PipelineWorkflow",
+        "shopfloor.kinds.pipeline.workflows:LogsPipelineWorkflow",
+    ],
+    worker="shopfloor.kinds.pipeline.activities:worker",
+    input_model=PipelineInput,
+    result_model=PipelineResult,
+    signals=[Signal(name="stop", description="stop every service, in reverse order, and end")],
+    queries=[
+        PROGRESS,
+        Query(
+            name="status",
+            result=PipelineStatus,
+            description="each service: state, pid or container id, health, restarts, since",
+        ),
+    ],
+    updates=[
+        Update(
+            name="restart_service",
+            model=RestartService,
+            result=ServiceRestarted,
+            description="stop and start one service; answers once it is healthy (or not)",
+        )
+    ],
+    # Probes and health waits are mostly idle: many pipelines share a worker.
+    max_concurrent_activities=64,
+    input_from_file=_input_from_file,
+    cli="shopfloor.kinds.pipeline.cli:app",
+    cli_name="pipeline",
+    routes="shopfloor.kinds.pipeline.routes:router",
+)
