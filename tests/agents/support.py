@@ -43,7 +43,11 @@ class AgentWorker:
     artifacts: ArtifactStore
 
     async def start(
-        self, config: dict[str, Any], *, workflow: str = "agentCoordinatorWorkflow"
+        self,
+        config: dict[str, Any],
+        *,
+        workflow: str = "agentCoordinatorWorkflow",
+        start_signal: str | None = None,
     ) -> WorkflowHandle:
         return await self.client.start_workflow(
             workflow,
@@ -51,6 +55,7 @@ class AgentWorker:
             id=f"agent-{uuid.uuid4()}",
             task_queue=self.queue,
             result_type=CoordinatorResult,
+            start_signal=start_signal,  # delivered with the first workflow task: no race
         )
 
     async def run(

@@ -228,3 +228,41 @@ async def test_instruction_reaches_the_next_agent_call(
     assert by_step["plan-1"] == []  # already in flight when the instruction came
     assert by_step["work-1"] == ["write in French"] == by_step["review-1"]
     assert result.status is GoalStatus.COMPLETED
+
+
+async def test_long_runs_continue_as_new_and_keep_their_state(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    config = {
+        "goalId": "long",
+        "specConfig": {"maxSteps": 5},
+        "maxIterations": 50,
+        "iterationsPerRun": 2,
+    }
+    async with agent_worker(env.client, tmp_path) as w:
+        handle = await w.start(config, workflow="multiStepWorkflow")
+        await handle.execute_update(
+            "add_instruction", AddInstruction(text="keep it"), result_type=dict
+        )
+        result = await handle.result()
+        first_run = await env.client.get_workflow_handle(
+            handle.id, run_id=handle.result_run_id
+        ).fetch_history()
+        last = [c.instructions for c in w.acts.mock.calls][-1]
+    assert result.status is GoalStatus.COMPLETED
+    assert result.runs == 4 and result.iterations == 7  # plan, 5 work, review: 2 per run
+    assert [s.id for s in result.steps][-1] == "review-1" and len(result.steps) == 7
+    assert first_run.events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+    assert last == ["keep it"]  # instructions survive the hand-over
+
+
+async def test_deadline_ends_a_paused_run_timed_out_with_artifacts(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    env = time_skipping_env
+    config = {**SEED_CONFIG, "deadlineS": 7200, "agentConfig": {"delayMs": 200}}
+    async with agent_worker(env.client, tmp_path) as w:
+        handle = await w.start(config, start_signal="pause")
+        result = await handle.result()
+    assert result.status is GoalStatus.TIMED_OUT and "7200" in (result.reason or "")
+    assert "final-state" in result.artifacts and w.acts.mock.calls == []
