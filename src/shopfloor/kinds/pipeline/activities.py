@@ -29,6 +29,7 @@ from shopfloor.kinds.pipeline.models import (
     ServiceHandle,
     ServiceRef,
     StopReport,
+    start_timeout_s,
 )
 from shopfloor.kinds.pipeline.process import ProcessRuntime
 from shopfloor.kinds.pipeline.runtime import Runtime
@@ -152,21 +153,24 @@ class PipelineActivities:
         """Checks until healthy, dead, or out of time; a Probe either way (the workflow decides)."""
         runtime = self.runtime(ref)
         health = ref.service.health
+        # No check of its own: a container may still report its image's HEALTHCHECK.
+        interval = health.interval_s if health else 0.5
+        timeout = start_timeout_s(ref.service)
         started = time.monotonic()
         async with _heartbeating(f"waiting for {ref.service.name} to become healthy"):
             if health is None:
                 await asyncio.sleep(SETTLE_S)
-                probe = await runtime.probe(ref)
-                return probe if probe.alive else await self._with_tail(runtime, ref, probe)
             while True:
                 probe = await runtime.probe(ref)
-                if probe.healthy or not probe.alive:
+                if probe.healthy:
                     return probe
+                if not probe.alive:
+                    return await self._with_tail(runtime, ref, probe)
                 waited = time.monotonic() - started
-                if waited >= health.start_timeout_s:
+                if waited >= timeout:
                     probe.error = f"not healthy after {waited:.0f}s: {probe.error}"
                     return await self._with_tail(runtime, ref, probe)
-                await asyncio.sleep(health.interval_s)
+                await asyncio.sleep(interval)
 
     async def _with_tail(self, runtime: Runtime, ref: ServiceRef, probe: Probe) -> Probe:
         probe.log_tail = probe.log_tail or await runtime.log_tail(ref)

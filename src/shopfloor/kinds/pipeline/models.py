@@ -113,6 +113,11 @@ class ServiceSpec(_Strict):
         return "docker" if self.image else "process"
 
 
+def start_timeout_s(spec: ServiceSpec) -> float:
+    """How long a start may take to become healthy (the check's own, else a minute)."""
+    return spec.health.start_timeout_s if spec.health else 60.0
+
+
 class RestartPolicy(_Strict):
     backoff_initial_s: float = Field(1.0, gt=0, le=3600)
     backoff_max_s: float = Field(60.0, gt=0, le=86400)

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ServiceStatus,
         StoppedService,
         StopReport,
+        start_timeout_s,
     )
 
 # Supervision ticks per run before continuing as new: keeps the history small for a pipeline
@@ -188,7 +189,7 @@ class PipelineWorkflow(ReportsProgress):
                 "pipeline_wait_healthy",
                 self._ref(spec),
                 Probe,
-                timedelta(seconds=(spec.health.start_timeout_s if spec.health else 0) + 60),
+                timedelta(seconds=start_timeout_s(spec) + 60),
             )
         except ActivityError as err:
             probe = Probe(alive=False, healthy=False, error=_error_text(err))

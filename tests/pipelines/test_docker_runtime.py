@@ -1,0 +1,157 @@
+"""The docker runtime end to end through the real `docker` SDK, against a fake Docker Engine
+API server on 127.0.0.1: labels, pulls, idempotent create after a crash, health from the
+container, reverse stop, and no blocking SDK call on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import docker
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from shopfloor.kinds.pipeline.docker_runtime import (
+    LABEL_PIPELINE,
+    LABEL_RUN,
+    LABEL_SERVICE,
+    DockerRuntime,
+    container_name,
+)
+from shopfloor.kinds.pipeline.models import PipelineStatus, ServiceRef, ServiceSpec
+from shopfloor.registry import kinds
+from shopfloor.worker import build_workers, kind_resources
+from tests.pipelines.conftest import pipeline_settings
+from tests.pipelines.fake_docker import FakeDockerEngine
+from tests.pipelines.support import definition, start
+
+
+@pytest.fixture
+def engine() -> Iterator[FakeDockerEngine]:
+    with FakeDockerEngine() as fake:
+        yield fake
+
+
+@pytest.fixture
+def sdk_threads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For every HTTP request the SDK sends: was an event loop running in its thread?"""
+    on_loop: list[bool] = []
+    send = docker.APIClient.send
+
+    def watched(self, request, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(docker.APIClient, "send", watched)
+    return on_loop
+
+
+def ref(name: str, token: str = "run1", image: str = "example/svc:1.0") -> ServiceRef:
+    return ServiceRef(pipeline="shop", run_token=token, service=ServiceSpec(name=name, image=image))
+
+
+def runtime(engine: FakeDockerEngine) -> DockerRuntime:
+    return DockerRuntime(lambda: docker.DockerClient(base_url=engine.base_url))
+
+
+async def test_start_is_idempotent_across_a_crash(
+    engine: FakeDockerEngine, sdk_threads: list[bool]
+) -> None:
+    first = runtime(engine)
+    handle = await first.start(ref("db"))
+    assert not handle.adopted and engine.named("pull") == ["example/svc:1.0"]
+    c = engine.containers[handle.container_id]
+    assert c.running and c.name == container_name(ref("db"))
+    assert c.labels == {LABEL_PIPELINE: "shop", LABEL_SERVICE: "db", LABEL_RUN: "run1"}
+
+    # The worker dies; a new one (new client, nothing in memory) retries the start.
+    again = await runtime(engine).start(ref("db"))
+    assert again.adopted and again.container_id == handle.container_id
+    assert len(engine.containers) == 1 and engine.named("create") == ["shopfloor-shop-db"]
+
+    # Died between create and start: the retry starts the container it created.
+    engine.crash("shopfloor-shop-db")
+    probe = await runtime(engine).probe(ref("db"))
+    assert not probe.alive and "exit code 137" in probe.error and "killed" in probe.log_tail
+    restarted = await runtime(engine).start(ref("db"))
+    assert restarted.container_id == handle.container_id and c.running
+    assert engine.named("pull") == ["example/svc:1.0"]  # pulled once: it was there since
+
+    # A container left by an earlier run of the pipeline is replaced, not adopted.
+    newer = await runtime(engine).start(ref("db", token="run2"))
+    assert newer.container_id != handle.container_id and len(engine.containers) == 1
+    assert engine.containers[newer.container_id].labels[LABEL_RUN] == "run2"
+
+    assert (await first.stop(ref("db", token="run2"))).was_running
+    assert engine.containers == {}
+    assert not (await first.stop(ref("db", token="run2"))).was_running  # idempotent
+    await first.aclose()
+    assert sdk_threads and not any(sdk_threads), "a docker SDK call ran on the event loop"
+
+
+async def test_health_from_the_container(engine: FakeDockerEngine) -> None:
+    rt = runtime(engine)
+    r = ref("loki", image="grafana/loki:healthcheck")
+    await rt.start(r)
+    first = await rt.probe(r)
+    assert first.alive and not first.healthy and first.error == "container health: starting"
+    for _ in range(5):
+        probe = await rt.probe(r)
+    assert probe.healthy
+
+
+async def test_docker_pipeline_through_the_workflow(
+    env: WorkflowEnvironment, engine: FakeDockerEngine, tmp_path: Path, sdk_threads: list[bool]
+) -> None:
+    settings = pipeline_settings(tmp_path, pipeline_docker_host=engine.base_url)
+    port = engine.server.server_address[1]
+    d = definition(
+        {"name": "otel-collector", "image": "otel/opentelemetry-collector:0.98.0",
+         "health": {"tcp": f"127.0.0.1:{port}", "interval_s": 0.2}},
+        {"name": "loki", "image": "grafana/loki:healthcheck", "depends_on": ["otel-collector"],
+         "ports": {"3100/tcp": 3100}},
+        {"name": "grafana", "image": "grafana/grafana", "depends_on": ["loki"],
+         "env": {"GF_AUTH_ANONYMOUS_ENABLED": "true"}},
+    )  # fmt: skip
+    async with AsyncExitStack() as stack:
+        plans = await stack.enter_async_context(kind_resources(settings, [kinds()["pipeline"]]))
+        for worker in build_workers(env.client, settings, plans):
+            await stack.enter_async_context(worker)
+        handle = await start(env.client, settings, d)
+        for _ in range(300):
+            st = await handle.query("status", result_type=PipelineStatus)
+            if st.phase != "starting":
+                break
+            await asyncio.sleep(0.1)
+        assert st.phase == "running", st
+        assert all(s.state == "healthy" and s.container_id for s in st.services)
+        assert engine.named("start") == [f"shopfloor-{d.name}-{n}" for n in d.start_order()]
+        for s in st.services:
+            labels = engine.containers[s.container_id].labels
+            assert labels[LABEL_PIPELINE] == d.name and labels[LABEL_SERVICE] == s.name
+        assert set(engine.named("pull")) == {
+            "otel/opentelemetry-collector:0.98.0",
+            "grafana/loki:healthcheck",
+            "grafana/grafana:latest",
+        }
+        await handle.signal("stop")
+        result = await handle.result()
+    expected = [f"shopfloor-{d.name}-{n}" for n in reversed(d.start_order())]
+    assert engine.named("stop") == expected and engine.named("remove") == expected
+    assert [s.name for s in result.stopped] == list(reversed(d.start_order()))
+    assert engine.containers == {}
+    assert sdk_threads and not any(sdk_threads), "a docker SDK call ran on the event loop"
+
+
+async def test_the_off_loop_check_sees_a_call_on_the_loop(
+    engine: FakeDockerEngine, sdk_threads: list[bool]
+) -> None:
+    """The check above is not vacuous: a blocking call made on the loop is caught."""
+    docker.DockerClient(base_url=engine.base_url).ping()  # on the loop, on purpose
+    assert sdk_threads and sdk_threads[-1] is True
