@@ -266,3 +266,19 @@ async def test_deadline_ends_a_paused_run_timed_out_with_artifacts(
         result = await handle.result()
     assert result.status is GoalStatus.TIMED_OUT and "7200" in (result.reason or "")
     assert "final-state" in result.artifacts and w.acts.mock.calls == []
+
+
+async def test_temporal_cancel_ends_cancelled_with_artifacts(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """`shopfloor cancel` (a Temporal cancel request) ends the goal as the signal does."""
+    config = {**SEED_CONFIG, "agentConfig": {"delayMs": 2000}}
+    async with agent_worker(env.client, tmp_path) as w:
+        handle = await w.start(config)
+        await until(lambda: _in_flight(handle, "greet-1"))
+        await handle.cancel()
+        result = await handle.result()
+    assert result.status is GoalStatus.CANCELLED
+    assert json.loads(w.artifacts.read_bytes(result.artifacts["final-state"]))["status"] == (
+        "CANCELLED"
+    )

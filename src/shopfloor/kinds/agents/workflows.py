@@ -208,7 +208,8 @@ class CoordinatorWorkflow(ReportsProgress):
             )
         except ActivityError as err:
             if is_cancelled_exception(err):
-                raise
+                # The workflow was cancelled and took the call with it: the loop handles that.
+                raise asyncio.CancelledError() from err
             cause = err.cause
             message = getattr(cause, "message", None) or str(cause or err)
             return AgentReply(
