@@ -13,14 +13,15 @@ the worker's settings, never from job input.
 
 from __future__ import annotations
 
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from shopfloor.kinds.agents.agents.http_errors import retry_after_s
 from shopfloor.kinds.agents.agents.prompt import SYSTEM, user_prompt
 from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
 from shopfloor.settings import Settings
+
+if TYPE_CHECKING:
+    import anthropic
 
 _TOO_LONG = ("prompt is too long", "context window", "too many tokens", "context_length")
 
@@ -32,6 +33,9 @@ class AnthropicAgent:
         self._client: anthropic.AsyncAnthropic | None = None
 
     def client(self) -> anthropic.AsyncAnthropic:
+        # Imported on first use: a worker that never runs an Anthropic step does not need it.
+        import anthropic
+
         if self._client is None:
             key = self.settings.anthropic_api_key
             if key is None:
@@ -55,6 +59,8 @@ class AnthropicAgent:
                 "no Anthropic key on this worker: set "
                 "SHOPFLOOR_ANTHROPIC_API_KEY in the workers' environment",
             )
+        import anthropic
+
         config = request.agent_config
         messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(request)}]
         if request.partial:
