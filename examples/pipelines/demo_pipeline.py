@@ -11,6 +11,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from rich.markup import escape
+
 from shopfloor.client import ControllerError
 from shopfloor.display import console
 from shopfloor.kinds.pipeline.cli import PipelineClient
@@ -39,7 +41,7 @@ def run_demo_pipeline(settings: Settings) -> bool:
         console.print(f"{view['job_id']}: {view['phase']}")
         _table(view)
         if view["phase"] != "running":
-            console.print(f"[red]{view.get('error')}[/red]")
+            console.print(escape(str(view.get("error"))), style="red")
             return False
         # The services work together: a line through the collector shows on the dashboard.
         line = json.dumps({"line": "hello from make demo"}).encode()
@@ -51,7 +53,7 @@ def run_demo_pipeline(settings: Settings) -> bool:
         _table(view)
         return view["phase"] == "stopped"
     except ControllerError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"error: {escape(str(err))}", style="red")
         return False
 
 

@@ -46,9 +46,12 @@ class PipelineClient(ShopfloorClient):
 
 
 def _fail(message: str, code: int = 1) -> None:
+    from rich.markup import escape
+
     from shopfloor.display import err_console
 
-    err_console.print(f"[red]error:[/red] {message}")
+    # Escaped: field paths like `services[store]` would otherwise be read as rich markup.
+    err_console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -57,6 +60,7 @@ def _client() -> PipelineClient:
 
 
 def _show(view: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from shopfloor.display import console
@@ -66,12 +70,11 @@ def _show(view: dict[str, Any]) -> None:
         table = Table("service", "state", "pid / container", "health", "restarts", "since")
         for s in view["services"]:
             where = str(s["pid"]) if s.get("pid") else (s.get("container_id") or "")[:12]
-            table.add_row(
-                s["name"], s["state"], where, s["health"], str(s["restarts"]), s["since"] or ""
-            )
+            health, since = escape(s["health"]), s["since"] or ""
+            table.add_row(s["name"], s["state"], where, health, str(s["restarts"]), since)
         console.print(table)
     if view.get("error"):
-        console.print(f"[red]{view['error']}[/red]")
+        console.print(f"[red]{escape(view['error'])}[/red]")
 
 
 def _output(view: dict[str, Any], as_json: bool, *, ok: set[str]) -> None:

@@ -78,7 +78,7 @@ def _failure_text(err: WorkflowFailureError) -> str:
 
 async def view(client: Client, name: str) -> PipelineView:
     """Where the pipeline is: its workflow's `status` query while it runs, its result after."""
-    handle = client.get_workflow_handle(job_id_of(name))
+    handle = client.get_workflow_handle(job_id_of(name), result_type=PipelineResult)
     try:
         desc = await handle.describe(rpc_timeout=RPC_TIMEOUT)
     except RPCError as err:
@@ -101,7 +101,7 @@ async def view(client: Client, name: str) -> PipelineView:
             update={"phase": st.phase, "services": st.services, "error": st.error}
         )
     if status == "COMPLETED":
-        result: PipelineResult = await handle.result(result_type=PipelineResult)
+        result: PipelineResult = await handle.result()
         return base.model_copy(update={"phase": result.phase, "services": result.services})
     try:
         await handle.result()
