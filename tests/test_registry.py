@@ -54,3 +54,20 @@ def test_no_sdk_private_names_in_the_code() -> None:
         if private.search(line)
     ]
     assert offenders == []
+
+
+def test_seed_workflow_names_belong_to_their_kind() -> None:
+    from shopfloor.registry import kind_for_workflow_type
+
+    for workflow_type, kind in [
+        ("ScriptExecutionWorkflow", "script"),
+        ("SimulationWorkflow", "simulation"),
+        ("helloWorkflow", "agent"),
+        ("multiStepWorkflow", "agent"),
+        ("agentCoordinatorWorkflow", "agent"),
+        ("PoetryResearchWorkflow", "poetry-research"),
+        ("PhasedWorkflow", "phased"),
+    ]:
+        found = kind_for_workflow_type(workflow_type)
+        assert found is not None and found.name == kind, workflow_type
+    assert kind_for_workflow_type("SomethingElse") is None

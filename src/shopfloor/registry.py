@@ -85,6 +85,9 @@ class JobKind:
     summary: str
     task_queue: str  # fixed by the seeds for kinds other clients start: part of the contract
     workflow_type: str  # the entry workflow's type name: what any client starts
+    # Other workflow types of the kind that clients start directly (seed names such as
+    # `helloWorkflow`): jobs of these types are this kind's jobs too (status, steering, list).
+    other_workflow_types: Sequence[str] = ()
     input_model: type[BaseModel]
     result_model: type[BaseModel]
     # "module:Class" of every workflow the kind's workers run (the entry one first).
@@ -238,7 +241,7 @@ def kind_named(name: str) -> JobKind | None:
 
 def kind_for_workflow_type(workflow_type: str) -> JobKind | None:
     for kind in kinds().values():
-        if kind.workflow_type == workflow_type:
+        if workflow_type == kind.workflow_type or workflow_type in kind.other_workflow_types:
             return kind
     return None
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from shopfloor.killswitch import switch_off, switch_on
 from shopfloor.kinds.agents.models import (
     AddInstruction,
     CoordinatorState,
@@ -18,6 +20,7 @@ from shopfloor.kinds.agents.models import (
     StepStatus,
 )
 from shopfloor.progress import WorkflowProgress
+from shopfloor.settings import Settings
 from tests.agents.support import SEED_CONFIG, agent_worker
 
 
@@ -282,3 +285,21 @@ async def test_temporal_cancel_ends_cancelled_with_artifacts(
     assert json.loads(w.artifacts.read_bytes(result.artifacts["final-state"]))["status"] == (
         "CANCELLED"
     )
+
+
+async def test_kill_switch_refuses_agent_turns(env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """With the kill switch on, no agent is called: each turn refuses with the reason."""
+    prefix = f"ks-{uuid.uuid4().hex[:8]}-"
+    settings = Settings(task_queue_prefix=prefix)
+    await switch_on(env.client, "runaway agent", prefix)
+    try:
+        async with agent_worker(env.client, tmp_path, settings) as w:
+            result = await w.run(SEED_CONFIG, workflow="helloWorkflow")
+            assert w.acts.mock.calls == []
+        assert "kill switch is on" in json.dumps(result.model_dump(mode="json"))
+        assert "runaway agent" in json.dumps(result.model_dump(mode="json"))
+    finally:
+        await switch_off(env.client, "test over", prefix)
+    async with agent_worker(env.client, tmp_path, settings) as w:
+        result = await w.run(SEED_CONFIG, workflow="helloWorkflow")
+    assert result.status is GoalStatus.COMPLETED and len(w.acts.mock.calls) == 1

@@ -50,7 +50,8 @@ async def list_jobs(
     registry = kinds()
     if kind is not None and kind not in registry:
         raise HTTPException(400, f"unknown kind {kind!r}; known: {sorted(registry)}")
-    types = [registry[kind].workflow_type] if kind else [k.workflow_type for k in registry.values()]
+    chosen = [registry[kind]] if kind else list(registry.values())
+    types = [t for k in chosen for t in (k.workflow_type, *k.other_workflow_types)]
     query = "WorkflowType IN (" + ", ".join(f"'{t}'" for t in types) + ")"
     if status:
         if not status.isalpha():

@@ -15,6 +15,7 @@ from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
 from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.killswitch import read_state, refuse_if_on
 from shopfloor.kinds.agents.agents import Agent
 from shopfloor.kinds.agents.agents.anthropic_agent import AnthropicAgent
 from shopfloor.kinds.agents.agents.gateway import GatewayAgent
@@ -40,6 +41,7 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
 
 class AgentActivities:
     def __init__(self, settings: Settings, artifacts: ArtifactStore) -> None:
+        self.settings = settings
         self.artifacts = artifacts
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
         self.mock = MockAgent()
@@ -66,6 +68,8 @@ class AgentActivities:
         agent = self.agents.get(request.agent_type)
         if agent is None:
             raise invalid_input(f"unknown agentType {request.agent_type!r}: {sorted(self.agents)}")
+        # Checked where every turn starts (a paused schedule can still be triggered by hand).
+        refuse_if_on(await read_state(activity.client(), self.settings.task_queue_prefix))
         if request.partial_uri:
             request = request.model_copy(update={"partial": self._read_text(request.partial_uri)})
         # A long LLM call heartbeats so that a dead worker is noticed in seconds, not after

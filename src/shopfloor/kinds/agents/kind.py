@@ -41,6 +41,7 @@ KIND = JobKind(
     "step, the Engine folds replies into state. Pause, resume, cancel, steer while it runs.",
     task_queue=TASK_QUEUE,
     workflow_type="agentCoordinatorWorkflow",
+    other_workflow_types=["helloWorkflow", "multiStepWorkflow"],  # seed 002's names
     workflows=[
         f"{_WORKFLOWS}:AgentCoordinatorWorkflow",
         f"{_WORKFLOWS}:HelloWorkflow",
