@@ -1,11 +1,15 @@
 """`make demo`: start the embedded stack (or use a running one), run example jobs, show results.
 
-Runs a script job, a warm build123d job, a job that hits its time limit, and — when the
-simulation kind is installed — the reference simulation, then prints results and links.
+Runs a script job, a warm build123d job, a job that hits its time limit, the reference
+simulation, an agent run (mock agent), the seed's poetry-research flow through a small local
+gateway (its two-hour wait shortened to seconds), and a pipeline of three services that comes
+up healthy and is stopped again; then prints results and links.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +41,15 @@ def example_jobs() -> list[tuple[str, str, dict]]:
             {"source": "import time\nprint('sleeping…')\ntime.sleep(60)", "timeout_s": 2},
         ),
     ]
+    jobs.append(
+        (
+            "agent",
+            "agent run (mock agent)",
+            json.loads((HERE / "agents" / "hello.json").read_text()),
+        )
+    )
+    if os.environ.get("SHOPFLOOR_GATEWAY_URL"):
+        jobs.append(("poetry-research", "poetry research (wait: 5 s)", {"wait": "5s"}))
     if "simulation" in kinds():
         sim = kinds()["simulation"]
         jobs.append(
@@ -55,6 +68,13 @@ def main() -> int:
     if controller_running(settings.public_controller_url):
         console.print(f"using the stack already running at {settings.public_controller_url}")
     else:
+        if not os.environ.get("SHOPFLOOR_GATEWAY_URL"):
+            # A local gateway for the poetry-research flow; the stack's workers inherit it.
+            sys.path.insert(0, str(HERE / "phased"))
+            from gateway import Gateway
+
+            server = Gateway().serve(0)
+            os.environ["SHOPFLOOR_GATEWAY_URL"] = f"http://127.0.0.1:{server.server_address[1]}"
         stack = Stack(settings, say=console.print)
         stack.start()
     try:
@@ -67,6 +87,11 @@ def main() -> int:
         for title, job_id in submitted:
             console.rule(title)
             show_result(client.result(job_id, wait_s=240))
+        if "pipeline" in kinds():
+            sys.path.insert(0, str(HERE / "pipelines"))
+            from demo_pipeline import run_demo_pipeline
+
+            run_demo_pipeline(settings)
         console.rule("links")
         urls = stack.urls() if stack else {"controller": settings.public_controller_url}
         for name, url in urls.items():

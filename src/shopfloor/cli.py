@@ -32,9 +32,12 @@ KindName = Enum(  # type: ignore[misc]
 
 
 def fail(message: str, code: int = 1) -> None:
+    from rich.markup import escape
+
     from shopfloor.display import err_console
 
-    err_console.print(f"[red]error:[/red] {message}")
+    # User text is never markup: "[/tmp/x]" in a message must print as it is.
+    err_console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
 
 

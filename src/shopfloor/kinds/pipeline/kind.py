@@ -27,6 +27,7 @@ KIND = JobKind(
     summary="Start services in dependency order, health-gated; supervise; stop in reverse.",
     task_queue="pipeline-task-queue",
     workflow_type="PipelineWorkflow",
+    other_workflow_types=["LogsPipelineWorkflow"],  # seed 004's name
     workflows=[
         "shopfloor.kinds.pipeline.workflows:PipelineWorkflow",
         "shopfloor.kinds.pipeline.workflows:LogsPipelineWorkflow",
