@@ -56,8 +56,9 @@ def limit_address_space(extra_mb: int) -> None:
 # would: as `__main__`, with its directory first on sys.path.
 _COLD_PYTHON = """\
 import sys, os, resource
-n = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-n += int(sys.argv[1]) * 1048576
+fd = os.open("/proc/self/statm", os.O_RDONLY)
+n = int(os.read(fd, 64).split()[0]) * os.sysconf("SC_PAGE_SIZE") + int(sys.argv[1]) * 1048576
+os.close(fd)
 resource.setrlimit(resource.RLIMIT_AS, (n, n))
 del sys.argv[:2]
 sys.argv[0] = os.path.abspath(sys.argv[0])
@@ -67,7 +68,7 @@ m.__file__ = sys.argv[0]
 sys.modules["__main__"] = m
 with open(sys.argv[0], "rb") as f:
     c = compile(f.read(), sys.argv[0], "exec")
-del n, f, m
+del fd, n, f, m
 exec(c, sys.modules["__main__"].__dict__)
 """
 
