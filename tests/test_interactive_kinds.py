@@ -92,11 +92,12 @@ def test_signal_query_update_over_http(steer_stack: Stack) -> None:
     assert r.status_code == 422, r.text
 
     # Names the kind does not declare: 404 with the names it has.
-    r = http.post(f"/jobs/{job_id}/signals/pause", json={})
+    r = http.post(f"/jobs/{job_id}/signals/pause")
     assert r.status_code == 404 and "['finish', 'nudge']" in r.json()["detail"], r.text
-    r = http.get(f"/jobs/{job_id}/queries/state")
+    r = http.get(f"/jobs/{job_id}/queries/no_such_query")
     assert r.status_code == 404 and "['messages', 'progress']" in r.json()["detail"], r.text
-    r = http.post(f"/jobs/{job_id}/updates/add_instruction", json={})
+    # A name another kind declares (the agent kind's update): still not this job's.
+    r = http.post(f"/jobs/{job_id}/updates/add_instruction", json={"text": "be brief"})
     assert r.status_code == 404 and "['set_label']" in r.json()["detail"], r.text
     assert http.post("/jobs/no-such-job/signals/nudge", json={"message": "x"}).status_code == 404
 

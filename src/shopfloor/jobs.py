@@ -11,14 +11,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from shopfloor.inputs import describe_errors
 from shopfloor.progress import WorkflowProgress
 from shopfloor.registry import PROGRESS_QUERY
 
 R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 
 # A worker that dies is noticed after this long without a heartbeat; its activity is then
 # retried on another worker. Activities heartbeat every PROGRESS_EVERY_S.
@@ -57,6 +60,18 @@ def ensure_cancel_was_requested() -> None:
     details = activity.cancellation_details()
     if details is None or not details.cancel_requested:
         raise asyncio.CancelledError("worker shutting down: the job will run again elsewhere")
+
+
+def job_input(model: type[M], raw: Any) -> M:
+    """Every workflow decodes its own input (its `run` takes `Any`): input of the wrong shape
+    from any client — a bare string, an unknown field, a missing one — then fails the job at
+    once, naming the field, instead of failing its first workflow task for ever."""
+    if isinstance(raw, model):
+        return raw
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise invalid_input(f"invalid {model.__name__}: {describe_errors(err)}") from None
 
 
 def invalid_input(message: str) -> ApplicationError:

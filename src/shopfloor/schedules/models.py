@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shopfloor.durations import Duration
+from shopfloor.inputs import StrictInput
 
 SCHEDULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/?#LW-]+$")
@@ -18,8 +19,8 @@ Overlap = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
+_Strict = StrictInput
 
 
 class ScheduledJob(_Strict):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from shopfloor.jobs import ReportsProgress
+    from shopfloor.jobs import ReportsProgress, job_input
     from tests.kinds.steerable.models import (
         LabelChanged,
         Messages,
@@ -26,7 +27,8 @@ class SteerableWorkflow(ReportsProgress):
         self._finish = False
 
     @workflow.run
-    async def run(self, job: SteerInput) -> SteerResult:
+    async def run(self, raw: Any) -> SteerResult:
+        job = job_input(SteerInput, raw)
         naps = 0
         for nap in range(1, job.naps + 1):
             naps = nap

@@ -30,6 +30,7 @@ class _Camel(BaseModel):
         validate_by_alias=True,
         serialize_by_alias=True,
         extra="forbid",
+        allow_inf_nan=False,
     )
 
 

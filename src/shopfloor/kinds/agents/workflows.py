@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from shopfloor.jobs import HEARTBEAT_TIMEOUT, INVALID_INPUT, ReportsProgress, invalid_input
+    from shopfloor.jobs import (
+        HEARTBEAT_TIMEOUT,
+        INVALID_INPUT,
+        ReportsProgress,
+        invalid_input,
+        job_input,
+    )
     from shopfloor.kinds.agents import engine
     from shopfloor.kinds.agents.models import (
         AddInstruction,
@@ -375,8 +382,8 @@ class AgentCoordinatorWorkflow(CoordinatorWorkflow):
     """Any spec, named by `specType` (default `hello`)."""
 
     @workflow.run
-    async def run(self, config: CoordinatorConfig) -> CoordinatorResult:
-        return await self.coordinate(config)
+    async def run(self, raw: Any) -> CoordinatorResult:
+        return await self.coordinate(job_input(CoordinatorConfig, raw))
 
 
 @workflow.defn(name="helloWorkflow")
@@ -384,8 +391,8 @@ class HelloWorkflow(CoordinatorWorkflow):
     """Seed 002's `helloWorkflow`: HelloSpec unless the config names another."""
 
     @workflow.run
-    async def run(self, config: CoordinatorConfig) -> CoordinatorResult:
-        return await self.coordinate(config)
+    async def run(self, raw: Any) -> CoordinatorResult:
+        return await self.coordinate(job_input(CoordinatorConfig, raw))
 
 
 @workflow.defn(name="multiStepWorkflow")
@@ -395,5 +402,5 @@ class MultiStepWorkflow(CoordinatorWorkflow):
     default_spec = "multi-step"
 
     @workflow.run
-    async def run(self, config: CoordinatorConfig) -> CoordinatorResult:
-        return await self.coordinate(config)
+    async def run(self, raw: Any) -> CoordinatorResult:
+        return await self.coordinate(job_input(CoordinatorConfig, raw))

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shopfloor.durations import Duration
+from shopfloor.inputs import StrictInput
 from shopfloor.kinds.phased.references import check_references
 
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -20,9 +21,8 @@ STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 GATEWAY_JOB_ID = r"^[A-Za-z0-9_.:-]{1,200}$"
 
 
-class _Strict(BaseModel):
-    # A typo in a definition ("duraton") must be an error, not a silently ignored field.
-    model_config = ConfigDict(extra="forbid")
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
+_Strict = StrictInput
 
 
 class StepRetry(_Strict):

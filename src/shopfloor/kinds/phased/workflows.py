@@ -12,7 +12,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from shopfloor.jobs import HEARTBEAT_TIMEOUT, INVALID_INPUT, ReportsProgress
+    from shopfloor.jobs import HEARTBEAT_TIMEOUT, INVALID_INPUT, ReportsProgress, job_input
     from shopfloor.kinds.phased.models import (
         AgentTurnRequest,
         AgentTurnResult,
@@ -188,5 +188,5 @@ def _now() -> str:
 @workflow.defn(name="PhasedWorkflow")
 class PhasedWorkflow(PhasedRunner):
     @workflow.run
-    async def run(self, job: PhasedInput) -> PhasedResult:
-        return await self.run_definition(job.definition)
+    async def run(self, raw: Any) -> PhasedResult:
+        return await self.run_definition(job_input(PhasedInput, raw).definition)

@@ -9,15 +9,16 @@ import shlex
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from shopfloor.inputs import StrictInput
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PIPELINE_WORKFLOWS = ("PipelineWorkflow", "LogsPipelineWorkflow")
 
 
-class _Strict(BaseModel):
-    # A misspelt key in a definition is an error that names it, not a silently ignored line.
-    model_config = ConfigDict(extra="forbid")
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
+_Strict = StrictInput
 
 
 # -- the definition (YAML) -------------------------------------------------------------------

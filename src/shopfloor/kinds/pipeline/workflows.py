@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from shopfloor.jobs import HEARTBEAT_TIMEOUT, JOB_RETRY_POLICY, ReportsProgress
+    from shopfloor.jobs import HEARTBEAT_TIMEOUT, JOB_RETRY_POLICY, ReportsProgress, job_input
     from shopfloor.kinds.pipeline.models import (
         Phase,
         PipelineDefinition,
@@ -69,8 +70,8 @@ class PipelineWorkflow(ReportsProgress):
         self._stopped: list[StoppedService] = []
 
     @workflow.run
-    async def run(self, job: PipelineInput) -> PipelineResult:
-        return await self.run_pipeline(job)
+    async def run(self, raw: Any) -> PipelineResult:
+        return await self.run_pipeline(job_input(PipelineInput, raw))
 
     # -- steering -------------------------------------------------------------------------------
 
@@ -382,14 +383,14 @@ class LogsPipelineWorkflow(PipelineWorkflow):
     pipeline routes and continue-as-new send."""
 
     @workflow.run
-    async def run(self, job: PipelineInput | str | None = None) -> PipelineResult:  # type: ignore[override]
-        if not isinstance(job, PipelineInput):
+    async def run(self, raw: Any = None) -> PipelineResult:  # type: ignore[override]
+        if raw is None or isinstance(raw, str):
             definition: PipelineDefinition = await workflow.execute_activity(
                 "pipeline_definition",
-                job or "logs",
+                raw or "logs",
                 result_type=PipelineDefinition,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=JOB_RETRY_POLICY,
             )
-            job = PipelineInput(definition=definition)
-        return await self.run_pipeline(job)
+            return await self.run_pipeline(PipelineInput(definition=definition))
+        return await self.run_pipeline(job_input(PipelineInput, raw))

@@ -6,10 +6,12 @@ retried 30 s → 5 min, 3 attempts. It is a phased definition run by the phased 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from shopfloor.jobs import job_input
     from shopfloor.kinds.phased.models import (
         PhasedDefinition,
         PhasedResult,
@@ -47,7 +49,7 @@ def poetry_research_definition(wait: timedelta) -> PhasedDefinition:
 @workflow.defn(name="PoetryResearchWorkflow")
 class PoetryResearchWorkflow(PhasedRunner):
     @workflow.run
-    async def run(self, params: PoetryResearchInput | None = None) -> PhasedResult:
+    async def run(self, raw: Any = None) -> PhasedResult:
         # The seed starts it with no input at all (`temporal workflow start --type …`).
-        params = params or PoetryResearchInput()
+        params = job_input(PoetryResearchInput, raw if raw is not None else {})
         return await self.run_definition(poetry_research_definition(params.wait))

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shopfloor.artifacts import safe_relpath
+from shopfloor.inputs import StrictInput
 
 MAX_INLINE_SOURCE = 1024 * 1024  # bigger scripts travel as artifact URIs
 MAX_INLINE_FILES = 1024 * 1024
@@ -19,7 +20,7 @@ _SECRET_LIKE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)",
 KilledReason = Literal["timeout", "memory", "cpu", "processes", "file_size", "cancelled"]
 
 
-class InputFile(BaseModel):
+class InputFile(StrictInput):
     """A file placed next to the script before it runs (text or base64 bytes)."""
 
     path: str
@@ -32,7 +33,7 @@ class InputFile(BaseModel):
         return safe_relpath(path, inside="the job dir")
 
 
-class ScriptInput(BaseModel):
+class ScriptInput(StrictInput):
     source: str | None = Field(None, max_length=MAX_INLINE_SOURCE, description="Python source")
     source_uri: str | None = Field(None, description="artifact:// URI of the script instead")
     files: list[InputFile] = Field(default_factory=list)

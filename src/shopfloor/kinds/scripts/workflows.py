@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from shopfloor.jobs import run_job_activity
+    from shopfloor.jobs import job_input, run_job_activity
     from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 
 # Time for set-up and artifact upload on top of the script's own wall timeout.
@@ -17,7 +18,8 @@ OVERHEAD = timedelta(seconds=60)
 @workflow.defn(name="ScriptExecutionWorkflow")
 class ScriptExecutionWorkflow:
     @workflow.run
-    async def run(self, job: ScriptInput) -> ScriptResult:
+    async def run(self, raw: Any) -> ScriptResult:
+        job = job_input(ScriptInput, raw)
         return await run_job_activity(
             "run_script",
             job,

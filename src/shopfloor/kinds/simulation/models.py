@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shopfloor.artifacts import safe_relpath
+from shopfloor.inputs import StrictInput
 
 MAX_INLINE_SOURCE = 1024 * 1024
 MAX_PART_BASE64 = 16 * 1024 * 1024  # ~12 MiB of STL, ~240k triangles; bigger scenes use URIs
@@ -38,9 +39,8 @@ def _check_label(label: str) -> str:
     return label
 
 
-class _Strict(BaseModel):
-    # Unknown fields are almost always typos ("duration" for "duration_s"): reject them.
-    model_config = ConfigDict(extra="forbid")
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
+_Strict = StrictInput
 
 
 class CameraOptions(_Strict):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from shopfloor.jobs import run_job_activity
+    from shopfloor.jobs import job_input, run_job_activity
     from shopfloor.kinds.simulation.models import SimulationRequest, SimulationResult
 
 START_TO_CLOSE = timedelta(minutes=5)
@@ -16,7 +17,8 @@ START_TO_CLOSE = timedelta(minutes=5)
 @workflow.defn(name="SimulationWorkflow")
 class SimulationWorkflow:
     @workflow.run
-    async def run(self, request: SimulationRequest) -> SimulationResult:
+    async def run(self, raw: Any) -> SimulationResult:
+        request = job_input(SimulationRequest, raw)
         return await run_job_activity(
             "run_simulation",
             request,
