@@ -86,11 +86,16 @@ async def run_job_activity(
     result_type: type[R],
     start_to_close: timedelta,
     heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
+    cancelled: Callable[[R], bool] | None = None,
 ) -> R:
     """Runs a job's main activity, named as its workers register it (so workflows never import
-    activity code). On cancel the activity's own cleanup result is awaited, so a cancelled job
-    still ends with a result that says why it stopped."""
-    return await workflow.execute_activity(
+    activity code).
+
+    On a cancel request the activity kills the job's processes, stores what it produced and
+    returns a result saying so; the workflow waits for that result (it lands in history, where
+    `GET /jobs/<id>/result` finds it), then ends CANCELED — the status every client (the
+    `temporal` CLI, the UI, other SDKs) shows for a cancelled job."""
+    result = await workflow.execute_activity(
         activity_name,
         arg,
         result_type=result_type,
@@ -99,6 +104,9 @@ async def run_job_activity(
         retry_policy=JOB_RETRY_POLICY,
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     )
+    if cancelled is not None and cancelled(result):
+        raise asyncio.CancelledError("cancelled on request")
+    return result
 
 
 class ReportsProgress:

@@ -99,3 +99,17 @@ def _pending_state(state: int) -> str:
     from temporalio.api.enums.v1 import PendingActivityState
 
     return PendingActivityState.Name(state).removeprefix("PENDING_ACTIVITY_STATE_")
+
+
+async def last_activity_result(client: Client, job_id: str) -> Any:
+    """The result of the job's last completed activity, from its history: for a job that
+    ended CANCELED, what its activity stored and reported while being cancelled."""
+    from temporalio.api.enums.v1 import EventType
+
+    history = await client.get_workflow_handle(job_id).fetch_history()
+    for event in reversed(history.events):
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            payloads = event.activity_task_completed_event_attributes.result.payloads
+            if payloads:
+                return (await client.data_converter.decode(payloads))[0]
+    return None

@@ -114,8 +114,11 @@ def test_cancel_running_job(stack: Stack) -> None:
     r = stack.http.post(f"/jobs/{job_id}/cancel")
     assert r.status_code == 202
     res = stack.result(job_id, wait_s=30)
+    # CANCELED for every client (the temporal CLI and UI too), with what it produced.
+    assert res["status"] == "CANCELED" and res["error"] == "cancelled"
     assert res["result"]["killed_reason"] == "cancelled"
     assert res["result"]["stdout_tail"] == "working\n"
+    assert stack.http.get(f"/jobs/{job_id}").json()["status"] == "CANCELED"
     assert stack.http.post(f"/jobs/{job_id}/cancel").status_code == 409
 
 

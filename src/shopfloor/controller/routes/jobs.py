@@ -14,7 +14,13 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep
 from shopfloor.controller.links import links_in
-from shopfloor.jobstate import JobStatus, describe_job, is_terminal, status_name
+from shopfloor.jobstate import (
+    JobStatus,
+    describe_job,
+    is_terminal,
+    last_activity_result,
+    status_name,
+)
 from shopfloor.registry import kind_for_workflow_type, kinds
 
 MAX_RESULT_WAIT_S = 300
@@ -101,8 +107,15 @@ async def job_result(
         return JobResult(job_id=job_id, kind=status.kind, status="RUNNING")
     except WorkflowFailureError as err:
         final = await describe_job(client, job_id, with_progress=False)
+        # A cancelled job still lists what it produced before it stopped.
+        partial = await last_activity_result(client, job_id) if final.status == "CANCELED" else None
         return JobResult(
-            job_id=job_id, kind=status.kind, status=final.status, error=_failure_text(err)
+            job_id=job_id,
+            kind=status.kind,
+            status=final.status,
+            error=_failure_text(err),
+            result=partial,
+            links=links_in(partial, settings.public_controller_url),
         )
     payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     return JobResult(

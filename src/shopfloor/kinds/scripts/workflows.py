@@ -25,4 +25,5 @@ class ScriptExecutionWorkflow:
             job,
             result_type=ScriptResult,
             start_to_close=timedelta(seconds=job.timeout_s) + OVERHEAD,
+            cancelled=lambda result: result.killed_reason == "cancelled",
         )

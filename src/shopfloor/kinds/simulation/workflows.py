@@ -24,4 +24,5 @@ class SimulationWorkflow:
             request,
             result_type=SimulationResult,
             start_to_close=START_TO_CLOSE,
+            cancelled=lambda result: result.reason == "cancelled",
         )
