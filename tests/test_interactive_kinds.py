@@ -127,14 +127,14 @@ def test_signal_query_update_from_the_cli(steer_stack: Stack) -> None:
     assert json.loads(updated.stdout) == {"previous": "unlabelled", "current": "cli"}
 
     unknown = cli(steer_stack, "signal", job_id, "pause")
-    assert unknown.returncode == 1 and "404" in unknown.stderr and "nudge" in unknown.stderr
+    assert unknown.returncode == 2 and "404" in unknown.stderr and "nudge" in unknown.stderr
     bad_json = cli(steer_stack, "update", job_id, "set_label", "--json", "{label")
     assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
 
     assert cli(steer_stack, "signal", job_id, "finish").returncode == 0
     steer_stack.result(job_id, wait_s=60)
     late = cli(steer_stack, "query", job_id, "messages")
-    assert late.returncode == 1 and "409" in late.stderr
+    assert late.returncode == 2 and "409" in late.stderr
     # The help text lists what the registry's kinds declare.
     assert "set_label (steerable)" in cli(steer_stack, "update", "--help").stdout
 

@@ -18,8 +18,17 @@ from shopfloor.client import ControllerError, ShopfloorClient
 from shopfloor.registry import kind_named, kinds, load
 from shopfloor.settings import get_settings
 
+# Exit codes, the same for every command (README: "Exit codes").
+EXIT_PASSED = 0  # the job passed (or the command did what it was asked)
+EXIT_FAILED = 1  # the job failed, was cancelled, or the command could not do it
+EXIT_USAGE = 2  # the call was wrong: bad options or input, unknown job, wrong state
+EXIT_UNREACHABLE = 3  # the controller or Temporal could not be reached: try again later
+EXIT_RUNNING = 4  # `result` without --wait: the job has not ended yet
+
 app = typer.Typer(
     help="Durable jobs for agent systems, on Temporal.",
+    epilog="Exit codes: 0 job passed, 1 job failed, 2 usage error, 3 controller or Temporal "
+    "unreachable, 4 still running.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -39,6 +48,27 @@ def fail(message: str, code: int = 1) -> None:
     # User text is never markup: "[/tmp/x]" in a message must print as it is.
     err_console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
+
+
+def fail_request(err: ControllerError) -> None:
+    """A refused or failed call to the controller, with the exit code that says which."""
+    if err.unreachable:
+        fail(str(err), EXIT_UNREACHABLE)
+    fail(str(err), EXIT_USAGE if err.refused else EXIT_FAILED)
+
+
+def job_passed(result: dict[str, Any]) -> bool:
+    """Did the job pass? COMPLETED, and — for kinds whose results can say "failed" while the
+    workflow completed (a script exiting 1, a simulation's FAIL verdict) — its own verdict."""
+    if result.get("status") != "COMPLETED":
+        return False
+    kind = kinds().get(result.get("kind") or "")
+    body = result.get("result")
+    return kind.passed(body) if kind and kind.passed and isinstance(body, dict) else True
+
+
+def exit_for(result: dict[str, Any]) -> None:
+    raise typer.Exit(EXIT_PASSED if job_passed(result) else EXIT_FAILED)
 
 
 def make_client() -> ShopfloorClient:
@@ -170,11 +200,12 @@ def submit(
             return
         result = wait_with_progress(client, submitted["job_id"])
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
     if as_json:
         print(json.dumps(result))
     else:
-        show_result(result)
+        show_result(result, passed=job_passed(result))
+    exit_for(result)
 
 
 @app.command()
@@ -185,8 +216,11 @@ def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
     try:
         state = make_client().status(job_id)
     except ControllerError as err:
-        fail(str(err))
-    console.print(json.dumps(state, indent=2) if as_json else progress_text(state))
+        fail_request(err)
+    if as_json:
+        print(json.dumps(state, indent=2))  # plain print: valid JSON, piped or not
+    else:
+        console.print(progress_text(state))
 
 
 @app.command()
@@ -195,21 +229,22 @@ def result(
     wait: Annotated[float, typer.Option(help="seconds to wait for the end")] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """A job's result (exit code 3 while it is still running)."""
+    """A job's result. Exit code 0 passed, 1 failed, 4 still running."""
     from shopfloor.display import show_result
 
     try:
         res = make_client().result(job_id, wait_s=wait)
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
     if as_json:
         print(json.dumps(res))
     elif res["status"] == "RUNNING":
         print(f"{job_id} is still running")
     else:
-        show_result(res)
+        show_result(res, passed=job_passed(res))
     if res["status"] == "RUNNING":
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_RUNNING)
+    exit_for(res)
 
 
 @app.command()
@@ -218,7 +253,7 @@ def cancel(job_id: str) -> None:
     try:
         print(make_client().cancel(job_id)["status"])
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
 
 
 # -- steering and watching running jobs --------------------------------------------------------
@@ -239,7 +274,7 @@ def _json_body(text: str | None) -> Any:
     try:
         return json.loads(text)
     except ValueError as err:
-        fail(f"--json is not valid JSON: {err}", 2)
+        fail(f"--json is not valid JSON: {err}", EXIT_USAGE)
 
 
 def _print_json(value: Any) -> None:
@@ -254,7 +289,7 @@ def signal(job_id: str, name: str, body: JsonBody = None) -> None:
     try:
         _print_json(make_client().signal(job_id, name, _json_body(body)))
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
 
 
 @app.command(help=f"Ask a running job a query. Queries: {_declared('queries')}.")
@@ -262,7 +297,7 @@ def query(job_id: str, name: str) -> None:
     try:
         _print_json(make_client().query(job_id, name))
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
 
 
 @app.command(
@@ -272,7 +307,7 @@ def update(job_id: str, name: str, body: JsonBody = None) -> None:
     try:
         _print_json(make_client().update(job_id, name, _json_body(body)))
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
 
 
 @app.command("list")
@@ -289,7 +324,7 @@ def list_jobs(
         name = kind_named(kind.value).name if kind else None  # type: ignore[union-attr]
         jobs = make_client().list(kind=name, status=status, limit=limit)
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
     if as_json:
         print(json.dumps(jobs))
     else:

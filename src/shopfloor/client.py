@@ -10,7 +10,23 @@ from shopfloor.settings import Settings
 
 
 class ControllerError(RuntimeError):
-    """Anything the controller refused or could not do, as a one-line message for humans."""
+    """Anything the controller refused or could not do, as a one-line message for humans.
+
+    `status` is the HTTP status (None: no answer at all); `unreachable` says the controller
+    or Temporal behind it could not be reached — worth retrying later, not fixing the call."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status is None or self.status in (502, 503, 504)
+
+    @property
+    def refused(self) -> bool:
+        """The request itself was wrong (bad input, unknown job, wrong state)."""
+        return self.status is not None and 400 <= self.status < 500
 
 
 class ShopfloorClient:
@@ -41,7 +57,7 @@ class ShopfloorClient:
                     f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
                     for d in detail
                 )
-            raise ControllerError(f"{response.status_code}: {detail}")
+            raise ControllerError(f"{response.status_code}: {detail}", status=response.status_code)
         return response
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -110,6 +110,9 @@ class JobKind:
     warm_imports: Sequence[str] = field(default_factory=tuple)
     # Other names the CLI accepts (`shopfloor submit simulate …`).
     aliases: Sequence[str] = ()
+    # Whether a COMPLETED job's result (as JSON) counts as passed: a script that exited 1, a
+    # simulation with a FAIL verdict completed as workflows but did not pass (CLI exit code 1).
+    passed: Callable[[dict[str, Any]], bool] | None = None
     # Commands and routes of the kind's own, beyond submit/status/signal/…, by "module:attr":
     # a typer.Typer added as `shopfloor <cli_name> …`, and a FastAPI APIRouter the controller
     # includes. Keep those modules light: every CLI call imports the CLI one.

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     controller_port: int = 8000
     # Base URL clients use to reach the controller (for links in results and the CLI).
     controller_url: str | None = None
+    # Largest request body the controller takes (uploads have their own limit).
+    max_request_mb: int = Field(32, ge=1, le=4096)
     # When set, every controller route except /healthz needs `Authorization: Bearer <token>`.
     api_token: SecretStr | None = None
 

@@ -209,7 +209,7 @@ def test_schedules_apply_trigger_pause_backfill(turn_stack: Stack, tmp_path: Pat
     assert cli(turn_stack, "schedule", "delete", sid).returncode == 0
     assert turn_stack.http.get(f"/schedules/{sid}").status_code == 404
     missing = cli(turn_stack, "schedule", "trigger", sid)
-    assert missing.returncode == 1 and "no schedule" in missing.stderr
+    assert missing.returncode == 2 and "no schedule" in missing.stderr
 
 
 def test_bad_schedule_files_are_refused_with_the_field(turn_stack: Stack) -> None:

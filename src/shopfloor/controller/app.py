@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from shopfloor.artifacts import ArtifactStore
 from shopfloor.controller.deps import TemporalConnection
 from shopfloor.controller.errors import install_error_handlers
+from shopfloor.controller.guard import RequestGuard
 from shopfloor.controller.routes import artifacts, jobs, kinds, meta
 from shopfloor.controller.routes.interact import interaction_router
 from shopfloor.controller.routes.submit import submit_router
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.temporal = TemporalConnection(settings)
     app.state.artifacts = ArtifactStore(settings.artifact_root)
     install_error_handlers(app, settings.target_address)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_mb * 2**20)
 
     app.include_router(meta.router)
     app.include_router(kinds.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -25,6 +26,23 @@ def install_error_handlers(app: FastAPI, temporal_address: str) -> None:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        # Field and reason only: never echo the input back (it may be megabytes).
+        errors = [
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", ""))[:500],
+                "type": e.get("type"),
+            }
+            for e in err.errors()[:20]
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(UnicodeError)
+    async def _unicode(_: Request, err: UnicodeError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": f"invalid text: {err}"[:300]})
+
     @app.exception_handler(TemporalUnavailable)
     async def _unavailable(_: Request, err: TemporalUnavailable) -> JSONResponse:
         return unavailable(str(err))
@@ -37,6 +55,15 @@ def install_error_handlers(app: FastAPI, temporal_address: str) -> None:
     async def _rpc(_: Request, err: RPCError) -> JSONResponse:
         if err.status == RPCStatusCode.NOT_FOUND:
             return JSONResponse(status_code=404, content={"detail": f"not found: {err.message}"})
+        if _too_large(err):
+            return JSONResponse(
+                status_code=413,
+                content={
+                    "detail": "job input too large for Temporal (a payload is limited to about "
+                    "2 MB): upload large files with PUT /uploads/<name> and pass the "
+                    "artifact:// URI instead"
+                },
+            )
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             return JSONResponse(status_code=400, content={"detail": err.message})
         if err.status in (
@@ -59,3 +86,11 @@ def install_error_handlers(app: FastAPI, temporal_address: str) -> None:
         return JSONResponse(
             status_code=500, content={"detail": f"internal error ({type(err).__name__})"}
         )
+
+
+def _too_large(err: RPCError) -> bool:
+    message = err.message.lower()
+    return err.status in (
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    ) and any(word in message for word in ("too large", "exceeds", "message larger", "size limit"))

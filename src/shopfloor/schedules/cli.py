@@ -16,13 +16,13 @@ kill_switch_app = typer.Typer(help="Stop every agent turn and schedule, on every
 
 
 def _call(method: str, path: str, **kwargs: Any) -> Any:
-    from shopfloor.cli import fail, make_client
+    from shopfloor.cli import fail_request, make_client
     from shopfloor.client import ControllerError
 
     try:
         return make_client().call(method, path, **kwargs)
     except ControllerError as err:
-        fail(str(err))
+        fail_request(err)
 
 
 def _print(value: Any, as_json: bool) -> None:

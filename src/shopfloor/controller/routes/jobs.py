@@ -24,6 +24,17 @@ from shopfloor.jobstate import (
 from shopfloor.registry import kind_for_workflow_type, kinds
 
 MAX_RESULT_WAIT_S = 300
+# The statuses `list` filters on, as Temporal's visibility query spells them.
+STATUSES = {
+    "RUNNING": "Running",
+    "COMPLETED": "Completed",
+    "FAILED": "Failed",
+    "CANCELED": "Canceled",
+    "CANCELLED": "Canceled",
+    "TERMINATED": "Terminated",
+    "TIMED_OUT": "TimedOut",
+    "CONTINUED_AS_NEW": "ContinuedAsNew",
+}
 
 router = APIRouter(tags=["jobs"], dependencies=AUTH)
 
@@ -60,9 +71,12 @@ async def list_jobs(
     types = [t for k in chosen for t in (k.workflow_type, *k.other_workflow_types)]
     query = "WorkflowType IN (" + ", ".join(f"'{t}'" for t in types) + ")"
     if status:
-        if not status.isalpha():
-            raise HTTPException(400, "status must be a word such as Running or Completed")
-        query += f" AND ExecutionStatus = '{status.capitalize()}'"
+        wanted = status.strip().upper().replace("-", "_")
+        if wanted not in STATUSES:
+            raise HTTPException(
+                400, f"unknown status {status[:40]!r}; one of: {', '.join(sorted(STATUSES))}"
+            )
+        query += f" AND ExecutionStatus = '{STATUSES[wanted]}'"
     jobs = []
     async for wf in client.list_workflows(query, limit=limit, rpc_timeout=RPC_TIMEOUT):
         k = kind_for_workflow_type(wf.workflow_type)

@@ -49,6 +49,7 @@ KIND = JobKind(
     ],
     worker="shopfloor.kinds.agents.activities:worker",
     input_model=CoordinatorConfig,
+    passed=lambda result: result.get("status") == "COMPLETED",
     result_model=CoordinatorResult,
     signals=[
         Signal(name="pause", description="no new agent call starts until `resume`"),

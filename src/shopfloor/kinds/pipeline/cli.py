@@ -45,14 +45,16 @@ class PipelineClient(ShopfloorClient):
         return self._call("GET", "/pipelines").json()
 
 
-def _fail(message: str, code: int = 1) -> None:
-    from rich.markup import escape
+def _fail(message: str, code: int) -> None:
+    from shopfloor.cli import fail
 
-    from shopfloor.display import err_console
+    fail(message, code)
 
-    # Escaped: field paths like `services[store]` would otherwise be read as rich markup.
-    err_console.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(code)
+
+def _refused(err: ControllerError) -> None:
+    from shopfloor.cli import fail_request
+
+    fail_request(err)
 
 
 def _client() -> PipelineClient:
@@ -108,7 +110,7 @@ def start(
     try:
         view = _client().start(name, definition, wait_s=wait)
     except ControllerError as err:
-        _fail(str(err))
+        _refused(err)
     _output(view, as_json, ok={"running", "starting"} if not wait else {"running"})
 
 
@@ -118,7 +120,7 @@ def stop(name: str, wait: Wait = 300, as_json: AsJson = False) -> None:
     try:
         view = _client().stop(name, wait_s=wait)
     except ControllerError as err:
-        _fail(str(err))
+        _refused(err)
     _output(view, as_json, ok={"stopped", "stopping"} if not wait else {"stopped"})
 
 
@@ -128,7 +130,7 @@ def status(name: str, as_json: AsJson = False) -> None:
     try:
         view = _client().pipeline(name)
     except ControllerError as err:
-        _fail(str(err))
+        _refused(err)
     _output(view, as_json, ok={"starting", "running", "stopping", "stopped"})
 
 
@@ -138,7 +140,7 @@ def list_pipelines(as_json: AsJson = False) -> None:
     try:
         found = _client().pipelines()
     except ControllerError as err:
-        _fail(str(err))
+        _refused(err)
     if as_json:
         print(json.dumps(found, indent=2))
         return

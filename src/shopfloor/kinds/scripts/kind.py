@@ -33,5 +33,6 @@ KIND = JobKind(
     input_model=ScriptInput,
     result_model=ScriptResult,
     input_from_file=_input_from_file,
+    passed=lambda result: result.get("exit_code") == 0 and not result.get("killed_reason"),
     check_input=_check_input,
 )

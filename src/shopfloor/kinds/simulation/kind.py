@@ -51,6 +51,7 @@ KIND = JobKind(
     input_model=SimulationRequest,
     result_model=SimulationResult,
     input_from_file=_input_from_file,
+    passed=lambda result: result.get("outcome") in ("SUCCESS", "COMPLETED"),
     warm_imports=("build123d", "mujoco"),
     aliases=("simulate",),
 )
