@@ -18,6 +18,7 @@ import imageio_ffmpeg  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from shopfloor.kinds.simulation.gl import select as select_gl_backend  # noqa: E402
+from shopfloor.kinds.simulation.kind import KIND  # noqa: E402
 from shopfloor.kinds.simulation.local import simulate_local  # noqa: E402
 from shopfloor.kinds.simulation.models import (  # noqa: E402
     GeometryPart,
@@ -264,7 +265,7 @@ def test_forbidden_zone_touched(tmp_path: Path) -> None:
         "result = Compound(children=[ramp, box, goal, pit])\n"
     )
     reason = fail(ramp_box_with(pit.format(x=330, y=0)), tmp_path)
-    assert reason.startswith("target 'box' touched forbidden zone 'zone_forbid_pit' at t=")
+    assert reason.startswith("part 'box' touched forbidden zone 'zone_forbid_pit' at t=")
     # Control: the same zone 5 mm beside the box's path (box half-width 20 + pit 100 + 5).
     beside = simulate_local(
         ramp_box_with(pit.format(x=330, y=125)), SimOptions(**FAST), out_dir=tmp_path / "beside"
@@ -311,3 +312,136 @@ def test_bad_options_dict_is_a_fail(tmp_path: Path) -> None:
     result = simulate_local(RAMP_BOX, {"fps": 0}, out_dir=tmp_path)
     assert result.outcome == "FAIL" and result.reason.startswith("invalid options:")
     assert "fps" in result.reason
+
+
+# ------------------------------------------------------------------ scenes without objectives
+
+
+def _stl_of(shape: bd.Shape, path: Path) -> Path:
+    bd.export_stl(shape, str(path))
+    return path
+
+
+def test_stl_part_without_objectives_completes_with_metrics(tmp_path: Path) -> None:
+    """The README's `shopfloor submit simulation part.stl -o duration_s=3 -o render=false`:
+    one loose part, no zones. It drops 10 mm onto the floor and the run reports what it did."""
+    stl = _stl_of(bd.Pos(0, 0, 30) * bd.Box(40, 40, 40), tmp_path / "part.stl")
+    request = KIND.input_from_file(stl, {"duration_s": 3, "render": False})
+    result = simulate_local(request.scene, request.options, out_dir=tmp_path / "out")
+
+    assert result.outcome == "COMPLETED", result.reason
+    assert result.reason.startswith("simulated 3.00 s; the scene has no objectives")
+    m = result.metrics
+    assert m["sim_time_s"] == pytest.approx(3.0) and m["stopped_early"] is False
+    assert m["target"] == "part" and m["steps"] == 1500
+    x, y, z = m["final_target_position_m"]
+    assert abs(x) < 1e-3 and abs(y) < 1e-3 and z == pytest.approx(0.02, abs=1e-3)  # on the floor
+    assert m["max_target_speed_m_s"] > 0.2  # it did fall: ~sqrt(2 g 0.01) = 0.44 m/s
+    assert m["parts"]["part"]["final_position_m"] == m["final_target_position_m"]
+    assert "mjcf" in result.artifact_urls and result.video_url is None
+
+
+def test_several_parts_without_objectives_need_no_target(tmp_path: Path) -> None:
+    scene = (
+        "from build123d import *\n"
+        "a = Pos(0, 0, 20) * Box(40, 40, 40)\na.label = 'a'\n"
+        "b = Pos(100, 0, 60) * Box(40, 40, 40)\nb.label = 'b'\n"
+        "result = Compound(children=[a, b])\n"
+    )
+    result = simulate_local(scene, SimOptions(**FAST), out_dir=tmp_path)
+    assert result.outcome == "COMPLETED", result.reason
+    assert result.metrics["target"] is None and "final_target_position_m" not in result.metrics
+    parts = result.metrics["parts"]
+    assert set(parts) == {"a", "b"}
+    assert parts["b"]["final_position_m"][2] == pytest.approx(0.02, abs=1e-3)  # b fell 20 mm
+    assert parts["b"]["max_speed_m_s"] > 0.2 and parts["a"]["max_speed_m_s"] < 0.05
+
+
+def test_no_objectives_still_fails_on_instability(tmp_path: Path) -> None:
+    scene = "from build123d import *\nresult = {'cube': Pos(0, 0, 20) * Box(40, 40, 40)}\n"
+    result = simulate_local(
+        scene, SimOptions(**FAST, initial_velocity={"cube": (0, 0, -1e11)}), out_dir=tmp_path
+    )
+    assert result.outcome == "FAIL" and result.reason.startswith("numerical instability")
+
+
+# ------------------------------------------------------------------ overlap at the start
+
+
+def test_parts_overlapping_at_the_start_are_named(tmp_path: Path) -> None:
+    scene = (
+        "from build123d import *\n"
+        "a = Pos(0, 0, 20) * Box(40, 40, 40)\na.label = 'left'\n"
+        "b = Pos(35, 0, 20) * Box(40, 40, 40)\nb.label = 'right'\n"  # 5 mm into `left`
+        "result = Compound(children=[a, b])\n"
+    )
+    result = simulate_local(scene, SimOptions(**FAST), out_dir=tmp_path)
+    assert result.outcome == "FAIL"
+    assert re.match(
+        r"parts '(left|right)' and '(left|right)' overlap at the start by 5\.0 mm", result.reason
+    ), result.reason
+    assert "'left'" in result.reason and "'right'" in result.reason
+    assert result.metrics["steps"] == 0  # judged before the first step
+
+    # The same parts touching (not overlapping) run normally.
+    apart = scene.replace("Pos(35, 0, 20)", "Pos(40, 0, 20)")
+    ok = simulate_local(apart, SimOptions(**FAST), out_dir=tmp_path / "apart")
+    assert ok.outcome == "COMPLETED", ok.reason
+
+
+def test_part_overlapping_a_fixed_part_and_the_floor(tmp_path: Path) -> None:
+    into_ramp = ramp_box_with("box.move(Pos(0, 0, -8))\n")  # 8 mm into the slope, vertically
+    reason = fail(into_ramp, tmp_path)
+    assert re.match(r"parts '(ramp|box)' and '(ramp|box)' overlap at the start by \d", reason)
+    assert "'ramp'" in reason and "'box'" in reason
+
+    centred = _stl_of(bd.Box(40, 40, 40), tmp_path / "centred.stl")  # half below z=0
+    request = KIND.input_from_file(centred, {"render": False})
+    result = simulate_local(request.scene, request.options, out_dir=tmp_path / "stl")
+    assert result.outcome == "FAIL"
+    assert result.reason.startswith("part 'centred' and the floor overlap at the start by 20.0 mm")
+
+
+# ------------------------------------------------------------------ forbidden zones: geometry
+
+
+BALL_AND_ZONE = """
+from build123d import *
+ball = Pos(-60, 0, 20) * Sphere(20)
+ball.label = "ball"
+# A zone above and beside the ball's path: its lower edge runs along x at (y, z) = ({y}, {z}).
+zone = Pos(50, {y} + 50, {z} + 50) * Box(100, 100, 100)
+zone.label = "zone_forbid_shelf"
+result = Compound(children=[ball, zone])
+"""
+
+
+def test_forbidden_zone_judged_on_the_geometry_not_the_bounding_box(tmp_path: Path) -> None:
+    """A ball (r = 20 mm) rolls under the edge of a zone. With the edge at y = z - 20 = 16 mm
+    its bounding box cuts into the zone (by 4 mm in y and z) but the ball stays ~2.6 mm clear
+    of it; with the edge at 10 mm the ball itself enters the zone."""
+    options = SimOptions(**{**FAST, "duration_s": 0.4}, initial_velocity={"ball": (1.0, 0, 0)})
+    clear = simulate_local(BALL_AND_ZONE.format(y=16, z=36), options, out_dir=tmp_path / "clear")
+    assert clear.outcome == "SUCCESS", clear.reason
+    assert clear.reason == "no part touched a forbidden zone ('zone_forbid_shelf') in 0.40 s"
+    x, y, z = clear.metrics["final_target_position_m"]
+    assert x > 0.12 and abs(y) < 0.002 and z < 0.021  # it rolled straight past the zone
+
+    into = simulate_local(BALL_AND_ZONE.format(y=10, z=30), options, out_dir=tmp_path / "into")
+    assert into.outcome == "FAIL"
+    assert into.reason.startswith("part 'ball' touched forbidden zone 'zone_forbid_shelf' at t=")
+    t = float(re.search(r"at t=([\d.]+) s", into.reason).group(1))
+    # The ball's front reaches the zone's start (x = 0) after ~40 mm of travel, not at once.
+    assert 0.02 < t < 0.2, into.reason
+
+
+def test_forbidden_zone_names_whichever_part_touches_it(tmp_path: Path) -> None:
+    scene = (
+        "from build123d import *\n"
+        "a = Pos(0, 0, 20) * Box(40, 40, 40)\na.label = 'still'\n"
+        "b = Pos(0, 200, 20) * Box(40, 40, 40)\nb.label = 'mover'\n"
+        "z = Pos(150, 200, 20) * Box(40, 40, 40)\nz.label = 'zone_forbid_pen'\n"
+        "result = Compound(children=[a, b, z])\n"
+    )
+    reason = fail(scene, tmp_path, initial_velocity={"mover": (2.0, 0.0, 0.0)})
+    assert reason.startswith("part 'mover' touched forbidden zone 'zone_forbid_pen' at t="), reason

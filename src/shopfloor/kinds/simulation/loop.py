@@ -1,4 +1,8 @@
-"""Steps a MuJoCo model and judges the target part: goal reached, or why not.
+"""Steps a MuJoCo model and judges it: goal reached, forbidden zone touched, or why not.
+
+Before the first step, parts that overlap (MuJoCo contacts deeper than overlap_tolerance_mm)
+fail the run: MuJoCo would push them apart violently. A scene without objectives (no goal and
+no forbidden zone) gets no verdict: it runs to the end and is COMPLETED unless it breaks.
 
 Stepping happens in C in chunks (`mj_step(..., nstep)`) up to the next frame or the next
 check, so Python only runs every ~5 ms of simulated time.
@@ -18,6 +22,7 @@ from shopfloor.kinds.simulation.mjcf import BuiltScene, Zone
 from shopfloor.kinds.simulation.models import SimOptions
 
 CHECK_EVERY_S = 0.005  # simulated time between verdict checks
+FLOOR_GEOM = "sf:floor"  # the floor geom mjcf.py writes
 UNSTABLE = {  # MuJoCo resets the state when these fire, so NaN checks alone miss them
     "mjWARN_BADQACC": "NaN, Inf or huge acceleration",
     "mjWARN_BADQVEL": "NaN, Inf or huge velocity",
@@ -36,6 +41,7 @@ class _RunState:
 
     e0: float  # energy at the start (J)
     e_max: float
+    max_speeds: np.ndarray  # per movable body (m/s)
     step: int = 0
     frames: int = 0
     last_frame_step: int = 0
@@ -65,21 +71,33 @@ class SimulationLoop:
         self.m, self.d, self.scene, self.o = model, data, scene, options
         self.on_frame, self.heartbeat = on_frame, heartbeat
         self.heartbeat_every_s = heartbeat_every_s
-        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, scene.target)
-        dof = model.jnt_dofadr[model.body_jntadr[body]]
-        # Views into MjData's memory: mj_step updates them in place, no lookups per check.
-        self.pos = data.xpos[body]
-        self.vel = data.qvel[dof : dof + 3]
-        geoms = range(model.body_geomadr[body], model.body_geomadr[body] + model.body_geomnum[body])
-        self.geoms = [
-            (
-                data.geom_xpos[g],
-                data.geom_xmat[g].reshape(3, 3),
-                model.geom_aabb[g][:3].copy(),
-                model.geom_aabb[g][3:].copy(),
-            )
-            for g in geoms
+
+        def body_id(label: str) -> int:
+            return int(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, label))
+
+        bodies = [body_id(label) for label in scene.movable]
+        self.body_ids = np.array(bodies, dtype=np.int64)
+        self.lin_dofs = np.array(
+            [model.jnt_dofadr[model.body_jntadr[b]] + i for b in bodies for i in range(3)],
+            dtype=np.int64,
+        )
+        self.pos = self.vel = None
+        if scene.target is not None:
+            body = body_id(scene.target)
+            dof = model.jnt_dofadr[model.body_jntadr[body]]
+            # Views into MjData's memory: mj_step updates them in place, no lookups per check.
+            self.pos = data.xpos[body]
+            self.vel = data.qvel[dof : dof + 3]
+        # The collision geoms of every moving part, each with its part's label.
+        self.moving_geoms = [
+            (label, g)
+            for label, b in zip(scene.movable, bodies, strict=True)
+            for g in range(model.body_geomadr[b], model.body_geomadr[b] + model.body_geomnum[b])
         ]
+        self.zone_geoms = {
+            z.label: int(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, z.label))
+            for z in scene.forbids
+        }
         self.warn_ids = {
             name: int(getattr(mujoco.mjtWarning, name)) for name in (*UNSTABLE, *DEGRADED)
         }
@@ -89,34 +107,66 @@ class SimulationLoop:
 
     def _inside(self, zone: Zone) -> bool:
         p = self.pos
-        return bool(np.all(zone.lo <= p) and np.all(p <= zone.hi))
+        return p is not None and bool(np.all(zone.lo <= p) and np.all(p <= zone.hi))
 
-    def _touches(self, zone: Zone) -> bool:
-        """Separating-axis test of each target geom's oriented box against the zone's box."""
-        z_c, z_h = (zone.lo + zone.hi) / 2, (zone.hi - zone.lo) / 2
-        for xpos, xmat, local_c, local_h in self.geoms:
-            c = xpos + xmat @ local_c
-            rot = np.abs(xmat)
-            if np.any(np.abs(c - z_c) > rot @ local_h + z_h):  # world axes: cheap early exit
+    def _touching(self, zone: Zone) -> str | None:
+        """The label of a moving part whose collision shape (the convex hull of each solid,
+        as MuJoCo collides it) touches the zone's box; None when none does."""
+        import mujoco
+
+        zone_geom = self.zone_geoms[zone.label]
+        for label, g in self.moving_geoms:
+            # World-axis bounds of the geom first: cheap, and most checks end here.
+            rbound = self.m.geom_rbound[g]
+            c = self.d.geom_xpos[g]
+            if np.any(c + rbound < zone.lo) or np.any(c - rbound > zone.hi):
                 continue
-            axes = [xmat[:, i] for i in range(3)]
-            axes += [np.cross(e, a) for e in np.eye(3) for a in axes[:3]]
-            d = c - z_c
-            if not any(
-                abs(d @ ax) > np.abs(xmat.T @ ax) @ local_h + np.abs(ax) @ z_h + 1e-12
-                for ax in axes
-                if ax @ ax > 1e-12
-            ):
-                return True
-        return False
+            if mujoco.mj_geomDistance(self.m, self.d, g, zone_geom, 1e-3, None) <= 0.0:
+                return label
+        return None
+
+    def _overlap_at_start(self) -> str | None:
+        """The deepest overlap between two parts (or a part and the floor) in the initial
+        state, from MuJoCo's contacts; None when all are within the tolerance."""
+        import mujoco
+
+        d, tol = self.d, self.o.overlap_tolerance_mm * 1e-3
+        deepest: tuple[float, int, int] | None = None
+        for i in range(d.ncon):
+            c = d.contact[i]
+            if -c.dist > tol and (deepest is None or -c.dist > deepest[0]):
+                deepest = (-float(c.dist), int(c.geom1), int(c.geom2))
+        if deepest is None:
+            return None
+        depth, g1, g2 = deepest
+
+        def part(g: int) -> str:
+            name = mujoco.mj_id2name(self.m, mujoco.mjtObj.mjOBJ_GEOM, g) or f"geom {g}"
+            return name.split("@", 1)[0]  # the solids of one part are named label@i
+
+        a, b = part(g1), part(g2)
+        if FLOOR_GEOM in (a, b):
+            other = b if a == FLOOR_GEOM else a
+            return (
+                f"part {other!r} and the floor overlap at the start by {depth * 1e3:.1f} mm "
+                "(parts keep their coordinates in mm and the floor's top is z=0: move the "
+                "part up, or set floor=false)"
+            )
+        return (
+            f"parts {a!r} and {b!r} overlap at the start by {depth * 1e3:.1f} mm (MuJoCo "
+            "collides the convex hull of each solid: move them apart)"
+        )
 
     def _unstable(self) -> str | None:
         w = self.d.warning
         for name, what in UNSTABLE.items():
             if w[self.warn_ids[name]].number:
                 return f"MuJoCo reported {name} ({what}) and reset the simulation state"
-        if not (np.isfinite(self.pos).all() and np.isfinite(self.vel).all()):
-            return "the target's position or velocity became NaN/Inf"
+        if not (
+            np.isfinite(self.d.xpos[self.body_ids]).all()
+            and np.isfinite(self.d.qvel[self.lin_dofs]).all()
+        ):
+            return "a part's position or velocity became NaN/Inf"
         return None
 
     # ------------------------------------------------------------ the loop
@@ -127,9 +177,16 @@ class SimulationLoop:
         frame_step = self._frame_steps(n_steps)
         stride = max(1, round(CHECK_EVERY_S / dt))
         energy = float(self.d.energy.sum())
-        st = _RunState(e0=energy, e_max=energy)
+        st = _RunState(e0=energy, e_max=energy, max_speeds=np.zeros(len(self.body_ids)))
         wall0 = last_beat = time.monotonic()
         self._beat(0, n_steps, 0)
+        overlap = self._overlap_at_start()
+        if overlap:
+            st.fail = (overlap, 0.0)
+            if self.on_frame:
+                self.on_frame(self.d)  # one frame that shows the overlap
+                st.frames += 1
+            n_steps = 0
         while st.step < n_steps:
             self._advance(st, min(st.step + stride, n_steps), frame_step)
             if self._check(st, st.step * dt):
@@ -140,7 +197,7 @@ class SimulationLoop:
                 self._beat(st.step, n_steps, st.frames)
 
         t = st.step * dt
-        stopped_early = st.step < n_steps
+        stopped_early = st.step < n_steps or overlap is not None
         if self.on_frame and stopped_early and st.last_frame_step < st.step and not st.unstable:
             self.on_frame(self.d)  # the final state of a run stopped between two frames
             st.frames += 1
@@ -180,14 +237,16 @@ class SimulationLoop:
         if unstable:
             st.unstable = f"numerical instability at t={t:.3f} s: {unstable}"
             return True
-        speed = math.sqrt(float(self.vel @ self.vel))
+        speeds = self._speeds()
+        st.max_speeds = np.maximum(st.max_speeds, speeds)
+        speed = math.sqrt(float(self.vel @ self.vel)) if self.vel is not None else 0.0
         st.max_speed = max(st.max_speed, speed)
         st.e_max = max(st.e_max, float(d.energy.sum()))
         if d.ncon:
             st.max_pen = max(st.max_pen, -float(d.contact.dist[: d.ncon].min()))
         if st.fail is None:
             st.fail = self._failure(t)
-        if st.success is None and st.fail is None and t >= o.settle_s:
+        if st.success is None and st.fail is None and t >= o.settle_s and self.scene.goals:
             st.success = self._success(st, t, speed)
         return bool(o.stop_on_verdict and (st.fail or st.success))
 
@@ -206,8 +265,21 @@ class SimulationLoop:
             t,
         )
 
+    def _speeds(self) -> np.ndarray:
+        """The linear speed of each movable body (m/s)."""
+        v = self.d.qvel[self.lin_dofs].reshape(-1, 3)
+        return np.sqrt((v * v).sum(axis=1))
+
     def _metrics(self, st: _RunState, t: float, stopped_early: bool, wall: float) -> dict[str, Any]:
         d = self.d
+        speeds = self._speeds()
+        target: dict[str, Any] = {}
+        if self.pos is not None and self.vel is not None:
+            target = {
+                "max_target_speed_m_s": round(st.max_speed, 6),
+                "final_target_position_m": [round(float(x), 6) for x in self.pos],
+                "final_target_speed_m_s": round(math.sqrt(float(self.vel @ self.vel)), 6),
+            }
         return {
             "target": self.scene.target,
             "sim_time_s": round(t, 6),
@@ -216,9 +288,15 @@ class SimulationLoop:
             "wall_time_s": round(wall, 4),
             "physics_wall_s": round(st.physics_s, 4),
             "realtime_factor": round(t / wall, 2) if wall > 0 else None,
-            "max_target_speed_m_s": round(st.max_speed, 6),
-            "final_target_position_m": [round(float(x), 6) for x in self.pos],
-            "final_target_speed_m_s": round(math.sqrt(float(self.vel @ self.vel)), 6),
+            **target,
+            "parts": {
+                label: {
+                    "final_position_m": [round(float(x), 6) for x in d.xpos[b]],
+                    "final_speed_m_s": round(float(speeds[i]), 6),
+                    "max_speed_m_s": round(float(st.max_speeds[i]), 6),
+                }
+                for i, (label, b) in enumerate(zip(self.scene.movable, self.body_ids, strict=True))
+            },
             "max_penetration_m": round(st.max_pen, 6),
             "energy_j": {"initial": st.e0, "final": float(d.energy.sum()), "max": st.e_max},
             "frames": st.frames,
@@ -232,16 +310,22 @@ class SimulationLoop:
 
     def _failure(self, t: float) -> tuple[str, float] | None:
         s, p = self.scene, self.pos
-        if p[2] < s.fall_z or np.linalg.norm(p - self.centre) > s.world_radius:
+        # Without objectives, leaving the world is just what happened (the metrics show it).
+        if (
+            s.has_objectives
+            and p is not None
+            and (p[2] < s.fall_z or np.linalg.norm(p - self.centre) > s.world_radius)
+        ):
             return (
                 f"target {s.target!r} fell off the world at t={t:.2f} s (position {_vec(p)} m)",
                 t,
             )
         if t >= self.o.settle_s:
             for zone in s.forbids:
-                if self._touches(zone):
+                part = self._touching(zone)
+                if part is not None:
                     return (
-                        f"target {s.target!r} touched forbidden zone {zone.label!r} at t={t:.2f} s",
+                        f"part {part!r} touched forbidden zone {zone.label!r} at t={t:.2f} s",
                         t,
                     )
         return None
@@ -255,6 +339,16 @@ class SimulationLoop:
             )
         if fail:
             return "FAIL", fail[0]
+        if not s.has_objectives:
+            return "COMPLETED", (
+                f"simulated {t:.2f} s; the scene has no objectives (no zone_goal_* or "
+                "zone_forbid_* part), so there is no verdict: see the metrics"
+            )
+        if not s.goals:
+            return "SUCCESS", (
+                f"no part touched a forbidden zone "
+                f"({', '.join(repr(z.label) for z in s.forbids)}) in {t:.2f} s"
+            )
         goal = next((z for z in s.goals if self._inside(z)), None)
         if success and (self.o.stop_on_verdict or goal is not None):
             return "SUCCESS", success[0]

@@ -36,14 +36,21 @@ class BuiltScene:
     xml: str
     assets: dict[str, bytes]  # mesh file name -> STL bytes
     mesh_files: dict[str, str]  # artifact key "mesh:<label>" -> file name
-    target: str
+    target: str | None  # None: no goal zone and no single movable part to follow
+    movable: list[str]  # labels of the free bodies
     goals: list[Zone]
-    forbids: list[Zone]
+    forbids: list[Zone]  # also box geoms named after the zone: detected, never colliding
     lo: np.ndarray  # scene bounds in metres (zones included, floor excluded)
     hi: np.ndarray
     fall_z: float  # below this the target has fallen off the world (m)
     world_radius: float  # farther than this from the scene centre: off the world (m)
     step_shape: Any = None  # what export_step writes
+
+    @property
+    def has_objectives(self) -> bool:
+        """A goal zone or a forbidden zone: something to judge. Without one, a run that does
+        not break ends COMPLETED, with its metrics and no verdict."""
+        return bool(self.goals or self.forbids)
 
 
 def build_mjcf(
@@ -51,10 +58,8 @@ def build_mjcf(
 ) -> BuiltScene:
     bodies = [p for p in parts if p.role == "body"]
     movable = [p for p in bodies if not p.fixed]
-    target = _pick_target(parts, movable, options)
     goals = [_zone(p) for p in parts if p.role == "goal"]
-    if not goals:
-        raise SceneError("the scene has no goal zone: label a part zone_goal_<name>")
+    target = _pick_target(parts, movable, options, required=bool(goals))
     for label in options.initial_velocity:
         if label not in {p.label for p in movable}:
             raise SceneError(f"initial_velocity names {label!r}, which is not a movable part")
@@ -62,7 +67,7 @@ def build_mjcf(
     lo = np.min([p.lo for p in parts], axis=0) * MM
     hi = np.max([p.hi for p in parts], axis=0) * MM
     extent = float(np.linalg.norm(hi - lo))
-    start = _target_start(target, options)
+    start = _target_start(target, options) if target is not None else None
     _warn_about_start(parts, movable, target, start, extent, options, warnings)
 
     assets: dict[str, bytes] = {}
@@ -76,7 +81,7 @@ def build_mjcf(
         world_xml += (
             geoms if p.fixed else [_free_body_xml(p, start if p is target else p.com, geoms)]
         )
-    world_xml += [_zone_site_xml(p) for p in parts if p.role != "body"]
+    world_xml += [_zone_xml(p) for p in parts if p.role != "body"]
 
     xml = _MJCF.format(
         dt=options.timestep_s,
@@ -95,7 +100,8 @@ def build_mjcf(
         xml=xml,
         assets=assets,
         mesh_files=mesh_files,
-        target=target.label,
+        target=target.label if target is not None else None,
+        movable=[p.label for p in movable],
         goals=goals,
         forbids=[_zone(p) for p in parts if p.role == "forbid"],
         lo=lo,
@@ -118,14 +124,17 @@ def _target_start(target: Part, options: SimOptions) -> np.ndarray:
 def _warn_about_start(
     parts: list[Part],
     movable: list[Part],
-    target: Part,
-    start: np.ndarray,
+    target: Part | None,
+    start: np.ndarray | None,
     extent: float,
     options: SimOptions,
     warnings: list[str],
 ) -> None:
     starts = [p for p in parts if p.role == "start"]
-    if starts and not any(np.all((p.lo <= start) & (start <= p.hi)) for p in starts):
+    if target is None or start is None:
+        if starts:
+            warnings.append("start zones are ignored: the scene has no target part")
+    elif starts and not any(np.all((p.lo <= start) & (start <= p.hi)) for p in starts):
         warnings.append(f"target {target.label!r} does not start inside a zone_start_* zone")
     for p in movable:
         if options.floor and p.lo[2] < -1e-3 * max(extent / MM, 1.0):
@@ -163,12 +172,18 @@ def _free_body_xml(p: Part, origin: np.ndarray, geoms: list[str]) -> str:
     )
 
 
-def _zone_site_xml(p: Part) -> str:
+def _zone_xml(p: Part) -> str:
+    """Goal and start zones are sites (only their box matters). A forbidden zone is also a
+    box geom that collides with nothing (contype = conaffinity = 0): the loop measures the
+    distance of each moving part's collision shape to it, so touching means touching."""
     z = _zone(p)
-    return (
-        f'<site name="{p.label}" type="box" pos="{fmt((z.lo + z.hi) / 2)}" '
-        f'size="{fmt((z.hi - z.lo) / 2)}" rgba="{ZONE_RGBA[p.role]}"/>'
-    )
+    where = f'type="box" pos="{fmt((z.lo + z.hi) / 2)}" size="{fmt((z.hi - z.lo) / 2)}"'
+    if p.role == "forbid":
+        return (
+            f'<geom name="{p.label}" {where} contype="0" conaffinity="0" '
+            f'rgba="{ZONE_RGBA[p.role]}"/>'
+        )
+    return f'<site name="{p.label}" {where} rgba="{ZONE_RGBA[p.role]}"/>'
 
 
 def _floor_xml(options: SimOptions, lo: np.ndarray, hi: np.ndarray) -> str:
@@ -193,7 +208,11 @@ def _keyframe_xml(movable: list[Part], options: SimOptions) -> str:
     )
 
 
-def _pick_target(parts: list[Part], movable: list[Part], options: SimOptions) -> Part:
+def _pick_target(
+    parts: list[Part], movable: list[Part], options: SimOptions, *, required: bool
+) -> Part | None:
+    """The part judged against goal zones. Without a goal zone a target is only followed
+    for its metrics: the single movable part, or none when there are several (or none)."""
     if options.target_label is not None:
         found = [p for p in parts if p.label == options.target_label]
         if not found:
@@ -204,6 +223,8 @@ def _pick_target(parts: list[Part], movable: list[Part], options: SimOptions) ->
         if found[0] not in movable:
             raise SceneError(f"target {options.target_label!r} is a zone or fixed, not movable")
         return found[0]
+    if not required:
+        return movable[0] if len(movable) == 1 else None
     if not movable:
         raise SceneError("the scene has no movable part (all parts are fixed or zones)")
     if len(movable) > 1:

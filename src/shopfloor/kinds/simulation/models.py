@@ -86,6 +86,9 @@ class SimOptions(_Strict):
     world_radius_m: float | None = Field(None, gt=0, le=1e4, description="None: automatic")
     mesh_tolerance_mm: float | None = Field(None, gt=0, le=100, description="None: 0.1% of size")
     convexity_warn_ratio: float = Field(0.8, ge=0, le=1, description="volume / hull volume")
+    overlap_tolerance_mm: float = Field(
+        0.5, ge=0, le=1000, description="parts overlapping deeper than this at t=0: FAIL"
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -131,10 +134,11 @@ class SceneSource(_Strict):
     (a dict {label: shape} or a list of labelled shapes works too); the floor's top is z=0.
     Children labelled `zone_goal_*`, `zone_forbid_*`, `zone_start_*` are zones, not bodies,
     and act as their axis-aligned bounding boxes: the target is *in* a goal zone when its
-    centre of mass is inside; it *touches* a forbidden zone when its oriented bounding box
-    overlaps it; a start zone only checks (warning) that the target starts inside it.
-    Other parts are rigid bodies, free unless fixed; each solid of a part collides as its
-    convex hull.
+    centre of mass is inside; a moving part *touches* a forbidden zone when its collision
+    shape (the convex hull of each of its solids, as MuJoCo collides it) meets the zone's
+    box; a start zone only checks (warning) that the target starts inside it. Other parts
+    are rigid bodies, free unless fixed; each solid of a part collides as its convex hull.
+    Parts that overlap at the start (deeper than `overlap_tolerance_mm`) fail the run.
     """
 
     kind: Literal["source"] = "source"
@@ -205,8 +209,22 @@ class SceneFiles(_Strict):
 SceneInput = Annotated[SceneSource | SceneGeometry | SceneFiles, Field(discriminator="kind")]
 
 
+Outcome = Literal["SUCCESS", "FAIL", "COMPLETED"]
+
+
 class SimulationResult(BaseModel):
-    outcome: Literal["SUCCESS", "FAIL"]
+    """What a simulation job produced.
+
+    A scene has *objectives* when it has a goal zone (`zone_goal_*`) or a forbidden zone
+    (`zone_forbid_*`); an option alone (`target_label`) is not one. With objectives the
+    outcome is a verdict: `SUCCESS` (the target came to rest in a goal zone; with forbidden
+    zones only, no moving part touched one for the whole run) or `FAIL` with its reason.
+    Without objectives the run just runs: `COMPLETED` with its metrics, no verdict. Either
+    way, a broken run is `FAIL`: a bad script or bad geometry, parts overlapping at the start,
+    numerical instability, a crash, the time or memory limit of the job.
+    """
+
+    outcome: Outcome
     reason: str
     video_url: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -220,7 +238,7 @@ class SimulationReport(BaseModel):
     """What one run produced, as its process reports it: artifacts are files in its out dir,
     named relative to it (key → name). `result` turns the names into URIs."""
 
-    outcome: Literal["SUCCESS", "FAIL"]
+    outcome: Outcome
     reason: str
     metrics: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(
