@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from shopfloor.devserver import DevServer
 from tests.helpers import free_port, wait_until
@@ -125,3 +127,92 @@ def test_up_restarts_a_worker_that_dies(tmp_path: Path, dev_server: DevServer) -
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_up_names_the_process_holding_its_port(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "shopfloor", "up"],
+            env={
+                **os.environ,
+                "SHOPFLOOR_DATA_DIR": str(tmp_path / "data"),
+                "SHOPFLOOR_CONTROLLER_PORT": str(port),
+                "SHOPFLOOR_DEV_SERVER_PORT": str(free_port()),
+                "SHOPFLOOR_DEV_UI_PORT": str(free_port()),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        holder.close()
+    assert proc.returncode == 1
+    assert f"port {port} for the controller" in proc.stderr
+    assert f"pid {os.getpid()}" in proc.stderr  # this test process holds it
+    assert not (tmp_path / "data" / "temporal.db").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_up_stops_every_part_on_a_signal_and_restarts_a_dead_dev_server(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    proc, url, _ = _start_up(
+        tmp_path,
+        SHOPFLOOR_DEV_SERVER_PORT=str(free_port()),
+        SHOPFLOOR_DEV_UI_PORT=str(free_port()),
+    )
+    try:
+        parts = _descendants(proc.pid)
+        if sig == signal.SIGTERM:  # once is enough: the dev server dies, `up` brings it back
+            server = next(p for p in parts if "start-dev" in _cmdline(p))
+            os.kill(server, signal.SIGKILL)
+            wait_until(
+                lambda: any(
+                    "start-dev" in _cmdline(p) and p != server for p in _descendants(proc.pid)
+                ),
+                timeout_s=30,
+                what="a new dev server",
+            )
+            wait_until(
+                lambda: httpx.get(f"{url}/healthz", timeout=5).status_code == 200,
+                timeout_s=60,
+                what="healthy again",
+            )
+            parts = _descendants(proc.pid)
+    finally:
+        proc.send_signal(sig)
+        assert proc.wait(60) == 0
+    wait_until(lambda: not any(_cmdline(p) for p in parts), timeout_s=20, what="children gone")
+
+
+def test_up_detach_and_down(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SHOPFLOOR_DATA_DIR": str(tmp_path / "data"),
+        "SHOPFLOOR_CONTROLLER_PORT": str(port),
+        "SHOPFLOOR_DEV_SERVER_PORT": str(free_port()),
+        "SHOPFLOOR_DEV_UI_PORT": str(free_port()),
+        "SHOPFLOOR_TASK_QUEUE_PREFIX": f"detach-{port}-",
+    }
+    cli = [sys.executable, "-m", "shopfloor"]
+    started = subprocess.run(
+        [*cli, "up", "--detach"], env=env, capture_output=True, text=True, timeout=150
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "shopfloor down" in started.stdout
+    pid = int((tmp_path / "data" / "up.pid").read_text())
+    parts = _descendants(pid)
+    # The shell that started it is gone; the stack still answers.
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    again = subprocess.run(
+        [*cli, "up", "--detach"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 2 and "already running" in again.stderr
+    down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=90)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    wait_until(lambda: not any(_cmdline(p) for p in parts | {pid}), timeout_s=20, what="all gone")

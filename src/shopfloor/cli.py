@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal as signals
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +17,7 @@ import typer
 from pydantic import ValidationError
 
 from shopfloor.client import ControllerError, ShopfloorClient
+from shopfloor.processes import stop_process
 from shopfloor.registry import kind_named, kinds, load
 from shopfloor.settings import get_settings
 
@@ -89,26 +92,118 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 @app.command()
-def up(workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1) -> None:
+def up(
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    detach: Annotated[
+        bool, typer.Option(help="run in the background; `shopfloor down` stops it")
+    ] = False,
+) -> None:
     """Start the embedded stack: Temporal dev server (unless SHOPFLOOR_TEMPORAL_ADDRESS is set),
-    the controller and the workers. Ctrl-C stops them all."""
+    the controller and the workers. Ctrl-C, SIGTERM or SIGHUP stop them all."""
     from shopfloor.display import console
-    from shopfloor.stack import Stack
+    from shopfloor.stack import Stack, StackError, pid_file
 
-    stack = Stack(get_settings(), workers=workers, say=console.print)
-    signals.signal(signals.SIGTERM, stack.request_stop)
-    signals.signal(signals.SIGINT, stack.request_stop)
+    settings = get_settings()
+    if detach:
+        _up_detached(settings, workers)
+        return
+    stack = Stack(settings, workers=workers, say=console.print)
+    for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
+        signals.signal(sig, stack.request_stop)
+    pids = pid_file(settings)
     try:
         stack.start()
+        pids.write_text(str(os.getpid()))
         for name, url in stack.urls().items():
             console.print(f"[bold]{name:>12}[/bold]  {url}")
         console.print("ready; Ctrl-C to stop")
         stack.supervise()
-    except Exception as err:  # noqa: BLE001 - a start-up failure is reported, not traced
+    except (StackError, OSError) as err:
         stack.stop()
-        fail(str(err))
+        pids.unlink(missing_ok=True)
+        fail(str(err), EXIT_FAILED)
     console.print("stopping…")
     stack.stop()
+    pids.unlink(missing_ok=True)
+
+
+def _up_detached(settings: Any, workers: int) -> None:
+    """`up` as a background process of its own session: it outlives this shell, its links keep
+    working, and `shopfloor down` stops it."""
+    import subprocess
+
+    import httpx
+
+    from shopfloor.stack import Stack, StackError, pid_file
+
+    running = _running_up(settings)
+    if running:
+        fail(f"a stack is already running from {settings.data_dir} (pid {running})", EXIT_USAGE)
+    try:
+        Stack(settings, workers=workers).check_ports()  # refuse here, in the foreground
+    except StackError as err:
+        fail(str(err), EXIT_FAILED)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.data_dir.resolve() / "up.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shopfloor", "up", "--workers", str(workers)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    url = settings.public_controller_url
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"the stack did not start (exit {proc.returncode}); see {log}", EXIT_FAILED)
+        try:
+            if pid_file(settings).exists() and httpx.get(f"{url}/healthz", timeout=2).is_success:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    else:
+        stop_process(proc)
+        fail(f"the stack was not healthy after 120 s; see {log}", EXIT_FAILED)
+    print(f"stack running in the background (pid {proc.pid}, log {log})")
+    for name, link in Stack(settings).urls().items():
+        print(f"{name:>12}  {link}")
+    print("stop it with: shopfloor down")
+
+
+def _running_up(settings: Any) -> int | None:
+    from shopfloor.stack import pid_file
+
+    try:
+        pid = int(pid_file(settings).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+@app.command()
+def down(
+    timeout: Annotated[float, typer.Option(help="seconds to wait for it to stop")] = 60,
+) -> None:
+    """Stop the stack `shopfloor up` runs from this data dir (detached or not)."""
+    settings = get_settings()
+    pid = _running_up(settings)
+    if pid is None:
+        print(f"no stack running from {settings.data_dir}")
+        return
+    os.kill(pid, signals.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"stopped the stack (pid {pid})")
+            return
+        time.sleep(0.2)
+    fail(f"the stack (pid {pid}) did not stop within {timeout:g}s", EXIT_FAILED)
 
 
 def _run_until_signalled(main) -> None:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shopfloor.processes import kill_process, stop_process
@@ -90,7 +91,9 @@ class DevServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, *, timeout_s: float = 60.0) -> None:
+    def start(
+        self, *, timeout_s: float = 60.0, preexec_fn: Callable[[], None] | None = None
+    ) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
@@ -107,6 +110,7 @@ class DevServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to `shopfloor up`, which stops us in order
+            preexec_fn=preexec_fn,
         )
         log.close()
         wait_for_port("127.0.0.1", self.port, timeout_s=timeout_s, proc=self.proc)

@@ -1,4 +1,10 @@
-"""`shopfloor up`: the embedded stack — dev server, controller, workers — supervised together."""
+"""`shopfloor up`: the embedded stack — dev server, controller, workers — supervised together.
+
+Before starting, every port it needs is checked and a taken one is named with the process
+holding it. Every part dies with `up` (a parent-death signal), however `up` ends. A part that
+exits is restarted — the dev server on the same SQLite file — unless it keeps exiting, in
+which case everything is stopped with a message saying which part and where its log is.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,23 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
-from shopfloor.devserver import DevServer
-from shopfloor.processes import stop_process
+from shopfloor.devserver import DevServer, DevServerError
+from shopfloor.processes import die_with_parent, listener_of, stop_process
 from shopfloor.settings import Settings
 
 RESTART_BACKOFF_S = 2.0
+# A part that exits this often within the window is broken, not unlucky: stop, and say so.
+MAX_EXITS, EXIT_WINDOW_S = 5, 60.0
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or cannot keep running; the message says why."""
 
 
 @dataclass
@@ -23,10 +37,13 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     proc: subprocess.Popen | None = None
+    exits: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_EXITS))
 
     def start(self) -> None:
         # Own session: a terminal's Ctrl-C reaches only `up`, which then stops things in order.
-        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, preexec_fn=die_with_parent()
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -34,12 +51,17 @@ class Child:
     def stop(self, timeout_s: float = 15.0) -> None:
         stop_process(self.proc, timeout_s=timeout_s)
 
+    def exited_too_often(self) -> bool:
+        self.exits.append(time.monotonic())
+        return len(self.exits) == MAX_EXITS and self.exits[-1] - self.exits[0] < EXIT_WINDOW_S
+
 
 class Stack:
     def __init__(self, settings: Settings, *, workers: int = 1, say=print) -> None:
         self.settings = settings
         self.say = say
         self.devserver = DevServer.from_settings(settings) if settings.embedded else None
+        self._devserver_exits: deque[float] = deque(maxlen=MAX_EXITS)
         env = dict(os.environ)
         env["SHOPFLOOR_TEMPORAL_ADDRESS"] = settings.target_address
         env["SHOPFLOOR_DATA_DIR"] = str(settings.data_dir.resolve())
@@ -49,13 +71,41 @@ class Stack:
         ] + [Child("controller", [*cli, "controller"], env)]
         self._stopping = False
 
+    def ports(self) -> dict[str, int]:
+        ports = {"controller (SHOPFLOOR_CONTROLLER_PORT)": self.settings.controller_port}
+        if self.devserver is not None:
+            ports["Temporal dev server (SHOPFLOOR_DEV_SERVER_PORT)"] = self.devserver.port
+            ports["Temporal UI (SHOPFLOOR_DEV_UI_PORT)"] = self.devserver.ui_port
+        return ports
+
+    def check_ports(self) -> None:
+        """Every port free, or a StackError naming each taken one and who holds it."""
+        taken = [
+            f"port {port} for the {what} is in use by {holder}"
+            for what, port in self.ports().items()
+            if (holder := listener_of(port))
+        ]
+        if taken:
+            raise StackError(
+                "; ".join(taken) + ". Stop that process (`shopfloor down` if it is another "
+                "stack), or choose other ports with the settings named."
+            )
+
     def start(self) -> None:
+        self.check_ports()
         if self.devserver is not None:
             self.say(f"starting Temporal dev server (state: {self.devserver.db_file})")
-            self.devserver.start()
+            self._start_devserver()
         for child in self.children:
             child.start()
         self.wait_healthy()
+
+    def _start_devserver(self) -> None:
+        assert self.devserver is not None
+        try:
+            self.devserver.start(preexec_fn=die_with_parent())
+        except DevServerError as err:
+            raise StackError(f"{err} (log: {self.devserver.data_dir / 'temporal.log'})") from err
 
     def wait_healthy(self, timeout_s: float = 60.0) -> None:
         url = f"{self.settings.public_controller_url}/healthz"
@@ -63,14 +113,14 @@ class Stack:
         while time.monotonic() < deadline:
             for child in self.children:
                 if not child.alive():
-                    raise RuntimeError(f"{child.name} exited during start-up")
+                    raise StackError(f"{child.name} exited during start-up (see its output)")
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"controller not healthy at {url} after {timeout_s}s")
+        raise StackError(f"controller not healthy at {url} after {timeout_s}s")
 
     def urls(self) -> dict[str, str]:
         urls = {
@@ -83,15 +133,38 @@ class Stack:
         return urls
 
     def supervise(self) -> None:
-        """Restarts a part that dies (a crashed worker is replaced) until asked to stop."""
+        """Restarts a part that exits until asked to stop; raises StackError when one keeps
+        exiting (then the caller stops everything)."""
         while not self._stopping:
+            self._keep_devserver()
             for child in self.children:
                 if not child.alive() and not self._stopping:
                     code = child.proc.returncode if child.proc else None
+                    if child.exited_too_often():
+                        raise StackError(
+                            f"{child.name} exited {MAX_EXITS} times within {EXIT_WINDOW_S:g}s "
+                            f"(last exit code {code}): stopping the stack; see its output above"
+                        )
                     self.say(f"{child.name} exited ({code}); restarting")
                     time.sleep(RESTART_BACKOFF_S)
                     child.start()
             time.sleep(0.5)
+
+    def _keep_devserver(self) -> None:
+        server = self.devserver
+        if server is None or self._stopping or (server.proc and server.proc.poll() is None):
+            return
+        code = server.proc.returncode if server.proc else None
+        self._devserver_exits.append(time.monotonic())
+        exits = self._devserver_exits
+        if len(exits) == MAX_EXITS and exits[-1] - exits[0] < EXIT_WINDOW_S:
+            raise StackError(
+                f"the Temporal dev server keeps exiting (last code {code}); "
+                f"see {server.data_dir / 'temporal.log'}"
+            )
+        self.say(f"Temporal dev server exited ({code}); restarting it on {server.db_file}")
+        time.sleep(RESTART_BACKOFF_S)
+        self._start_devserver()
 
     def request_stop(self, *_: object) -> None:
         self._stopping = True
@@ -103,3 +176,8 @@ class Stack:
             child.stop()
         if self.devserver is not None:
             self.devserver.stop()
+
+
+def pid_file(settings: Settings) -> Path:
+    """Where a running `shopfloor up` for this data dir records itself (for `down`)."""
+    return settings.data_dir.resolve() / "up.pid"
