@@ -113,6 +113,7 @@ def up(
     pids = pid_file(settings)
     try:
         stack.start()
+        pids.parent.mkdir(parents=True, exist_ok=True)
         pids.write_text(str(os.getpid()))
         for name, url in stack.urls().items():
             console.print(f"[bold]{name:>12}[/bold]  {url}")
