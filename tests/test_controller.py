@@ -84,3 +84,11 @@ def test_bearer_token(dev_server, tmp_path: Path) -> None:
         assert stack.http.get("/jobs", params={"token": "s3cret"}).status_code == 200
     finally:
         stack.stop()
+
+
+def test_root_shows_where_to_go(stack: Stack) -> None:
+    page = stack.http.get("/", headers={"accept": "text/html"})
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "API docs" in page.text and f"{stack.url}/docs" in page.text
+    links = stack.http.get("/").json()["links"]
+    assert links["jobs"] == f"{stack.url}/jobs"

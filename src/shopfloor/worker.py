@@ -21,6 +21,7 @@ from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
 
 log = logging.getLogger("shopfloor.worker")
+STICKY_TIMEOUT = timedelta(seconds=2)
 
 
 def select_kinds(names: Sequence[str] | None) -> list[JobKind]:
@@ -91,6 +92,9 @@ def build_workers(client: Client, settings: Settings, plans: dict[str, QueuePlan
             activities=plan.activities,
             max_concurrent_activities=plan.slots(settings),
             graceful_shutdown_timeout=timedelta(seconds=5),
+            # A workflow's next task waits this long on a dead worker's sticky queue before any
+            # worker may take it (the SDK default, 10 s, stalled every job of a killed worker).
+            sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
             # Progress is shown from heartbeat details: let them reach the server as often as
             # activities send them (the SDK's default throttle is 0.8 × heartbeat timeout).
             max_heartbeat_throttle_interval=timedelta(seconds=PROGRESS_EVERY_S),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from shopfloor.controller.deps import SettingsDep
+from shopfloor.registry import kinds
 
 router = APIRouter(tags=["meta"])
 _HEALTH_RPC = timedelta(seconds=3)
@@ -26,14 +29,34 @@ async def healthz(request: Request, response: Response, settings: SettingsDep) -
     return {"ok": True, "temporal": settings.target_address, "namespace": settings.namespace}
 
 
-@router.get("/")
-async def index(settings: SettingsDep) -> dict[str, Any]:
-    """Where to go from here (no token needed: it shows nothing but links)."""
+@router.get("/", response_model=None)
+async def index(request: Request, settings: SettingsDep) -> dict[str, Any] | HTMLResponse:
+    """Where to go from here: links for programs (JSON), a small page for people (HTML).
+    Needs no token: it shows nothing but links (the jobs list behind them asks for one)."""
     base = settings.public_controller_url
-    return {
-        "service": "shopfloor",
-        "api_docs": f"{base}/docs",
+    links = {
+        "API docs": f"{base}/docs",
         "jobs": f"{base}/jobs",
         "kinds": f"{base}/kinds",
+        "schedules": f"{base}/schedules",
+        "kill switch": f"{base}/kill-switch",
         "health": f"{base}/healthz",
     }
+    if settings.embedded:
+        links["Temporal UI"] = f"http://127.0.0.1:{settings.dev_ui_port}"
+    if "text/html" not in request.headers.get("accept", ""):
+        return {"service": "shopfloor", "links": links}
+    items = "".join(
+        f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>'
+        for name, url in links.items()
+    )
+    kinds_list = ", ".join(html.escape(k) for k in kinds())
+    page = (
+        "<!doctype html><meta charset=utf-8><title>shopfloor</title>"
+        "<style>body{font:16px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:40rem}</style>"
+        "<h1>shopfloor</h1><p>Durable jobs for agent systems, on Temporal.</p>"
+        f"<ul>{items}</ul><p>Job kinds: {kinds_list}.</p>"
+        "<p>Submit with <code>POST /jobs/&lt;kind&gt;</code> or <code>shopfloor submit</code>; "
+        "see the API docs.</p>"
+    )
+    return HTMLResponse(page)
