@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,21 +64,38 @@ def example_jobs() -> list[tuple[str, str, dict]]:
     return jobs
 
 
+def start_detached_stack() -> None:
+    """`shopfloor up --detach`: the stack outlives this demo, so the links it prints keep
+    working; `shopfloor down` stops it."""
+    done = subprocess.run([sys.executable, "-m", "shopfloor", "up", "--detach"], check=False)
+    if done.returncode != 0:
+        raise SystemExit(done.returncode)
+
+
+def stop_detached_stack(*_: object) -> None:
+    subprocess.run([sys.executable, "-m", "shopfloor", "down"], check=False)
+    raise SystemExit(130)
+
+
 def main() -> int:
     settings = get_settings()
-    stack = None
+    started_here = False
     if controller_running(settings.public_controller_url):
         console.print(f"using the stack already running at {settings.public_controller_url}")
     else:
         if not os.environ.get("SHOPFLOOR_GATEWAY_URL"):
-            # A local gateway for the poetry-research flow; the stack's workers inherit it.
+            # A local gateway for the poetry-research flow, for the length of the demo; the
+            # stack's workers inherit its address.
             sys.path.insert(0, str(HERE / "phased"))
             from gateway import Gateway
 
             server = Gateway().serve(0)
             os.environ["SHOPFLOOR_GATEWAY_URL"] = f"http://127.0.0.1:{server.server_address[1]}"
-        stack = Stack(settings, say=console.print)
-        stack.start()
+        start_detached_stack()
+        started_here = True
+        # Interrupted before the end: stop what the demo started; nothing is left behind.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, stop_detached_stack)
     try:
         client = ShopfloorClient(settings)
         submitted = []
@@ -92,22 +111,19 @@ def main() -> int:
             from demo_pipeline import run_demo_pipeline
 
             run_demo_pipeline(settings)
-        console.rule("links")
-        urls = stack.urls() if stack else {"controller": settings.public_controller_url}
-        for name, url in urls.items():
-            console.print(f"[bold]{name:>12}[/bold]  {url}")
-        if stack and sys.stdin.isatty():
-            console.print("the stack keeps running; Ctrl-C to stop")
-            try:
-                stack.supervise()
-            except KeyboardInterrupt:
-                pass
     except ControllerError as err:
         console.print(f"[red]error:[/red] {err}")
+        if started_here:
+            stop_detached_stack()
         return 1
-    finally:
-        if stack:
-            stack.stop()
+    console.rule("links")
+    for name, url in Stack(settings).urls().items():
+        console.print(f"[bold]{name:>12}[/bold]  {url}")
+    if started_here:
+        console.print(
+            "the stack keeps running in the background, so these links work; "
+            "`.venv/bin/shopfloor down` stops it (the demo's gateway ended with the demo)"
+        )
     return 0
 
 
