@@ -166,6 +166,8 @@ def _rows(body: dict[str, Any], prefix: str = ""):
     for key, value in body.items():
         if value in (None, "", [], {}) or _is_multiline(value):
             continue
+        if isinstance(value, str) and value.startswith("artifact://"):
+            continue  # listed, whole, with the links below
         if isinstance(value, dict):
             if all(isinstance(v, str) and v.startswith("artifact://") for v in value.values()):
                 continue
