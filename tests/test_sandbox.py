@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.sandbox import Limits, cold_python_argv, release_cgroup_pool, run_process
+from shopfloor.sandbox import Limits, Zygote, release_cgroup_pool, run_process
+from shopfloor.usercode import cold_python_argv
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -124,8 +125,9 @@ def _running(pid: int) -> bool:
 
 
 async def test_cold_python_limits_memory_on_top_of_its_runtime(tmp_path: Path) -> None:
-    """`cold_python_argv`: the script runs as `python script.py` would, and may add memory_mb
-    to what the interpreter has mapped at start-up, as a warm fork may add it to the zygote's."""
+    """A cold Python job runs as `python script.py` would, and may add memory_mb to what a
+    fresh interpreter has mapped (measured once by the cold zygote, not per run), as a warm
+    fork may add it to the zygote's."""
     (tmp_path / "s.py").write_text(
         "import sys, os\n"
         "print(__name__, __file__ == os.path.abspath('s.py'), sys.argv[1:], sys.path[0])\n"
@@ -133,21 +135,26 @@ async def test_cold_python_limits_memory_on_top_of_its_runtime(tmp_path: Path) -
         "print('allocated')\n"
     )
     limits = Limits(wall_timeout_s=20, memory_mb=96)
+    cold = await Zygote.start([])
+    try:
+        assert cold.info["python_vm"] > 5 * 2**20  # a fresh interpreter maps several MB
 
-    async def alloc(mb: int):
-        return await run_process(
-            cold_python_argv("s.py", [str(mb)], memory_mb=limits.memory_mb),
-            cwd=tmp_path,
-            env={"PATH": "/usr/bin:/bin"},
-            limits=limits,
-            sets_own_memory_limit=True,
-        )
+        async def alloc(mb: int):
+            return await cold.run_exec(
+                cold_python_argv("s.py", [str(mb)]),
+                python=True,
+                cwd=tmp_path,
+                env={"PATH": "/usr/bin:/bin"},
+                limits=limits,
+            )
 
-    fits = await alloc(64)
-    assert fits.exit_code == 0, fits.stderr
-    assert fits.stdout == f"__main__ True ['64'] {tmp_path}\nallocated\n"
-    too_big = await alloc(160)
-    assert too_big.killed_reason == "memory" and "MemoryError" in too_big.stderr
+        fits = await alloc(64)
+        assert fits.exit_code == 0, fits.stderr
+        assert fits.stdout == f"__main__ True ['64'] {tmp_path}\nallocated\n"
+        too_big = await alloc(160)
+        assert too_big.killed_reason == "memory" and "MemoryError" in too_big.stderr
+    finally:
+        await cold.close()
 
 
 async def test_progress_needs_the_callers_interval(tmp_path: Path) -> None:

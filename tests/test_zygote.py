@@ -13,7 +13,7 @@ import pytest
 
 from shopfloor.artifacts import ArtifactStore
 from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Call, Exec, Limits, Script, Zygote, ZygoteDied
+from shopfloor.sandbox import Call, Exec, Limits, RunIdentity, Script, Zygote, ZygoteDied
 from shopfloor.sandbox._launch import LaunchRequest
 from shopfloor.sandbox._limits import PIDS_CGROUP_ROOT
 from shopfloor.settings import Settings
@@ -102,11 +102,18 @@ def test_launch_requests_round_trip_with_their_mode() -> None:
     limits = Limits(wall_timeout_s=5, memory_mb=300)
     for program in (
         Exec(["/bin/true"], sets_own_memory_limit=True),
+        Exec(["/usr/bin/python3", "s.py"], python=True),
         Script(path="/w/s.py", args=["a"]),
         Call("pkg.mod:fn", {"big": "x" * 10}),
     ):
         request = LaunchRequest(
-            id="7", program=program, cwd="/w", env={"A": "1"}, limits=limits, cgroup_procs=None
+            id="7",
+            program=program,
+            cwd="/w",
+            env={"A": "1"},
+            limits=limits,
+            cgroup_procs=["/sys/fs/cgroup/pids/x/cgroup.procs"],
+            identity=RunIdentity(uid=200001, gid=200001, network="none"),
         )
         wire = json.loads(request.to_json())
         assert wire["program"]["mode"] == program.mode
@@ -122,10 +129,16 @@ async def test_the_zygotes_lifespan_releases_the_cgroup_pool(tmp_path: Path) -> 
     ours = PIDS_CGROUP_ROOT / "shopfloor" / str(os.getpid())
     async with zygotes(ctx) as both:
         assert both.warm is None  # no served kind has heavy imports
+        assert both.contain is not None
+        work_root = both.contain.work_root.path
+        run_dir = both.contain.work_root.new_run_dir(None, None)  # in the runs' view of /tmp
         out = await both.cold.run_exec(
-            ["/bin/sh", "-c", "cat /proc/self/cgroup"], cwd=tmp_path, env={}, limits=Limits()
+            ["/bin/sh", "-c", "cat /proc/self/cgroup"], cwd=run_dir, env={}, limits=Limits()
         )
         assert out.exit_code == 0, out.stderr
-        assert f"shopfloor/{os.getpid()}/" in out.stdout  # the run had a cgroup of ours
+        assert f"pids:/shopfloor/{os.getpid()}/" in out.stdout  # the run had a cgroup of ours
+        if both.contain.caps.memory_cgroup:
+            assert f"memory:/shopfloor/{os.getpid()}/" in out.stdout
         assert ours.is_dir()  # ... now pooled for the next run
     assert not ours.exists()
+    assert not work_root.exists()  # the worker's run directories go with it

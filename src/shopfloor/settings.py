@@ -83,6 +83,27 @@ class Settings(BaseSettings):
     # Docker Engine API address for the docker runtime (unset → DOCKER_HOST / the local socket).
     pipeline_docker_host: str | None = None
 
+    # Containing user code (scripts, scenes): see the README, "What contains a run".
+    # Runs get uids from this range (no /etc/passwd entries needed) when the worker is root.
+    sandbox_uid_base: int = Field(200000, ge=1000)
+    sandbox_uid_count: int = Field(1000, ge=1, le=1_000_000)
+    # Where each worker keeps its runs' directories (default: the system's temp dir).
+    sandbox_root: Path | None = None
+    # Bytes a run may have in its work dir, out/ included (a job may ask for less).
+    sandbox_disk_mb: int = Field(1024, ge=1)
+    # Size of each of the private /tmp, /var/tmp and /dev/shm the runs of a zygote see.
+    sandbox_tmp_mb: int = Field(64, ge=1)
+    # Jobs asking for `network: host` are refused unless the worker can filter it (iptables:
+    # no loopback, no Temporal frontend, no controller); true lets them run unfiltered.
+    sandbox_unfiltered_network: bool = False
+    # Signed artifact links (for browsers, when api_token is set): key (default: derived from
+    # api_token) and lifetime.
+    link_secret: SecretStr | None = None
+    link_ttl_s: int = Field(3600, ge=10, le=7 * 24 * 3600)
+    # Job input larger than this travels through the artifact store (Temporal's payload limit
+    # is 2 MB): the controller moves large inline fields there and passes references.
+    inline_input_max_kb: int = Field(256, ge=16, le=1536)
+
     @property
     def embedded(self) -> bool:
         return not self.temporal_address

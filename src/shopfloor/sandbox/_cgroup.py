@@ -1,7 +1,11 @@
-"""A per-run cgroup (v1 pids controller) to cap and reliably kill a child's whole process tree.
+"""Per-run cgroups (v1 `pids` and `memory` controllers): cap and reliably kill a run's whole
+process tree, and bound the memory of all its processes together.
 
 Cgroups are pooled and reused: moving a process into a cgroup it has never held costs the
 kernel ~10 ms per job (a new css_set, freed through RCU); into a used one, almost nothing.
+Each worker process keeps its cgroups under `<controller>/shopfloor/<its pid>/`, so concurrent
+workers never touch each other's, and a worker at start removes (and empties) those of workers
+that are gone.
 """
 
 from __future__ import annotations
@@ -13,24 +17,60 @@ import time
 import uuid
 from pathlib import Path
 
-from shopfloor.sandbox._limits import PIDS_CGROUP_ROOT
+CGROUP_V1 = Path("/sys/fs/cgroup")
+PIDS_CGROUP_ROOT = CGROUP_V1 / "pids"
+MEMORY_CGROUP_ROOT = CGROUP_V1 / "memory"
 
-_POOL: list[Path] = []  # empty cgroups of this process, ready for the next run
 _POOL_MAX = 64
-_swept = False
+_pools: dict[Path, list[Path]] = {}  # controller root → empty cgroups ready for the next run
+_swept: set[Path] = set()
 
 
-def _own_parent() -> Path:
-    return PIDS_CGROUP_ROOT / "shopfloor" / str(os.getpid())
+def _own_parent(root: Path) -> Path:
+    return root / "shopfloor" / str(os.getpid())
 
 
-def _sweep_stale() -> None:
-    """Remove what processes that died without `release_pool` (a SIGKILL) left behind."""
-    for parent in (PIDS_CGROUP_ROOT / "shopfloor").glob("*"):
+def usable(root: Path) -> bool:
+    """Whether this process can create cgroups under `root` (a v1 controller mount)."""
+    if not (root / "cgroup.procs").exists():
+        return False
+    try:
+        _own_parent(root).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return True
+
+
+def _procs(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def _kill_all(path: Path) -> None:
+    # A fork bomb keeps forking while we kill; pids.max bounds it, a few rounds finish it.
+    for _ in range(50):
+        pids = _procs(path)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+
+
+def sweep_stale(root: Path) -> None:
+    """Kill what is left in, and remove, the cgroups of worker processes that died without
+    `release_pool` (a SIGKILL): their runs must not live on."""
+    for parent in (root / "shopfloor").glob("*"):
         if not parent.name.isdigit() or Path(f"/proc/{parent.name}").exists():
             continue
         for child in parent.glob("*"):
             if child.is_dir():
+                _kill_all(child)
                 _rmdir_quietly(child)
         _rmdir_quietly(parent)
 
@@ -43,86 +83,65 @@ def _rmdir_quietly(path: Path) -> None:
 
 
 def release_pool() -> None:
-    """Removes this process's pooled (empty) cgroups and their parent: call it when the process
-    stops running jobs (the worker's zygotes lifespan does)."""
-    while _POOL:
-        _rmdir_quietly(_POOL.pop())
-    _rmdir_quietly(_own_parent())
+    """Removes this process's pooled (empty) cgroups and their parents: call it when the
+    process stops running jobs (the worker's zygotes lifespan does)."""
+    for root, pool in _pools.items():
+        while pool:
+            _rmdir_quietly(pool.pop())
+        _rmdir_quietly(_own_parent(root))
 
 
-class PidsCgroup:
+class _Cgroup:
+    ROOT: Path
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        # pids.events counts refused forks for the cgroup's whole life; a reused one starts > 0.
-        self._refused_before = self._refused_forks()
 
     @classmethod
-    def create(cls, max_pids: int) -> PidsCgroup | None:
-        """None when this machine gives us no writable pids cgroup (the caller falls back)."""
-        while _POOL:
-            path = _POOL.pop()
+    def _take(cls, configure: dict[str, str]) -> Path | None:
+        """A pooled or new cgroup with `configure` (file → value) written; None when this
+        machine gives us no writable hierarchy (the caller falls back)."""
+        pool = _pools.setdefault(cls.ROOT, [])
+        while pool:
+            path = pool.pop()
             try:
-                (path / "pids.max").write_text(str(max_pids))
-                return cls(path)
+                for name, value in configure.items():
+                    (path / name).write_text(value)
+                return path
             except OSError:
+                _rmdir_quietly(path)
                 continue
-        if not (PIDS_CGROUP_ROOT / "cgroup.procs").exists():
+        if not (cls.ROOT / "cgroup.procs").exists():
             return None
-        global _swept
-        if not _swept:
-            _swept = True
-            _sweep_stale()
-        # One parent per worker process, so concurrent workers never touch each other's.
-        path = _own_parent() / uuid.uuid4().hex[:12]
+        if cls.ROOT not in _swept:
+            _swept.add(cls.ROOT)
+            sweep_stale(cls.ROOT)
+        path = _own_parent(cls.ROOT) / uuid.uuid4().hex[:12]
         try:
             path.mkdir(parents=True)
-            (path / "pids.max").write_text(str(max_pids))
+            for name, value in configure.items():
+                (path / name).write_text(value)
         except OSError:
+            _rmdir_quietly(path)
             return None
-        return cls(path)
+        return path
 
     @property
     def procs_file(self) -> Path:
         return self.path / "cgroup.procs"
 
     def pids(self) -> list[int]:
-        try:
-            return [int(p) for p in self.procs_file.read_text().split()]
-        except OSError:
-            return []
-
-    def _refused_forks(self) -> int:
-        try:
-            for line in (self.path / "pids.events").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max":
-                    return int(value)
-        except (OSError, ValueError):
-            pass
-        return 0
-
-    def hit_limit(self) -> bool:
-        """True when a fork was refused because of pids.max during this run."""
-        return self._refused_forks() > self._refused_before
+        return _procs(self.path)
 
     def kill_all(self) -> None:
-        # A fork bomb keeps forking while we kill; pids.max bounds it, a few rounds finish it.
-        for _ in range(50):
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
+        _kill_all(self.path)
 
     def release(self) -> None:
         """Kills what is left in it, then returns it to the pool (removed if the pool is full)."""
         self.kill_all()
-        if not self.pids() and len(_POOL) < _POOL_MAX:
-            _POOL.append(self.path)
+        pool = _pools.setdefault(self.ROOT, [])
+        if not self.pids() and len(pool) < _POOL_MAX:
+            pool.append(self.path)
             return
         for _ in range(100):
             try:
@@ -133,3 +152,59 @@ class PidsCgroup:
                     return
                 self.kill_all()
                 time.sleep(0.02)
+
+    def _counter(self, file: str, key: str) -> int:
+        try:
+            for line in (self.path / file).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+
+class PidsCgroup(_Cgroup):
+    ROOT = PIDS_CGROUP_ROOT
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        # pids.events counts refused forks for the cgroup's whole life; a reused one starts > 0.
+        self._refused_before = self._counter("pids.events", "max")
+
+    @classmethod
+    def create(cls, max_pids: int) -> PidsCgroup | None:
+        path = cls._take({"pids.max": str(max_pids)})
+        return cls(path) if path is not None else None
+
+    def hit_limit(self) -> bool:
+        """True when a fork was refused because of pids.max during this run."""
+        return self._counter("pids.events", "max") > self._refused_before
+
+
+class MemoryCgroup(_Cgroup):
+    """All of a run's processes together stay under `limit_in_bytes`; past it the kernel's
+    OOM killer kills in this cgroup only, and the run is reported as killed for memory."""
+
+    ROOT = MEMORY_CGROUP_ROOT
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._oom_before = self._oom_kills()
+
+    @classmethod
+    def create(cls, limit_bytes: int) -> MemoryCgroup | None:
+        # A reused cgroup may still hold page cache charged by the last run: the new limit
+        # reclaims it (or the write fails and a fresh cgroup is made).
+        path = cls._take({"memory.limit_in_bytes": str(limit_bytes)})
+        return cls(path) if path is not None else None
+
+    def set_limit(self, limit_bytes: int) -> None:
+        (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+
+    def _oom_kills(self) -> int:
+        return self._counter("memory.oom_control", "oom_kill")
+
+    def oom_killed(self) -> bool:
+        """True when the OOM killer killed one of this run's processes during the run."""
+        return self._oom_kills() > self._oom_before

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shopfloor.sandbox._limits import Limits
+from shopfloor.sandbox._limits import Limits, RunIdentity
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,11 @@ class Exec:
 
     argv: list[str]
     # The program applies the memory limit itself once its runtime is loaded
-    # (`cold_python_argv`, `limit_address_space`); else RLIMIT_AS = memory_mb from the exec.
+    # (`limit_address_space`); else RLIMIT_AS is set from the exec (see `python`).
     sets_own_memory_limit: bool = False
+    # A fresh Python interpreter: RLIMIT_AS = a fresh interpreter's size (measured once by
+    # the zygote) + memory_mb; else memory_mb as a whole.
+    python: bool = False
     mode: str = field(default="exec", init=False)
 
 
@@ -57,7 +60,8 @@ class LaunchRequest:
     cwd: str
     env: dict[str, str]
     limits: Limits
-    cgroup_procs: str | None = None
+    cgroup_procs: list[str] = field(default_factory=list)
+    identity: RunIdentity | None = None
 
     @property
     def warm(self) -> bool:
@@ -72,4 +76,10 @@ class LaunchRequest:
         raw = json.loads(data)
         program = dict(raw.pop("program"))
         kind = _PROGRAMS[program.pop("mode")]
-        return cls(program=kind(**program), limits=Limits(**raw.pop("limits")), **raw)
+        identity = raw.pop("identity", None)
+        return cls(
+            program=kind(**program),
+            limits=Limits(**raw.pop("limits")),
+            identity=RunIdentity(**identity) if identity is not None else None,
+            **raw,
+        )

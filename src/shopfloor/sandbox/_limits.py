@@ -1,4 +1,4 @@
-"""Resource limits for a sandboxed child, and how they are applied inside it."""
+"""Resource limits and identity of a sandboxed child, and how they are applied inside it."""
 
 from __future__ import annotations
 
@@ -6,34 +6,58 @@ import ctypes
 import os
 import resource
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from shopfloor.sandbox._cgroup import PIDS_CGROUP_ROOT
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded up front: nothing heavy may run after fork
 
-# A writable cgroup-v1 pids hierarchy lets us cap processes even for root (RLIMIT_NPROC does
-# not apply to uid 0) and find every descendant, including ones that left the process group.
-PIDS_CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
+__all__ = ["PIDS_CGROUP_ROOT", "Limits", "RunIdentity"]
+
+Network = Literal["none", "host"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Limits:
     wall_timeout_s: float = 60.0
     # Address space (RLIMIT_AS) the job may add on top of the runtime it starts from: a warm
-    # fork counts from the zygote's size at the fork, a cold Python run (`cold_python_argv`,
-    # or a runner that calls `limit_address_space`) from its size after its own pre-imports.
-    # A program that sets no limit of its own (`run_process` of any argv) gets it as a whole.
+    # fork counts from the zygote's size at the fork, a cold Python run from the size of a
+    # fresh interpreter (measured once by the cold zygote), a runner that calls
+    # `limit_address_space` from its size after its own pre-imports. A program that sets no
+    # limit of its own (`run_process` of any argv) gets it as a whole. All processes of a run
+    # together are bounded too (a memory cgroup, where the machine has one): memory_mb on top
+    # of the runtime's resident size.
     memory_mb: int = 2048
     cpu_s: int | None = None  # CPU seconds (RLIMIT_CPU); None → derived from the wall timeout
     file_size_mb: int = 256  # largest file the child may write (RLIMIT_FSIZE)
     max_processes: int = 64  # processes/threads the child may have at once
+    # Bytes the run may have in its work dir (out/ and tmp/ included); None: no cap.
+    disk_mb: int | None = None
 
     @property
     def effective_cpu_s(self) -> int:
         return self.cpu_s or int(self.wall_timeout_s * 2) + 5
+
+    @property
+    def effective_file_size_mb(self) -> int:
+        return min(self.file_size_mb, self.disk_mb) if self.disk_mb else self.file_size_mb
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who a run is: its own unprivileged uid/gid (None: the launcher's own), and its network
+    ("none": a new, empty network namespace; "host": the host's, filtered where possible)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    network: Network = "host"
 
 
 MB = 1024 * 1024
@@ -44,6 +68,10 @@ def address_space_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def limit_address_space(extra_mb: int) -> None:
     """RLIMIT_AS = what this process has mapped now + `extra_mb`: the memory limit of a job,
     applied once its runtime (interpreter, pre-imported libraries) is loaded."""
@@ -51,49 +79,46 @@ def limit_address_space(extra_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-# The start of a cold Python job: no shopfloor import (it would cost start-up time). It limits
-# the address space as `limit_address_space` does, then runs the script as `python script.py`
-# would: as `__main__`, with its directory first on sys.path.
-_COLD_PYTHON = """\
-import sys, os, resource
-fd = os.open("/proc/self/statm", os.O_RDONLY)
-n = int(os.read(fd, 64).split()[0]) * os.sysconf("SC_PAGE_SIZE") + int(sys.argv[1]) * 1048576
-os.close(fd)
-resource.setrlimit(resource.RLIMIT_AS, (n, n))
-del sys.argv[:2]
-sys.argv[0] = os.path.abspath(sys.argv[0])
-sys.path[0] = os.path.dirname(sys.argv[0])
-m = type(sys)("__main__")
-m.__file__ = sys.argv[0]
-sys.modules["__main__"] = m
-with open(sys.argv[0], "rb") as f:
-    c = compile(f.read(), sys.argv[0], "exec")
-del fd, n, f, m
-exec(c, sys.modules["__main__"].__dict__)
-"""
+class ContainmentFailed(OSError):
+    """A lever the worker said was there could not be applied: the run must not start."""
 
 
-def cold_python_argv(script: str, args: list[str], *, memory_mb: int) -> list[str]:
-    """A fresh interpreter that runs `script` with `args` and limits its own address space to
-    its size after start-up + `memory_mb`. Launch it with `sets_own_memory_limit=True`."""
-    return [sys.executable, "-E", "-s", "-u", "-c", _COLD_PYTHON, str(memory_mb), script, *args]
-
-
-def apply_in_child(limits: Limits, cgroup_procs: Path | None, *, address_space: int | None) -> None:
-    """Runs in the forked child before exec (or before user code in a zygote fork).
+def enter_run(
+    limits: Limits,
+    cgroup_procs: list[str],
+    identity: RunIdentity | None,
+    *,
+    address_space: int | None,
+) -> None:
+    """Runs in the forked child before exec (or before user code in a zygote fork), in this
+    order: join the run's cgroups and namespaces (needs root), drop to the run's uid/gid, then
+    the limits that are the process's own (rlimits, parent-death signal, which a change of
+    uid would clear).
 
     `address_space` is the RLIMIT_AS in bytes, or None when the program sets its own once its
     runtime is loaded (`limit_address_space`)."""
-    if cgroup_procs is not None:
-        cgroup_procs.write_text("0")  # "0" moves the writing process itself
+    for procs in cgroup_procs:
+        with open(procs, "w") as f:
+            f.write("0")  # "0" moves the writing process itself
+    identity = identity or RunIdentity()
+    if identity.network == "none":
+        # A new network namespace has only a down loopback: no route to anything. An IPC
+        # namespace of its own too (no SysV shared memory or queues shared with other runs).
+        if _libc.unshare(CLONE_NEWNET | CLONE_NEWIPC) != 0:
+            raise ContainmentFailed(ctypes.get_errno(), "cannot make a network namespace")
+    os.umask(0o077)
+    if identity.uid is not None:
+        os.setgroups([])
+        os.setgid(identity.gid if identity.gid is not None else identity.uid)
+        os.setuid(identity.uid)
     if address_space is not None:
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     cpu = limits.effective_cpu_s
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    fsize = limits.file_size_mb * MB
+    fsize = limits.effective_file_size_mb * MB
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if os.getuid() != 0:
+    if os.getuid() != 0 and not any("/pids/" in p for p in cgroup_procs):
         # Without a cgroup this is the only process cap; it counts all of the user's processes.
         cap = limits.max_processes + _processes_of_current_user()
         resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
@@ -121,6 +146,6 @@ def _processes_of_current_user() -> int:
 
 def protect_from_same_user() -> None:
     """Makes this process's memory and /proc/<pid>/environ unreadable to other processes of
-    the same (non-root) user — such as the scripts it runs, which could otherwise read the
-    worker's API keys there. Root-run scripts are not stopped by this; see the README."""
+    the same (non-root) user, and keeps it from being ptraced by them. Runs have their own uid
+    where the host allows it (`shopfloor.sandbox.host`); this matters where they do not."""
     _libc.prctl(_PR_SET_DUMPABLE, 0)

@@ -11,12 +11,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shopfloor.sandbox._cgroup import PidsCgroup
-from shopfloor.sandbox._limits import MB, Limits, apply_in_child
+from shopfloor.sandbox._cgroup import MemoryCgroup, PidsCgroup
+from shopfloor.sandbox._limits import MB, Limits, RunIdentity, enter_run
 from shopfloor.sandbox._output import OutputTail
 
 KILL_GRACE_S = 2.0
 FIRST_PROGRESS_S = 0.5
+WATCH_EVERY_S = 0.2  # disk use and OOM kills are checked this often while a run is watched
+MAX_FILES = 100_000  # entries a run's work dir may hold (a disk cap that millions of empty
+# files would not hit, and a walk that would not end)
 
 
 @dataclass
@@ -39,7 +42,7 @@ class SandboxOutcome:
     exit_code: int | None  # None when killed by a signal
     signal: str | None  # e.g. "SIGKILL"
     timed_out: bool
-    killed_reason: str | None  # timeout | memory | cpu | processes | file_size | cancelled
+    killed_reason: str | None  # timeout | memory | cpu | processes | file_size | disk | cancelled
     stdout: str
     stderr: str
     stdout_bytes: int
@@ -72,12 +75,43 @@ def check_progress_options(on_progress: ProgressCallback | None, every: float | 
         raise ValueError("on_progress needs progress_every: the caller's reporting interval")
 
 
-class _Child:
-    """Book-keeping shared by both launchers: the process group, the cgroup, the output tails."""
+def disk_usage(path: Path, max_files: int = MAX_FILES) -> tuple[int, int]:
+    """(bytes allocated, entries) under `path`, never following symlinks."""
+    total = entries = 0
+    stack = [str(path)]
+    while stack and entries <= max_files:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total, entries
 
-    def __init__(self, limits: Limits, tail_bytes: int) -> None:
+
+class _Child:
+    """Book-keeping shared by both launchers: the process group, the cgroups, the output
+    tails, what is watched while the run goes on (its work dir's size, OOM kills)."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        tail_bytes: int,
+        *,
+        memory_bytes: int | None = None,
+        watch_dir: Path | None = None,
+    ) -> None:
         self.limits = limits
         self.cgroup = PidsCgroup.create(limits.max_processes)
+        self.memory = MemoryCgroup.create(memory_bytes) if memory_bytes else None
+        self.watch_dir = watch_dir if limits.disk_mb else None
         self.stdout = OutputTail(tail_bytes)
         self.stderr = OutputTail(tail_bytes)
         self.started = time.monotonic()
@@ -87,6 +121,24 @@ class _Child:
             self.warnings.append(
                 "no writable pids cgroup and running as root: the process limit is not enforced"
             )
+
+    @property
+    def cgroup_procs(self) -> list[str]:
+        return [str(c.procs_file) for c in (self.cgroup, self.memory) if c is not None]
+
+    @property
+    def watched(self) -> bool:
+        return self.watch_dir is not None or self.memory is not None
+
+    def over_a_limit(self) -> str | None:
+        """`memory` or `disk` when the run went past one (checked while it runs and after)."""
+        if self.memory is not None and self.memory.oom_killed():
+            return "memory"
+        if self.watch_dir is not None and self.limits.disk_mb:
+            used, entries = disk_usage(self.watch_dir)
+            if used > self.limits.disk_mb * MB or entries > MAX_FILES:
+                return "disk"
+        return None
 
     def progress(self) -> Progress:
         return Progress(
@@ -102,21 +154,23 @@ class _Child:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
+        for cgroup in (self.cgroup, self.memory):
+            if cgroup is not None:
+                cgroup.kill_all()
 
     def __enter__(self) -> _Child:
         return self
 
     def __exit__(self, *_: object) -> None:
-        """The cgroup goes back to the pool however the run ended (even if it never started)."""
-        if self.cgroup is not None:
-            self.cgroup.release()
+        """The cgroups go back to the pool however the run ended (even if it never started)."""
+        for cgroup in (self.cgroup, self.memory):
+            if cgroup is not None:
+                cgroup.release()
 
     def outcome(self, returncode: int, killed_by_us: str | None) -> SandboxOutcome:
         exit_code = returncode if returncode >= 0 else None
         sig = signal.Signals(-returncode).name if returncode < 0 else None
-        reason = killed_by_us or self._classify(sig)
+        reason = killed_by_us or self.over_a_limit() or self._classify(sig)
         return SandboxOutcome(
             exit_code=exit_code,
             signal=sig,
@@ -162,11 +216,12 @@ async def supervise(
     # The first report comes early, so a watcher soon sees the job running; a job shorter than
     # that sends none (a heartbeat is a server round trip, the cost of a whole short script).
     every = progress_every if on_progress is not None else math.inf
-    next_report = min(FIRST_PROGRESS_S, every)
+    next_report = time.monotonic() + min(FIRST_PROGRESS_S, every)
+    watch = WATCH_EVERY_S if child.watched else math.inf
     try:
         while not wait_task.done():
-            timeout = min(next_report, max(0.0, deadline - time.monotonic()))
-            next_report = every
+            now = time.monotonic()
+            timeout = max(0.0, min(next_report - now, watch, deadline - now))
             await asyncio.wait({wait_task}, timeout=timeout)
             if wait_task.done():
                 break
@@ -174,6 +229,13 @@ async def supervise(
                 killed_by_us = "timeout"
                 child.kill_tree(pgid)
                 break
+            if child.watched and (over := child.over_a_limit()):
+                killed_by_us = over
+                child.kill_tree(pgid)
+                break
+            if time.monotonic() < next_report:
+                continue
+            next_report = time.monotonic() + every
             if on_progress is not None:
                 maybe = on_progress(child.progress())
                 if maybe is not None:
@@ -228,15 +290,19 @@ async def run_process(
     progress_every: float | None = None,
     tail_bytes: int = 64 * 1024,
     sets_own_memory_limit: bool = False,
+    identity: RunIdentity | None = None,
+    memory_bytes: int | None = None,
 ) -> SandboxOutcome:
     """Runs `argv` in a new session with `limits`; never raises for anything the child does.
 
     `on_progress` is called every `progress_every` seconds while the child runs. RLIMIT_AS is
     `limits.memory_mb` from the exec, unless the program `sets_own_memory_limit` once its
-    runtime is loaded (`cold_python_argv`, `limit_address_space`)."""
+    runtime is loaded (`limit_address_space`). `identity`: the uid and network the child
+    runs with; `memory_bytes`: a memory cgroup limit over the child's whole tree; with
+    `limits.disk_mb` the cwd's size is capped."""
     check_progress_options(on_progress, progress_every)
-    with _Child(limits, tail_bytes) as child:
-        procs_file = child.cgroup.procs_file if child.cgroup else None
+    with _Child(limits, tail_bytes, memory_bytes=memory_bytes, watch_dir=cwd) as child:
+        procs = child.cgroup_procs
         address_space = None if sets_own_memory_limit else limits.memory_mb * MB
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -246,7 +312,7 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=lambda: apply_in_child(limits, procs_file, address_space=address_space),
+            preexec_fn=lambda: enter_run(limits, procs, identity, address_space=address_space),
         )
         assert proc.stdout is not None and proc.stderr is not None
         readers = [

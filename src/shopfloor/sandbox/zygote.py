@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Program, Script
-from shopfloor.sandbox._limits import Limits
+from shopfloor.sandbox._limits import MB, Limits, RunIdentity
 from shopfloor.sandbox._process import (
     ProgressCallback,
     SandboxOutcome,
@@ -35,6 +35,10 @@ from shopfloor.sandbox._process import (
 
 log = logging.getLogger("shopfloor.zygote")
 START_TIMEOUT_S = 120.0
+# Memory cgroup of a run: memory_mb on top of what its runtime has resident, plus this slack
+# (kernel stacks, page tables); a runner that imports its libraries itself gets RUNNER_MB.
+CGROUP_SLACK_MB = 32
+RUNNER_MB = 1024
 
 
 class ZygoteDied(RuntimeError):
@@ -45,9 +49,19 @@ class Zygote:
     """A zygote process that has imported `modules` (warm) or nothing (cold), started with
     our small environment plus `env` (settings its modules read at import time)."""
 
-    def __init__(self, modules: list[str], env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        modules: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        mounts: dict[str, Any] | None = None,
+        memory_cgroups: bool = False,
+    ) -> None:
         self.modules = modules
         self.env = dict(env or {})
+        self.mounts = mounts  # `host.enter_private_mounts` options, or None
+        self.memory_cgroups = memory_cgroups
+        self.info: dict[str, int] = {}  # from its ready message: rss, python_vm, python_rss
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._pending: dict[str, dict[str, asyncio.Future]] = {}
@@ -55,10 +69,16 @@ class Zygote:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, modules: list[str], env: Mapping[str, str] | None = None) -> Zygote:
-        zygote = cls(modules, env)
+    async def start(
+        cls, modules: list[str], env: Mapping[str, str] | None = None, **options: Any
+    ) -> Zygote:
+        zygote = cls(modules, env, **options)
         await zygote._ensure_running()
         return zygote
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     async def _ensure_running(self) -> socket.socket:
         async with self._lock:
@@ -71,6 +91,7 @@ class Zygote:
                     "-m",
                     "shopfloor.sandbox.zygote_main",
                     str(theirs.fileno()),
+                    json.dumps({"mounts": self.mounts} if self.mounts else {}),
                     *self.modules,
                 ],
                 pass_fds=[theirs.fileno()],
@@ -105,6 +126,7 @@ class Zygote:
             return
         message = json.loads(data)
         if message.get("ready"):
+            self.info = {k: v for k, v in message.items() if k != "ready"}
             ready.set_result(None)
             return
         waiters = self._pending.get(message["id"])
@@ -135,6 +157,8 @@ class Zygote:
         on_progress: ProgressCallback | None = None,
         progress_every: float | None = None,
         tail_bytes: int = 64 * 1024,
+        identity: RunIdentity | None = None,
+        watch_dir: Path | None = None,
     ) -> SandboxOutcome:
         check_progress_options(on_progress, progress_every)
         sock = await self._ensure_running()
@@ -142,7 +166,8 @@ class Zygote:
         request_id = str(next(self._ids))
         waiters = {"pid": loop.create_future(), "returncode": loop.create_future()}
         self._pending[request_id] = waiters
-        with _Child(limits, tail_bytes) as child:
+        memory = self._memory_cgroup_bytes(program, limits) if self.memory_cgroups else None
+        with _Child(limits, tail_bytes, memory_bytes=memory, watch_dir=watch_dir) as child:
             try:
                 pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, progress
                 request = LaunchRequest(
@@ -151,7 +176,8 @@ class Zygote:
                     cwd=str(cwd),
                     env=env,
                     limits=limits,
-                    cgroup_procs=str(child.cgroup.procs_file) if child.cgroup else None,
+                    cgroup_procs=child.cgroup_procs,
+                    identity=identity,
                 )
                 try:
                     socket.send_fds(sock, [request.to_json()], [w for _, w in pipes])
@@ -175,6 +201,21 @@ class Zygote:
             finally:
                 self._pending.pop(request_id, None)
 
+    def _memory_cgroup_bytes(self, program: Program, limits: Limits) -> int:
+        """All of a run's processes together: memory_mb on top of its runtime's resident
+        size (a warm fork's copy-on-write pages are charged to it as it touches them)."""
+        if isinstance(program, Exec):
+            base = (
+                RUNNER_MB * MB
+                if program.sets_own_memory_limit
+                else self.info.get("python_rss", 0)
+                if program.python
+                else 0
+            )
+        else:
+            base = self.info.get("rss", 0)
+        return base + (limits.memory_mb + CGROUP_SLACK_MB) * MB
+
     # The three ways to run something; `options` are those of `run_process`: cwd, env,
     # limits, and optionally on_progress with progress_every, tail_bytes.
 
@@ -183,10 +224,17 @@ class Zygote:
         return await self._launch(Script(path=str(script), args=args), **options)
 
     async def run_exec(
-        self, argv: list[str], *, sets_own_memory_limit: bool = False, **options: Any
+        self,
+        argv: list[str],
+        *,
+        sets_own_memory_limit: bool = False,
+        python: bool = False,
+        **options: Any,
     ) -> SandboxOutcome:
-        """Runs a fresh program (fork + exec done by the zygote, not by the worker)."""
-        return await self._launch(Exec(argv, sets_own_memory_limit), **options)
+        """Runs a fresh program (fork + exec done by the zygote, not by the worker). `python`:
+        argv starts a Python interpreter, whose RLIMIT_AS is a fresh interpreter's size (the
+        zygote measured it once) + memory_mb."""
+        return await self._launch(Exec(argv, sets_own_memory_limit, python), **options)
 
     async def run_call(self, target: str, arg: Any, **options: Any) -> SandboxOutcome:
         """Calls `module:function(arg)` in a child of this zygote; its return value is the exit
@@ -245,4 +293,9 @@ async def run_fresh(argv: list[str], *, cold: Zygote | None, **options: Any) -> 
     else by this process (`run_process`). `options` as for `Zygote.run_exec`."""
     if cold is not None:
         return await cold.run_exec(argv, **options)
+    if options.pop("python", False):
+        options["sets_own_memory_limit"] = False
+    watch_dir = options.pop("watch_dir", None)
+    if watch_dir is not None:
+        options["cwd"] = watch_dir
     return await run_process(argv, **options)

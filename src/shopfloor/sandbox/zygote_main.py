@@ -4,9 +4,13 @@ The warm zygote has imported heavy libraries and runs scripts and calls in its f
 one has imported nothing and execs fresh programs in them. Protocol over a SOCK_SEQPACKET
 socket (fd given in argv), one JSON message per packet:
   parent → zygote: a `LaunchRequest` (see _launch.py: id, program tagged by mode exec |
-                   script | call, cwd, env, limits, cgroup_procs)
+                   script | call, cwd, env, limits, cgroup_procs, identity)
                    with SCM_RIGHTS fds [stdout, stderr, progress]
-  zygote → parent: {"ready": true} once; {"id", "pid"} when forked; {"id", "returncode"} at exit.
+  zygote → parent: {"ready": true, "rss", "python_vm", "python_rss"} once; {"id", "pid"} when
+                   forked; {"id", "returncode"} at exit.
+
+argv: the socket's fd, a JSON object of options ({"mounts": {...}} for
+`host.enter_private_mounts`, or {}), then the modules to import.
 """
 
 from __future__ import annotations
@@ -18,24 +22,53 @@ import runpy
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import traceback
-from pathlib import Path
 
 from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Script
-from shopfloor.sandbox._limits import MB, address_space_bytes, apply_in_child
+from shopfloor.sandbox._limits import (
+    MB,
+    ContainmentFailed,
+    address_space_bytes,
+    enter_run,
+    protect_from_same_user,
+    resident_bytes,
+)
 
 MAX_MESSAGE = 1024 * 1024  # requests are small: big job inputs travel as files in the cwd
 _WAKE_FDS: tuple[int, int] = (-1, -1)
+# A fresh interpreter's address space and resident size, measured once at start-up: what a
+# cold Python job starts from (its RLIMIT_AS is that + memory_mb).
+_FRESH_PYTHON = {"vm": 0, "rss": 0}
+_MEASURE = (
+    "import os\nfd = os.open('/proc/self/statm', os.O_RDONLY)\nprint(os.read(fd, 64).decode())\n"
+)
+
+
+def _measure_fresh_python() -> None:
+    done = subprocess.run(
+        [sys.executable, "-E", "-s", "-u", "-c", _MEASURE],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=True,
+    )
+    vm, rss = (int(x) * os.sysconf("SC_PAGE_SIZE") for x in done.stdout.split()[:2])
+    _FRESH_PYTHON.update(vm=vm, rss=rss)
 
 
 def _address_space_limit(request: LaunchRequest) -> int | None:
     """RLIMIT_AS for the child: memory_mb on top of the runtime the job starts from."""
     program = request.program
+    extra = request.limits.memory_mb * MB
     if isinstance(program, Exec):
-        return None if program.sets_own_memory_limit else request.limits.memory_mb * MB
+        if program.sets_own_memory_limit:
+            return None
+        return _FRESH_PYTHON["vm"] + extra if program.python else extra
     # A warm fork starts from everything the zygote has mapped: the limit is what it adds.
-    return address_space_bytes() + request.limits.memory_mb * MB
+    return address_space_bytes() + extra
 
 
 def _child(request: LaunchRequest, fds: list[int], sock: socket.socket) -> None:
@@ -48,9 +81,17 @@ def _child(request: LaunchRequest, fds: list[int], sock: socket.socket) -> None:
         for fd in _WAKE_FDS:
             os.close(fd)
         os.setsid()
-        cgroup = Path(request.cgroup_procs) if request.cgroup_procs else None
-        apply_in_child(request.limits, cgroup, address_space=_address_space_limit(request))
         out, err, progress = fds
+        try:
+            enter_run(
+                request.limits,
+                request.cgroup_procs,
+                request.identity,
+                address_space=_address_space_limit(request),
+            )
+        except (ContainmentFailed, OSError) as failed:
+            os.write(err, f"shopfloor: the run could not be contained: {failed}\n".encode())
+            os._exit(126)
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.close(out)
@@ -118,7 +159,13 @@ def serve(sock: socket.socket) -> None:
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "request")
     selector.register(wake_r, selectors.EVENT_READ, "sigchld")
-    sock.send(json.dumps({"ready": True}).encode())
+    ready = {
+        "ready": True,
+        "rss": resident_bytes(),
+        "python_vm": _FRESH_PYTHON["vm"],
+        "python_rss": _FRESH_PYTHON["rss"],
+    }
+    sock.send(json.dumps(ready).encode())
     while True:
         for key, _ in selector.select():
             if key.data == "sigchld":
@@ -158,7 +205,17 @@ def _reap(children: dict[int, str], sock: socket.socket) -> None:
 
 def main() -> None:
     fd = int(sys.argv[1])
-    modules = sys.argv[2:]
+    options = json.loads(sys.argv[2])
+    modules = sys.argv[3:]
+    # Runs have other uids: they may not signal us; nor may anything of our own uid read our
+    # memory (where runs share the worker's uid).
+    protect_from_same_user()
+    if options.get("mounts"):
+        from shopfloor.sandbox.host import enter_private_mounts
+
+        enter_private_mounts(**options["mounts"])
+    if not modules:  # the cold zygote: the runtime of its cold Python jobs
+        _measure_fresh_python()
     # Thread pools started at import time (BLAS, OpenMP) do not survive fork well.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")

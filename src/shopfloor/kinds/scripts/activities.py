@@ -9,12 +9,12 @@ from pathlib import Path
 
 from temporalio import activity
 
-from shopfloor.artifacts import ArtifactError
+from shopfloor.artifacts import ArtifactError, Collected
 from shopfloor.jobs import invalid_input
-from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
+from shopfloor.kinds.scripts.models import InputFile, ScriptInput, ScriptResult
 from shopfloor.registry import ActivitiesIterator, WorkerContext
-from shopfloor.sandbox import Limits, SandboxOutcome, Script, cold_python_argv
-from shopfloor.usercode import UserCodeRun, Zygotes, zygotes
+from shopfloor.sandbox import Limits, SandboxOutcome, Script
+from shopfloor.usercode import UserCodeRun, Zygotes, cold_python_argv, zygotes
 
 # Scripts that import these pay seconds of import time in a fresh interpreter; a warm fork
 # of a process that already imported them starts in milliseconds.
@@ -32,26 +32,36 @@ class ScriptActivities:
         self.ctx = ctx
         self.zygotes = zygotes
 
+    def _read_uri(self, uri: str, what: str) -> bytes:
+        try:
+            return self.ctx.artifacts.read_bytes(uri)
+        except ArtifactError as err:
+            raise invalid_input(f"cannot read {what} from {uri}: {err}") from err
+
     def _source(self, job: ScriptInput) -> str:
         if job.source is not None:
             return job.source
         try:
-            return self.ctx.artifacts.read_bytes(job.source_uri or "").decode()
-        except (ArtifactError, UnicodeDecodeError) as err:
-            raise invalid_input(f"cannot read script from {job.source_uri}: {err}") from err
+            return self._read_uri(job.source_uri or "", "script").decode()
+        except UnicodeDecodeError as err:
+            raise invalid_input(f"script at {job.source_uri} is not UTF-8: {err}") from err
+
+    def _file_bytes(self, f: InputFile) -> bytes:
+        if f.uri is not None:
+            return self._read_uri(f.uri, f"file {f.path}")
+        if not f.base64:
+            return f.content.encode()
+        try:
+            return base64.b64decode(f.content, validate=True)
+        except ValueError as err:
+            raise invalid_input(f"file {f.path}: invalid base64") from err
 
     def _prepare(self, workdir: Path, job: ScriptInput, source: str) -> None:
         (workdir / "script.py").write_text(source)
         for f in job.files:
             dest = workdir / f.path
             dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                data = (
-                    base64.b64decode(f.content, validate=True) if f.base64 else f.content.encode()
-                )
-            except ValueError as err:
-                raise invalid_input(f"file {f.path}: invalid base64") from err
-            dest.write_bytes(data)
+            dest.write_bytes(self._file_bytes(f))
 
     @activity.defn(name="run_script")
     async def run_script(self, job: ScriptInput) -> ScriptResult:
@@ -64,23 +74,22 @@ class ScriptActivities:
             memory_mb=job.memory_mb,
             max_processes=job.max_processes,
             file_size_mb=job.file_size_mb,
+            disk_mb=job.disk_mb,
         )
-        async with UserCodeRun(self.zygotes, self.ctx.artifacts, limits, job.env) as run:
+        run = UserCodeRun(self.zygotes, self.ctx.artifacts, limits, job.env, network=job.network)
+        async with run:
             self._prepare(run.path, job, source)
             heavy = job.warm == "auto" and bool(_HEAVY_IMPORT.search(source))
             warm = Script(path=str(run.path / "script.py"), args=job.args) if heavy else None
-            outcome = await run.run(
-                warm=warm,
-                cold=cold_python_argv("script.py", job.args, memory_mb=job.memory_mb),
-            )
-            artifacts = run.store_out()
+            outcome = await run.run(warm=warm, cold=cold_python_argv("script.py", job.args))
+            collected = run.collect_out(outcome)
             return _result(
-                outcome, artifacts, attempt=activity.info().attempt, warm=run.ran_warm(warm)
+                outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm(warm)
             )
 
 
 def _result(
-    outcome: SandboxOutcome, artifacts: dict[str, str], *, attempt: int, warm: bool
+    outcome: SandboxOutcome, collected: Collected, *, attempt: int, warm: bool
 ) -> ScriptResult:
     return ScriptResult(
         exit_code=outcome.exit_code,
@@ -92,7 +101,8 @@ def _result(
         stdout_bytes=outcome.stdout_bytes,
         stderr_bytes=outcome.stderr_bytes,
         duration_s=outcome.duration_s,
-        artifacts=artifacts,
+        artifacts=collected.uris,
+        refused_artifacts=collected.refused_list(),
         attempt=attempt,
         warm=warm,
         warnings=outcome.warnings,

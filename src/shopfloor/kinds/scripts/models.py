@@ -17,15 +17,17 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Secrets belong in the worker's settings, never in workflow history.
 _SECRET_LIKE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 
-KilledReason = Literal["timeout", "memory", "cpu", "processes", "file_size", "cancelled"]
+KilledReason = Literal["timeout", "memory", "cpu", "processes", "file_size", "disk", "cancelled"]
 
 
 class InputFile(StrictInput):
-    """A file placed next to the script before it runs (text or base64 bytes)."""
+    """A file placed next to the script before it runs (text, base64 bytes, or the content of
+    an uploaded artifact, `uri`)."""
 
     path: str
     content: str = ""
     base64: bool = False
+    uri: str | None = Field(None, description="artifact:// URI of the content instead")
 
     @field_validator("path")
     @classmethod
@@ -49,8 +51,20 @@ class ScriptInput(StrictInput):
     )
     max_processes: int = Field(64, ge=1, le=4096)
     file_size_mb: int = Field(256, ge=1, le=64 * 1024)
+    disk_mb: int | None = Field(
+        None,
+        ge=1,
+        le=1024 * 1024,
+        description="bytes (MB) the run may have in its work dir, out/ included; at most the "
+        "worker's cap (SHOPFLOOR_SANDBOX_DISK_MB), which is the default",
+    )
     warm: Literal["auto", "never"] = Field(
         "auto", description="auto: scripts importing build123d/mujoco run in a warm worker fork"
+    )
+    network: Literal["none", "host"] = Field(
+        "none",
+        description="none: no network at all; host: the host's network, without loopback, the "
+        "Temporal frontend or the controller (refused by workers that cannot enforce that)",
     )
 
     @model_validator(mode="after")
@@ -89,6 +103,11 @@ class ScriptResult(BaseModel):
     stderr_bytes: int = 0
     duration_s: float = 0.0
     artifacts: dict[str, str] = Field(default_factory=dict, description="name → artifact URI")
+    refused_artifacts: list[str] = Field(
+        default_factory=list,
+        description="files in out/ that were not stored, with why (symlinks, hard links to "
+        "files outside the run, special files, bad names, a run over its disk cap)",
+    )
     attempt: int = 1
     warm: bool = False
     warnings: list[str] = Field(default_factory=list)

@@ -9,10 +9,13 @@ directory (uploaded and inline parts as files beside it), the child writes its a
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pydantic import ValidationError
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError
@@ -102,11 +105,34 @@ class SimulationActivities:
                 warm=Call(f"{RUNNER}:run_in_child", RUN_FILE) if warm else None,
                 cold=cold_module_argv(RUNNER, RUN_FILE),
             )
-            report_file = run.path / REPORT_FILE
-            if not report_file.exists():
+            report = (
+                _read_report(run.path / REPORT_FILE) if outcome.killed_reason != "disk" else None
+            )
+            if report is None:
                 return _crashed(outcome, request)
-            report = SimulationReport.model_validate_json(report_file.read_text())
-            return report.result(run.store_out().get)
+            collected = run.collect_out(outcome)
+            result = report.result(collected.uris.get)
+            if collected.refused:
+                refused = "; ".join(collected.refused_list())
+                result.warnings.append(f"artifacts not stored: {refused}")
+            return result
+
+
+def _read_report(path: Path) -> SimulationReport | None:
+    """The child's verdict, if it wrote one: a regular file (never followed as a link) that
+    parses; anything else is no verdict (the run's own code may have tampered with it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read(16 * 1024 * 1024)
+    try:
+        return SimulationReport.model_validate_json(data)
+    except ValidationError:
+        return None
 
 
 def _crashed(outcome: SandboxOutcome, request: SimulationRequest) -> SimulationResult:
@@ -115,6 +141,10 @@ def _crashed(outcome: SandboxOutcome, request: SimulationRequest) -> SimulationR
         reason = f"timeout: the run exceeded its {request.timeout_s:g}s wall-clock limit"
     elif outcome.killed_reason == "memory":
         reason = f"memory: the run exceeded its {request.memory_mb} MB limit"
+    elif outcome.killed_reason == "disk":
+        reason = "disk: the run exceeded its disk cap; nothing of it was kept"
+    elif outcome.killed_reason == "processes":
+        reason = "processes: the run exceeded its process limit"
     elif outcome.killed_reason == "cancelled":
         reason = "cancelled"
     elif outcome.signal:

@@ -1,0 +1,251 @@
+"""What this host offers to contain runs, found out once at worker start, and the set-up that
+uses it: the zygotes' private mount namespace and the filter on opt-in network.
+
+Levers, each used when present (the worker logs which, and warns about what is missing):
+- root: runs get their own uid/gid from a pool (`_identity.UidPool`), so they cannot signal
+  the worker, the zygotes or each other, nor read each other's files;
+- network namespaces: a run has no network by default;
+- mount namespaces: each zygote sees the host through a private view where /tmp, /var/tmp and
+  /dev/shm are small tmpfs of its own (nothing a run writes there reaches the disk), the data
+  dir and artifact store are hidden, and the interpreter is reachable for the run's uid even
+  when it lives under a directory only root may enter (e.g. /root/.pyenv);
+- cgroup v1 `pids` and `memory`: a process cap and a memory cap over a run's whole tree;
+- iptables (owner match): a run that opts in to the host's network cannot reach loopback
+  (the Temporal dev server, the controller) nor the configured Temporal frontend.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shopfloor.sandbox._cgroup import MEMORY_CGROUP_ROOT, PIDS_CGROUP_ROOT, usable
+from shopfloor.sandbox._limits import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS
+
+log = logging.getLogger("shopfloor.sandbox")
+_libc = ctypes.CDLL(None, use_errno=True)
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+
+@dataclass(frozen=True)
+class HostCapabilities:
+    root: bool
+    netns: bool
+    mountns: bool
+    pids_cgroup: bool
+    memory_cgroup: bool
+    iptables: bool
+
+    @property
+    def own_uids(self) -> bool:
+        return self.root
+
+    def describe(self) -> str:
+        used = [name for name, on in asdict(self).items() if on]
+        return "sandbox levers: " + (", ".join(used) or "none")
+
+    def warnings(self) -> list[str]:
+        out = []
+        if not self.root:
+            out.append(
+                "not running as root: runs keep the worker's uid (they can signal it and read "
+                "what it can read); run workers as root to give each run its own uid"
+            )
+        if not self.netns:
+            out.append("no network namespaces: runs share the host's network")
+        if not self.mountns:
+            out.append("no mount namespaces: runs may write the host's /tmp, outside their cap")
+        if not self.pids_cgroup:
+            out.append("no writable pids cgroup: processes are capped by RLIMIT_NPROC only")
+        if not self.memory_cgroup:
+            out.append("no writable memory cgroup: memory is capped per process only")
+        if not self.iptables:
+            out.append("no iptables: jobs asking for network are refused")
+        return out
+
+
+def _try_in_child(flags: int) -> bool:
+    """Whether unshare(flags) works here (tried in a short-lived child, not in us)."""
+    code = f"import ctypes, sys\nsys.exit(0 if ctypes.CDLL(None).unshare({flags}) == 0 else 1)\n"
+    try:
+        return subprocess.run([sys.executable, "-S", "-c", code], timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def detect() -> HostCapabilities:
+    root = os.geteuid() == 0
+    return HostCapabilities(
+        root=root,
+        netns=root and _try_in_child(CLONE_NEWNET | CLONE_NEWIPC),
+        mountns=root and _try_in_child(CLONE_NEWNS),
+        pids_cgroup=root and usable(PIDS_CGROUP_ROOT),
+        memory_cgroup=root and usable(MEMORY_CGROUP_ROOT),
+        iptables=root and shutil.which("iptables") is not None and _iptables_works(),
+    )
+
+
+# -- opt-in network: no loopback, no Temporal frontend, no controller -------------------------
+
+
+def _iptables_works() -> bool:
+    try:
+        return (
+            subprocess.run(["iptables", "-S", "OUTPUT"], capture_output=True, timeout=10).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.hostname is None or parts.port is None:
+        return None
+    return parts.hostname, parts.port
+
+
+def network_filter_rules(uid_range: tuple[int, int], forbidden: list[str]) -> list[list[str]]:
+    """iptables OUTPUT rules for the run uids: nothing over loopback (the dev server, the
+    controller and anything else local), nothing to the forbidden addresses (host:port)."""
+    owner = ["-m", "owner", "--uid-owner", f"{uid_range[0]}-{uid_range[1]}"]
+    rules = [["-o", "lo", *owner, "-j", "REJECT"]]
+    for address in forbidden:
+        hp = _host_port(address)
+        if hp is None:
+            continue
+        try:
+            ips = {info[4][0] for info in socket.getaddrinfo(hp[0], hp[1], socket.AF_INET)}
+        except OSError:
+            continue
+        for ip in sorted(ips):
+            if ipaddress.ip_address(ip).is_loopback:
+                continue  # covered by the loopback rule
+            rules.append(["-d", ip, "-p", "tcp", "--dport", str(hp[1]), *owner, "-j", "REJECT"])
+    return rules
+
+
+def install_network_filter(uid_range: tuple[int, int], forbidden: list[str]) -> bool:
+    """Adds the rules once (idempotent: a rule already there is not added again)."""
+    ok = True
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            ok = ok and tool == "ip6tables"
+            continue
+        rules = network_filter_rules(uid_range, forbidden if tool == "iptables" else [])
+        for rule in rules:
+            check = subprocess.run([tool, "-C", "OUTPUT", *rule], capture_output=True)
+            if check.returncode == 0:
+                continue
+            added = subprocess.run([tool, "-I", "OUTPUT", "1", *rule], capture_output=True)
+            if added.returncode != 0:
+                log.warning("%s: cannot add %s: %s", tool, rule, added.stderr.decode().strip())
+                ok = ok and tool == "ip6tables"
+    return ok
+
+
+# -- the zygotes' private view of the file system ----------------------------------------------
+
+
+def _mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+) -> None:
+    def enc(v: str | None) -> bytes | None:
+        return v.encode() if v is not None else None
+
+    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def interpreter_paths() -> list[str]:
+    """What a run's Python needs to reach: the executable, its prefixes and its sys.path."""
+    paths = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, sys.exec_prefix}
+    paths |= {p for p in sys.path if p and os.path.exists(p)}
+    return sorted(os.path.realpath(p) for p in paths)
+
+
+def _first_blocked(path: str) -> tuple[str, str] | None:
+    """The first directory on the way to `path` that other users may not enter, and its child
+    on the way; None when another user can reach `path`."""
+    parts = Path(path).parts
+    for i in range(1, len(parts)):
+        directory = str(Path(*parts[:i]))
+        try:
+            mode = os.stat(directory).st_mode
+        except OSError:
+            return None
+        if not mode & stat.S_IXOTH:
+            return directory, str(Path(*parts[: i + 1]))
+    return None
+
+
+def enter_private_mounts(
+    *, work_root: str, hide: list[str], tmp_mb: int, reach: list[str] | None = None
+) -> None:
+    """Called once by a zygote running as root: a mount namespace of its own (its children
+    inherit it) where:
+
+    - /tmp, /var/tmp and /dev/shm are fresh tmpfs of `tmp_mb` each (sticky, world-writable):
+      what runs write there is in memory, charged to their memory cgroup, never on disk; the
+      work root is bound back at its path;
+    - every directory that blocks other users on the way to the interpreter (`reach`) is
+      covered by a tmpfs they may enter (0711) holding only the path onward, bound back;
+    - `hide` (the data dir, the artifact store) are covered by empty, root-only tmpfs.
+    Nothing of this is seen outside the namespace."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    keep: list[str] = [work_root]
+
+    def cover(directory: str, data: str) -> None:
+        inside = [k for k in keep if k.startswith(directory.rstrip("/") + "/")]
+        fds = {k: os.open(k, os.O_PATH | os.O_CLOEXEC) for k in inside}
+        try:
+            _mount("tmpfs", directory, "tmpfs", 0, data)
+            for k, fd in fds.items():
+                _make_mountpoint(directory, k, os.path.isdir(f"/proc/self/fd/{fd}"))
+                _mount(f"/proc/self/fd/{fd}", k, None, MS_BIND | MS_REC, None)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    for tmp in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            cover(tmp, f"mode=1777,size={tmp_mb}m,nr_inodes=16k")
+    for _ in range(8):  # each round opens one blocking directory
+        blocked = {b for b in map(_first_blocked, reach or interpreter_paths()) if b}
+        if not blocked:
+            break
+        directory = min(d for d, _ in blocked)
+        keep = [child for d, child in blocked if d == directory]
+        cover(directory, "mode=0711,size=1m")
+    for path in hide:
+        if os.path.isdir(path) and not any(
+            k == path or k.startswith(path.rstrip("/") + "/") for k in [work_root]
+        ):
+            _mount("tmpfs", path, "tmpfs", 0, "mode=0700,size=16k,nr_inodes=16")
+
+
+def _make_mountpoint(covered: str, target: str, is_dir: bool) -> None:
+    parent = os.path.dirname(target)
+    rel = os.path.relpath(parent, covered)
+    if rel != ".":
+        os.makedirs(parent, mode=0o711, exist_ok=True)
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    else:
+        open(target, "a").close()
