@@ -14,7 +14,7 @@ import httpx
 
 from shopfloor.processes import free_port, kill_process, stop_process
 
-__all__ = ["REPO", "Proc", "Stack", "free_port", "wait_until"]
+__all__ = ["REPO", "Proc", "Stack", "free_port", "run_cli", "wait_until"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -141,3 +141,22 @@ class Stack:
 
     def run(self, kind: str, job: dict, *, wait_s: float = 120) -> dict:
         return self.result(self.submit(kind, job), wait_s=wait_s)
+
+    def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        """`shopfloor ARGS` against this stack's controller, output piped (as scripts see it)."""
+        return run_cli(
+            *args, env={**self.env, "SHOPFLOOR_CONTROLLER_URL": self.url}, timeout_s=timeout_s
+        )
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shopfloor", *args],
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+    )

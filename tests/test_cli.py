@@ -4,27 +4,9 @@ running), valid JSON when piped, user text never read as markup, whole ids in li
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.helpers import REPO, Stack, free_port
-
-
-def run_cli(stack: Stack | None, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
-    env = {**(stack.env if stack else {}), "SHOPFLOOR_CONTROLLER_URL": url or stack.url}
-    if stack is None:
-        import os
-
-        env = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, "-m", "shopfloor", *args],
-        env=env,
-        capture_output=True,  # piped: what scripts and CI see
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+from tests.helpers import Stack, free_port, run_cli
 
 
 def script(tmp_path: Path, name: str, source: str) -> str:
@@ -34,26 +16,26 @@ def script(tmp_path: Path, name: str, source: str) -> str:
 
 
 def test_exit_codes(stack: Stack, tmp_path: Path) -> None:
-    ok = run_cli(stack, "submit", "script", script(tmp_path, "ok.py", "print(1)"), "--wait")
+    ok = stack.cli("submit", "script", script(tmp_path, "ok.py", "print(1)"), "--wait")
     assert ok.returncode == 0, ok.stderr
     failing = script(tmp_path, "bad.py", "import sys\nprint('nope')\nsys.exit(3)")
-    failed = run_cli(stack, "submit", "script", failing, "--wait", "--json")
+    failed = stack.cli("submit", "script", failing, "--wait", "--json")
     assert failed.returncode == 1, failed.stderr
     job = json.loads(failed.stdout)
     assert job["status"] == "COMPLETED" and job["result"]["exit_code"] == 3
-    assert run_cli(stack, "result", job["job_id"]).returncode == 1
-    assert run_cli(stack, "result", "no-such-job").returncode == 2
-    usage = run_cli(stack, "submit", "script", failing, "-o", "timeout_s=-1")
+    assert stack.cli("result", job["job_id"]).returncode == 1
+    assert stack.cli("result", "no-such-job").returncode == 2
+    usage = stack.cli("submit", "script", failing, "-o", "timeout_s=-1")
     assert usage.returncode == 2 and "timeout_s" in usage.stderr
     sleeper = script(tmp_path, "slow.py", "import time\ntime.sleep(60)")
-    started = run_cli(stack, "submit", "script", sleeper, "--json")
+    started = stack.cli("submit", "script", sleeper, "--json")
     job_id = json.loads(started.stdout)["job_id"]
-    assert run_cli(stack, "result", job_id).returncode == 4
-    cancelled = run_cli(stack, "cancel", job_id)
+    assert stack.cli("result", job_id).returncode == 4
+    cancelled = stack.cli("cancel", job_id)
     assert cancelled.returncode == 0, cancelled.stderr
-    assert run_cli(stack, "result", job_id, "--wait", "30").returncode == 1  # CANCELED
+    assert stack.cli("result", job_id, "--wait", "30").returncode == 1  # CANCELED
     dead = f"http://127.0.0.1:{free_port()}"
-    unreachable = run_cli(None, "status", job_id, url=dead)
+    unreachable = run_cli("status", job_id, env={"SHOPFLOOR_CONTROLLER_URL": dead})
     assert unreachable.returncode == 3 and "not reachable" in unreachable.stderr
 
 
@@ -66,11 +48,11 @@ def test_piped_json_is_valid_and_markup_is_text(stack: Stack, tmp_path: Path) ->
         "print('[/oops]', file=sys.stderr)\n"
         "sys.exit(1)\n",
     )
-    done = run_cli(stack, "submit", "script", noisy, "--wait", "--json")
+    done = stack.cli("submit", "script", noisy, "--wait", "--json")
     job = json.loads(done.stdout)  # one JSON document, however long its lines
-    status = run_cli(stack, "status", job["job_id"], "--json")
+    status = stack.cli("status", job["job_id"], "--json")
     assert json.loads(status.stdout)["job_id"] == job["job_id"]
-    shown = run_cli(stack, "result", job["job_id"])
+    shown = stack.cli("result", job["job_id"])
     assert shown.returncode == 1 and "Traceback" not in shown.stderr
     assert "[/tmp/x] [bold]not bold[/bold]" in shown.stdout and "[/oops]" in shown.stdout
 
@@ -80,8 +62,8 @@ def test_list_shows_whole_ids_and_refuses_unknown_statuses(stack: Stack, tmp_pat
         stack, "submit", "script", script(tmp_path, "a.py", "print(2)"), "--wait", "--json"
     )
     job_id = json.loads(done.stdout)["job_id"]
-    listed = run_cli(stack, "list", "--limit", "50")
+    listed = stack.cli("list", "--limit", "50")
     assert listed.returncode == 0 and job_id in listed.stdout.split()
-    bogus = run_cli(stack, "list", "--status", "bogus")
+    bogus = stack.cli("list", "--status", "bogus")
     assert bogus.returncode == 2 and "unknown status 'bogus'" in bogus.stderr
     assert "ExecutionStatus" not in bogus.stderr

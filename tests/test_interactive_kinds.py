@@ -4,8 +4,6 @@ are derived from that. Driven here through real processes with the test-only ste
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -30,18 +28,6 @@ def steer_stack(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory)
     s.stop()
 
 
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**stack.env, "SHOPFLOOR_CONTROLLER_URL": stack.url, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "shopfloor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-
-
 def napping_job(stack: Stack, **job: object) -> str:
     job_id = stack.submit("steerable", {"naps": 1, "nap_s": 3600, **job})
     wait_until(
@@ -63,7 +49,7 @@ def test_status_shows_the_wake_up_time_of_a_sleeping_job(steer_stack: Stack) -> 
     assert reported["step"] == "nap 1" and "waiting until" in reported["status"]
     assert status["progress"] == []  # no activity runs: heartbeats alone would show nothing
 
-    shown = cli(steer_stack, "status", job_id)
+    shown = steer_stack.cli("status", job_id)
     assert shown.returncode == 0, shown.stderr
     assert f"{wake_at:%Y-%m-%d %H:%M:%S}" in shown.stdout  # "waiting until … UTC for nap 1"
     assert "[nap 1]" in shown.stdout and "wakes at" in shown.stdout
@@ -118,25 +104,25 @@ def test_signal_query_update_over_http(steer_stack: Stack) -> None:
 
 def test_signal_query_update_from_the_cli(steer_stack: Stack) -> None:
     job_id = napping_job(steer_stack)
-    sent = cli(steer_stack, "signal", job_id, "nudge", "--json", '{"message": "from the cli"}')
+    sent = steer_stack.cli("signal", job_id, "nudge", "--json", '{"message": "from the cli"}')
     assert sent.returncode == 0, sent.stderr
-    asked = cli(steer_stack, "query", job_id, "messages")
+    asked = steer_stack.cli("query", job_id, "messages")
     assert asked.returncode == 0 and json.loads(asked.stdout) == {"messages": ["from the cli"]}
-    updated = cli(steer_stack, "update", job_id, "set_label", "--json", '{"label": "cli"}')
+    updated = steer_stack.cli("update", job_id, "set_label", "--json", '{"label": "cli"}')
     assert updated.returncode == 0, updated.stderr
     assert json.loads(updated.stdout) == {"previous": "unlabelled", "current": "cli"}
 
-    unknown = cli(steer_stack, "signal", job_id, "pause")
+    unknown = steer_stack.cli("signal", job_id, "pause")
     assert unknown.returncode == 2 and "404" in unknown.stderr and "nudge" in unknown.stderr
-    bad_json = cli(steer_stack, "update", job_id, "set_label", "--json", "{label")
+    bad_json = steer_stack.cli("update", job_id, "set_label", "--json", "{label")
     assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
 
-    assert cli(steer_stack, "signal", job_id, "finish").returncode == 0
+    assert steer_stack.cli("signal", job_id, "finish").returncode == 0
     steer_stack.result(job_id, wait_s=60)
-    late = cli(steer_stack, "query", job_id, "messages")
+    late = steer_stack.cli("query", job_id, "messages")
     assert late.returncode == 2 and "409" in late.stderr
     # The help text lists what the registry's kinds declare.
-    assert "set_label (steerable)" in cli(steer_stack, "update", "--help").stdout
+    assert "set_label (steerable)" in steer_stack.cli("update", "--help").stdout
 
 
 def test_openapi_has_typed_bodies_and_answers(steer_stack: Stack) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,23 @@ def _gateway_module() -> Any:
 Gateway = _gateway_module().Gateway
 
 
-@pytest.fixture
-def gateway() -> Iterator[Any]:
+@contextmanager
+def serving_gateway() -> Iterator[Any]:
+    """The example gateway on a free port, requiring TOKEN; `.url` is its address."""
     gw = Gateway(token=TOKEN)
     server = gw.serve(0)
     gw.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield gw
-    server.shutdown()
-    server.server_close()
+    try:
+        yield gw
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def gateway() -> Iterator[Any]:
+    with serving_gateway() as gw:
+        yield gw
 
 
 @asynccontextmanager

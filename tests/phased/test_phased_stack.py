@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -17,17 +16,13 @@ import yaml
 
 from shopfloor.devserver import DevServer, temporal_binary
 from tests.helpers import REPO, Stack, wait_until
-from tests.phased.conftest import EXAMPLES, TOKEN, Gateway
+from tests.phased.conftest import EXAMPLES, TOKEN, serving_gateway
 
 
 @pytest.fixture(scope="module")
 def module_gateway() -> Iterator:
-    gw = Gateway(token=TOKEN)
-    server = gw.serve(0)
-    gw.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield gw
-    server.shutdown()
-    server.server_close()
+    with serving_gateway() as gw:
+        yield gw
 
 
 def gateway_env(gateway) -> dict[str, str]:
@@ -48,18 +43,6 @@ def turn_stack(
     s.start_controller()
     yield s
     s.stop()
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**stack.env, "SHOPFLOOR_CONTROLLER_URL": stack.url, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "shopfloor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
 
 
 def test_worker_killed_during_the_wait_second_phase_runs_once(
@@ -153,11 +136,11 @@ def test_schedules_apply_trigger_pause_backfill(turn_stack: Stack, tmp_path: Pat
     path = tmp_path / "schedules.yaml"
     path.write_text(yaml.safe_dump(definition))
 
-    applied = cli(turn_stack, "schedule", "apply", str(path), "--json")
+    applied = turn_stack.cli("schedule", "apply", str(path), "--json")
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout) == [{"id": sid, "action": "created"}]
     described = turn_stack.http.get(f"/schedules/{sid}").json()
-    again = cli(turn_stack, "schedule", "apply", str(path), "--json")
+    again = turn_stack.cli("schedule", "apply", str(path), "--json")
     assert json.loads(again.stdout) == [{"id": sid, "action": "unchanged"}]
     same = turn_stack.http.get(f"/schedules/{sid}").json()
     assert same == described  # applying twice changed nothing
@@ -169,11 +152,11 @@ def test_schedules_apply_trigger_pause_backfill(turn_stack: Stack, tmp_path: Pat
     # Changed definition → updated; its runs keep working.
     definition["schedules"][0]["overlap"] = "buffer_one"
     path.write_text(yaml.safe_dump(definition))
-    assert json.loads(cli(turn_stack, "schedule", "apply", str(path), "--json").stdout) == [
+    assert json.loads(turn_stack.cli("schedule", "apply", str(path), "--json").stdout) == [
         {"id": sid, "action": "updated"}
     ]
 
-    assert cli(turn_stack, "schedule", "trigger", sid).returncode == 0
+    assert turn_stack.cli("schedule", "trigger", sid).returncode == 0
     run = wait_until(
         lambda: (
             (d := turn_stack.http.get(f"/schedules/{sid}").json())["recent_runs"]
@@ -184,19 +167,19 @@ def test_schedules_apply_trigger_pause_backfill(turn_stack: Stack, tmp_path: Pat
     result = turn_stack.result(run["job_id"], wait_s=60)
     assert result["status"] == "COMPLETED" and "scheduled hello" in result["result"]["stdout_tail"]
 
-    paused = cli(turn_stack, "schedule", "pause", sid, "--note", "maintenance")
+    paused = turn_stack.cli("schedule", "pause", sid, "--note", "maintenance")
     assert paused.returncode == 0
     view = turn_stack.http.get(f"/schedules/{sid}").json()
     assert view["paused"] and view["note"] == "maintenance"
-    listed = cli(turn_stack, "schedule", "list")
+    listed = turn_stack.cli("schedule", "list")
     assert sid in listed.stdout and "paused (maintenance)" in listed.stdout
-    assert cli(turn_stack, "schedule", "unpause", sid).returncode == 0
+    assert turn_stack.cli("schedule", "unpause", sid).returncode == 0
     assert turn_stack.http.get(f"/schedules/{sid}").json()["paused"] is False
 
     # Three cron slots of a past range → three runs.
     before = turn_stack.http.get(f"/schedules/{sid}").json()["runs_total"]
-    backfill = cli(
-        turn_stack, "schedule", "backfill", sid, "2026-01-01T00:00:00Z", "2026-01-03T23:00:00Z"
+    backfill = turn_stack.cli(
+        "schedule", "backfill", sid, "2026-01-01T00:00:00Z", "2026-01-03T23:00:00Z"
     )
     assert backfill.returncode == 0, backfill.stderr
     wait_until(
@@ -206,9 +189,9 @@ def test_schedules_apply_trigger_pause_backfill(turn_stack: Stack, tmp_path: Pat
     runs = turn_stack.http.get(f"/schedules/{sid}").json()["recent_runs"][-3:]
     assert [r["scheduled_at"][:10] for r in runs] == ["2026-01-01", "2026-01-02", "2026-01-03"]
 
-    assert cli(turn_stack, "schedule", "delete", sid).returncode == 0
+    assert turn_stack.cli("schedule", "delete", sid).returncode == 0
     assert turn_stack.http.get(f"/schedules/{sid}").status_code == 404
-    missing = cli(turn_stack, "schedule", "trigger", sid)
+    missing = turn_stack.cli("schedule", "trigger", sid)
     assert missing.returncode == 2 and "no schedule" in missing.stderr
 
 
@@ -235,7 +218,7 @@ def test_kill_switch_pauses_schedules_refuses_turns_and_comes_back(
     assert shipped["schedules"][0]["cron"] == "0 4 * * *"
     path = tmp_path / "clawfactory.yaml"
     path.write_text(yaml.safe_dump(shipped))
-    assert cli(turn_stack, "schedule", "apply", str(path)).returncode == 0
+    assert turn_stack.cli("schedule", "apply", str(path)).returncode == 0
     manual = f"by-hand-{uuid.uuid4().hex[:6]}"
     path.write_text(
         yaml.safe_dump(
@@ -251,17 +234,17 @@ def test_kill_switch_pauses_schedules_refuses_turns_and_comes_back(
             }
         )
     )
-    assert cli(turn_stack, "schedule", "apply", str(path)).returncode == 0
-    assert cli(turn_stack, "schedule", "pause", manual, "--note", "by hand").returncode == 0
+    assert turn_stack.cli("schedule", "apply", str(path)).returncode == 0
+    assert turn_stack.cli("schedule", "pause", manual, "--note", "by hand").returncode == 0
     try:
-        on = cli(turn_stack, "kill-switch", "on", "--reason", "agent wrote nonsense")
+        on = turn_stack.cli("kill-switch", "on", "--reason", "agent wrote nonsense")
         assert on.returncode == 0, on.stderr
         assert json.loads(on.stdout)["on"] is True
         daily = turn_stack.http.get("/schedules/poetry-research-daily").json()
         assert daily["paused"] and "agent wrote nonsense" in daily["note"]
         # A paused schedule can still be triggered: the turn itself refuses.
         turns_before = len(module_gateway.turns)
-        assert cli(turn_stack, "schedule", "trigger", "poetry-research-daily").returncode == 0
+        assert turn_stack.cli("schedule", "trigger", "poetry-research-daily").returncode == 0
         run = wait_until(
             lambda: turn_stack.http.get("/schedules/poetry-research-daily").json()["recent_runs"],
             what="the triggered run",
@@ -269,10 +252,10 @@ def test_kill_switch_pauses_schedules_refuses_turns_and_comes_back(
         refused = turn_stack.result(run["job_id"], wait_s=60)
         assert refused["status"] == "FAILED" and "kill switch is on" in refused["error"]
         assert len(module_gateway.turns) == turns_before
-        status = cli(turn_stack, "kill-switch", "status")
+        status = turn_stack.cli("kill-switch", "status")
         assert json.loads(status.stdout)["reason"] == "agent wrote nonsense"
     finally:
-        off = cli(turn_stack, "kill-switch", "off", "--note", "prompt fixed")
+        off = turn_stack.cli("kill-switch", "off", "--note", "prompt fixed")
     assert off.returncode == 0 and json.loads(off.stdout)["on"] is False
     assert turn_stack.http.get("/schedules/poetry-research-daily").json()["paused"] is False
     # Paused by hand before the switch: still paused, with its own note.

@@ -4,8 +4,6 @@ with real worker and controller processes, on the demo pipeline of examples/pipe
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,25 +37,13 @@ def pipeline_stack(
     s.stop()
 
 
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**stack.env, "SHOPFLOOR_CONTROLLER_URL": stack.url, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "shopfloor", "pipeline", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-
-
 def test_demo_pipeline_from_the_cli_and_http(pipeline_stack: Stack) -> None:
     http = pipeline_stack.http
-    started = cli(pipeline_stack, "start", str(DEMO))
+    started = pipeline_stack.cli("pipeline", "start", str(DEMO))
     assert started.returncode == 0, started.stdout + started.stderr
     assert "pipeline-demo" in started.stdout and "running" in started.stdout
 
-    shown = cli(pipeline_stack, "status", "demo", "--json")
+    shown = pipeline_stack.cli("pipeline", "status", "demo", "--json")
     assert shown.returncode == 0, shown.stderr
     view = json.loads(shown.stdout)
     assert view["phase"] == "running" and view["task_queue"].endswith("demo-queue")
@@ -79,11 +65,11 @@ def test_demo_pipeline_from_the_cli_and_http(pipeline_stack: Stack) -> None:
     status = http.get("/jobs/pipeline-demo/queries/status").json()
     assert status["phase"] == "running"
 
-    listed = json.loads(cli(pipeline_stack, "list", "--json").stdout)
+    listed = json.loads(pipeline_stack.cli("pipeline", "list", "--json").stdout)
     phases = {p["name"]: p["phase"] for p in listed}
     assert phases["demo"] == "running" and phases["logs"] == "not started"
 
-    stopped = cli(pipeline_stack, "stop", "demo")
+    stopped = pipeline_stack.cli("pipeline", "stop", "demo")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "stopped" in stopped.stdout
     assert not any(alive(pid) for pid in pids)
@@ -93,7 +79,7 @@ def test_demo_pipeline_from_the_cli_and_http(pipeline_stack: Stack) -> None:
 def test_bad_definitions_and_unknown_pipelines(pipeline_stack: Stack, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(DEMO.read_text().replace("interval_s: 0.2}", "interval_s: -1}", 1))
-    shown = cli(pipeline_stack, "start", str(bad))
+    shown = pipeline_stack.cli("pipeline", "start", str(bad))
     assert shown.returncode == 2 and "services[store].health.interval_s" in shown.stderr
     r = pipeline_stack.http.post("/pipelines/nope/start")
     assert r.status_code == 404 and "logs" in r.json()["detail"]
