@@ -58,9 +58,7 @@ def test_piped_json_is_valid_and_markup_is_text(stack: Stack, tmp_path: Path) ->
 
 
 def test_list_shows_whole_ids_and_refuses_unknown_statuses(stack: Stack, tmp_path: Path) -> None:
-    done = run_cli(
-        stack, "submit", "script", script(tmp_path, "a.py", "print(2)"), "--wait", "--json"
-    )
+    done = stack.cli("submit", "script", script(tmp_path, "a.py", "print(2)"), "--wait", "--json")
     job_id = json.loads(done.stdout)["job_id"]
     listed = stack.cli("list", "--limit", "50")
     assert listed.returncode == 0 and job_id in listed.stdout.split()
