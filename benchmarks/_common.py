@@ -11,7 +11,6 @@ import cProfile
 import math
 import os
 import pstats
-import socket
 import statistics
 import tempfile
 import threading
@@ -26,12 +25,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from shopfloor.devserver import DevServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from shopfloor.processes import free_port
 
 
 @contextmanager
