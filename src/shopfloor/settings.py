@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -104,6 +104,33 @@ class Settings(BaseSettings):
     # is 2 MB): the controller moves large inline fields there and passes references.
     inline_input_max_kb: int = Field(256, ge=16, le=1536)
 
+    # Operations (docs/operations.md). The Temporal UI the dashboard links every job to
+    # (default: the embedded dev server's UI when embedded, else no links).
+    temporal_ui_url: str | None = None
+    # Prometheus /metrics of a worker process on this port (0: off): the Temporal SDK's
+    # runtime metrics and shopfloor's job metrics on one endpoint.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    # OpenTelemetry traces go to this OTLP/HTTP endpoint (e.g. http://collector:4318) when set.
+    otlp_endpoint: str | None = None
+    # "text" or "json" (one JSON object a line, with job/workflow/run ids inside jobs).
+    log_format: str = Field("text", pattern="^(text|json)$")
+    # How often one dashboard page's live stream asks Temporal for changes.
+    dashboard_poll_s: float = Field(1.0, ge=0.2, le=60)
+    # Signs dashboard session cookies (default: derived from api_token).
+    session_secret: SecretStr | None = None
+    session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 24 * 3600)
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_empty(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError(
+                "SHOPFLOOR_API_TOKEN is set but empty: unset it to run without auth, or set a "
+                "token (an empty one would make every client send an illegal header)"
+            )
+        return token
+
     @property
     def embedded(self) -> bool:
         return not self.temporal_address
@@ -119,6 +146,12 @@ class Settings(BaseSettings):
     @property
     def pipeline_runtime_dir(self) -> Path:
         return (self.pipeline_run_dir or self.data_dir / "pipelines").resolve()
+
+    @property
+    def temporal_ui(self) -> str | None:
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
+        return f"http://127.0.0.1:{self.dev_ui_port}" if self.embedded else None
 
     @property
     def public_controller_url(self) -> str:

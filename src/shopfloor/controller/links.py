@@ -1,23 +1,67 @@
-"""Links: every `artifact://` URI in a result becomes a URL the controller serves it at."""
+"""Links: every `artifact://` URI in a result becomes a URL the controller serves it at.
+
+With an API token set, artifact links are signed (HMAC of the path and an expiry, `exp` and
+`sig` query parameters): a browser can open them (a video in a page, a link printed by the
+CLI) without the long-lived token in the URL, and they stop working when they expire.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from typing import Any
+from urllib.parse import quote
 
 from shopfloor.artifacts import SCHEME
+from shopfloor.settings import Settings
 
 
-def artifact_url(base_url: str, uri: str) -> str:
-    return f"{base_url}/artifacts/{uri[len(SCHEME) :]}"
+def _link_key(settings: Settings) -> bytes | None:
+    if settings.link_secret is not None:
+        return settings.link_secret.get_secret_value().encode()
+    if settings.api_token is None:
+        return None
+    token = settings.api_token.get_secret_value().encode()
+    return hmac.new(token, b"shopfloor artifact links", hashlib.sha256).digest()
 
 
-def links_in(value: Any, base_url: str) -> dict[str, str]:
-    """artifact:// URI → HTTP URL, for every URI anywhere in `value` (nested dicts, lists)."""
+def link_signature(settings: Settings, path: str, expires: int) -> str | None:
+    """The signature of `path` (as in /artifacts/<path>) until `expires` (unix seconds)."""
+    key = _link_key(settings)
+    if key is None:
+        return None
+    return hmac.new(key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def signature_valid(settings: Settings, path: str, expires: str, sig: str) -> bool:
+    try:
+        when = int(expires)
+    except ValueError:
+        return False
+    expected = link_signature(settings, path, when)
+    return expected is not None and when >= time.time() and hmac.compare_digest(expected, sig)
+
+
+def artifact_url(base: str | Settings, uri: str, *, ttl_s: int | None = None) -> str:
+    """The URL of an artifact. Given the settings, signed when an API token is set."""
+    path = uri[len(SCHEME) :]
+    if isinstance(base, str):
+        return f"{base}/artifacts/{quote(path)}"
+    url = f"{base.public_controller_url}/artifacts/{quote(path)}"
+    expires = int(time.time()) + (ttl_s or base.link_ttl_s)
+    sig = link_signature(base, path, expires)
+    return url if sig is None else f"{url}?exp={expires}&sig={sig}"
+
+
+def links_in(value: Any, base: str | Settings) -> dict[str, str]:
+    """artifact:// URI → HTTP URL, for every URI anywhere in `value` (nested dicts, lists).
+    Given the settings (not only the base URL), the URLs are signed links."""
     found: dict[str, str] = {}
 
     def walk(v: Any) -> None:
         if isinstance(v, str) and v.startswith(SCHEME):
-            found[v] = artifact_url(base_url, v)
+            found[v] = artifact_url(base, v)
         elif isinstance(v, dict):
             for item in v.values():
                 walk(item)

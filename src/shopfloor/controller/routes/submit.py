@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep
+from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep, StoreDep
 from shopfloor.controller.links import job_links
 from shopfloor.ids import input_digest, job_id_for
+from shopfloor.offload import InputTooLarge, offload_inline
 from shopfloor.registry import InputRejected, JobKind, queue_for
 
 
@@ -33,7 +34,9 @@ def submit_router(kind: JobKind) -> APIRouter:
         f"/jobs/{kind.name}",
         summary=f"Submit a {kind.name} job",
         description=kind.summary
-        + "\n\nSend `Idempotency-Key` to make retries safe: one key, one job.",
+        + "\n\nSend `Idempotency-Key` to make retries safe: one key, one job. Large inline "
+        "fields (a script's source or files, an STL part) travel through the artifact store "
+        "by reference, automatically.",
         status_code=201,
     )
     async def submit(
@@ -41,6 +44,7 @@ def submit_router(kind: JobKind) -> APIRouter:
         response: Response,
         client: ClientDep,
         settings: SettingsDep,
+        store: StoreDep,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> SubmittedJob:
         if kind.check_input is not None:
@@ -48,6 +52,10 @@ def submit_router(kind: JobKind) -> APIRouter:
                 kind.check_input(job, settings)
             except InputRejected as err:
                 raise HTTPException(422, str(err)) from err
+        try:
+            job = offload_inline(job, store, max_inline=settings.inline_input_max_kb * 1024)
+        except InputTooLarge as err:
+            raise HTTPException(413, str(err)) from err
         job_id = job_id_for(kind.name, idempotency_key)
         digest = input_digest(job)
         created = True
