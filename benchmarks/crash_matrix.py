@@ -62,7 +62,7 @@ EXPECTED_5XX = {503}  # Temporal unreachable: the controller says so; anything e
 JOB_SCRIPT = """\
 import os, time
 fd = os.open({effects!r}, os.O_WRONLY | os.O_APPEND)
-os.write(fd, b"{token}\\n")
+os.write(fd, b"{token} %.3f\\n" % time.time())
 os.close(fd)
 time.sleep({sleep_s})
 print("done {token}")
@@ -82,6 +82,7 @@ class Job:
 class Kill:
     part: str
     at: float  # monotonic
+    wall_at: float  # time.time(), to compare with the scripts' side effects
     restarted_at: float = 0.0
     recovered_at: float | None = None  # the probe job's result arrived
 
@@ -101,6 +102,7 @@ class Report:
     lost: list[str]
     duplicate_results: list[str]
     side_effects: Counter  # token -> times the script ran
+    reruns_after: Counter  # process type -> script re-runs that followed a kill of it
     statuses: Counter  # HTTP status >= 500 -> count
     unavailable_at: list[float]  # when each 503 was seen (monotonic)
     connection_errors: int
@@ -142,7 +144,9 @@ class Report:
             f"  {'lost':<38}{len(self.lost)}",
             f"  {'duplicate results':<38}{len(self.duplicate_results)}",
             f"  {'duplicate side effects':<38}{len(self.duplicate_side_effects)} jobs "
-            f"({dup_runs} extra script runs)",
+            f"({dup_runs} extra script runs"
+            + "".join(f"; {n} after a {p} kill" for p, n in sorted(self.reruns_after.items()))
+            + ")",
             f"  {'HTTP 503 while a part was down':<38}"
             f"{self.statuses.get(503, 0) - self.unavailable_while_up}",
             f"  {'HTTP 503 while all were up':<38}{self.unavailable_while_up}",
@@ -333,7 +337,7 @@ class CrashMatrix:
         self.rng.shuffle(plan)
         for part in plan:
             time.sleep(self.rng.uniform(*self.gap_s))
-            kill = Kill(part=part, at=time.monotonic())
+            kill = Kill(part=part, at=time.monotonic(), wall_at=time.time())
             self.kills.append(kill)
             self._kill(part)
             time.sleep(self.rng.uniform(*self.down_s))
@@ -408,7 +412,22 @@ class CrashMatrix:
         return view
 
     def _report(self, view: dict[str, tuple[int, int]], wall_s: float) -> Report:
-        ran = Counter(line.strip() for line in self.effects.read_text().splitlines() if line)
+        runs_of: dict[str, list[float]] = {}
+        for line in self.effects.read_text().splitlines():
+            token, _, at = line.partition(" ")
+            runs_of.setdefault(token, []).append(float(at))
+        ran = Counter({token: len(times) for token, times in runs_of.items()})
+        reruns_after: Counter = Counter()
+        for times in runs_of.values():
+            times.sort()
+            for before, again in zip(times, times[1:], strict=False):
+                # The latest kill between two runs of one script is what made it run again.
+                kill = max(
+                    (k for k in self.kills if before <= k.wall_at <= again),
+                    key=lambda k: k.wall_at,
+                    default=None,
+                )
+                reruns_after[kill.part if kill else "no"] += 1
         completed, lost, duplicates = 0, [], []
         for job in self.jobs:
             res = (job.result or {}).get("result") or {}
@@ -436,6 +455,7 @@ class CrashMatrix:
             lost=lost,
             duplicate_results=duplicates,
             side_effects=Counter({j.token: ran[j.token] for j in self.jobs}),
+            reruns_after=reruns_after,
             statuses=self.stats.statuses,
             unavailable_at=self.stats.unavailable_at,
             connection_errors=self.stats.connection_errors,
