@@ -62,7 +62,7 @@ def token_or_signed_link(
         if signature_valid(settings, path, exp, sig):
             return
         raise HTTPException(403, "this link has expired or is not valid: get a fresh one")
-    require_token(settings, authorization, token)
+    require_token(settings=settings, authorization=authorization, token=token, request=request)
 
 
 def disposition(media_type: str) -> str:
