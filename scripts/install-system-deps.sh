@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Debian packages the project needs at run time: OSMesa for offscreen MuJoCo rendering.
+# Debian packages the project needs: OSMesa for offscreen MuJoCo rendering, and chromium for
+# the dashboard's browser tests (Playwright drives Debian's chromium; it downloads no browser).
+# Idempotent: installs only what is missing.
 set -euo pipefail
-packages=(libosmesa6)
+packages=(libosmesa6 chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
-  echo "warning: no apt-get; install ${missing[*]} (OSMesa) yourself for rendering" >&2
+  echo "warning: no apt-get; install ${missing[*]} yourself (OSMesa for rendering, chromium for browser tests)" >&2
   exit 0
 fi
 sudo=""

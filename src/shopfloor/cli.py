@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal as signals
 import sys
@@ -218,14 +217,33 @@ def _run_until_signalled(main) -> None:
     asyncio.run(runner())
 
 
+LogFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help="text or json (one object a line, with job ids); default SHOPFLOOR_LOG_FORMAT",
+    ),
+]
+
+
+def _configure_logs(log_format: str | None) -> None:
+    from shopfloor.observability.logs import FORMATS, configure_logging
+
+    chosen = log_format or get_settings().log_format
+    if chosen not in FORMATS:
+        fail(f"--log-format must be one of {', '.join(FORMATS)}, not {chosen!r}", EXIT_USAGE)
+    configure_logging(chosen)
+
+
 @app.command()
 def worker(
     kind: Annotated[list[str] | None, typer.Option(help="serve only these kinds")] = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run a worker process (all job kinds unless --kind is given)."""
     from shopfloor.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _configure_logs(log_format)
     settings = get_settings()
     if kind:
         settings = settings.model_copy(update={"worker_kinds": kind})
@@ -236,18 +254,20 @@ def worker(
 
 
 @app.command()
-def controller() -> None:
+def controller(log_format: LogFormat = None) -> None:
     """Run the HTTP controller (stateless; any number of replicas)."""
     import uvicorn
 
     from shopfloor.controller import create_app
 
+    _configure_logs(log_format)
     settings = get_settings()
     uvicorn.run(
         create_app(settings),
         host=settings.controller_host,
         port=settings.controller_port,
         log_level="warning",
+        log_config=None,  # our handlers (text or JSON), set up above
     )
 
 

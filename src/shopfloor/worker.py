@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from shopfloor.artifacts import ArtifactStore
 from shopfloor.jobs import PROGRESS_EVERY_S
+from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
+from shopfloor.observability.metrics import install as install_metrics
+from shopfloor.observability.tracing import setup_tracing, shutdown_tracing, temporal_interceptors
 from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kinds
 from shopfloor.sandbox import protect_from_same_user
 from shopfloor.settings import Settings
@@ -82,7 +86,13 @@ async def kind_resources(
         yield dict(plans)
 
 
-def build_workers(client: Client, settings: Settings, plans: dict[str, QueuePlan]) -> list[Worker]:
+def build_workers(
+    client: Client,
+    settings: Settings,
+    plans: dict[str, QueuePlan],
+    *,
+    metrics: JobMetrics | None = None,
+) -> list[Worker]:
     """Kinds that share a task queue share one Worker, as Temporal requires."""
     return [
         Worker(
@@ -91,6 +101,15 @@ def build_workers(client: Client, settings: Settings, plans: dict[str, QueuePlan
             workflows=plan.workflows,
             activities=plan.activities,
             max_concurrent_activities=plan.slots(settings),
+            # Job metrics (docs/operations.md) and, when tracing is on, the SDK's spans.
+            interceptors=[
+                *(
+                    [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
+                    if metrics is not None
+                    else []
+                ),
+                *temporal_interceptors(),
+            ],
             graceful_shutdown_timeout=timedelta(seconds=5),
             # A workflow's next task waits this long on a dead worker's sticky queue before any
             # worker may take it (the SDK default, 10 s, stalled every job of a killed worker).
@@ -106,10 +125,23 @@ def build_workers(client: Client, settings: Settings, plans: dict[str, QueuePlan
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     served = select_kinds(settings.worker_kinds)
     protect_from_same_user()
+    runtime = None
+    if settings.worker_metrics_port:
+        # Before connecting: the client and its workers report to the runtime it was made with.
+        runtime = metrics_runtime(settings.worker_metrics_host, settings.worker_metrics_port)
+        Runtime.set_default(runtime, error_if_already_set=False)
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+        )
+    metrics = install_metrics(runtime)
+    setup_tracing(settings, "worker")
     client = await connect_with_retry(settings, wait_s=60)
     async with AsyncExitStack() as stack:
+        stack.callback(shutdown_tracing)
         plans = await stack.enter_async_context(kind_resources(settings, served))
-        workers = build_workers(client, settings, plans)
+        workers = build_workers(client, settings, plans, metrics=metrics)
         for worker in workers:
             await stack.enter_async_context(worker)
         log.info(

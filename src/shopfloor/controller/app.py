@@ -10,12 +10,15 @@ from importlib.metadata import version
 from fastapi import FastAPI
 
 from shopfloor.artifacts import ArtifactStore
+from shopfloor.controller import dashboard
 from shopfloor.controller.deps import TemporalConnection
 from shopfloor.controller.errors import install_error_handlers
 from shopfloor.controller.guard import RequestGuard
 from shopfloor.controller.routes import artifacts, jobs, kinds, meta
 from shopfloor.controller.routes.interact import interaction_router
 from shopfloor.controller.routes.submit import submit_router
+from shopfloor.observability.http import HttpMetrics, ObservedHTTP
+from shopfloor.observability.tracing import setup_tracing, traced_client
 from shopfloor.registry import kinds as registered_kinds
 from shopfloor.registry import load
 from shopfloor.schedules.routes import router as schedules_router
@@ -30,10 +33,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Durable jobs for agent systems, on Temporal.",
     )
     app.state.settings = settings
-    app.state.temporal = TemporalConnection(settings)
     app.state.artifacts = ArtifactStore(settings.artifact_root)
     install_error_handlers(app, settings.target_address)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_mb * 2**20)
+    # Outermost: metrics and the server span see every request, refused ones too.
+    setup_tracing(settings, "controller")
+    app.state.http_metrics = HttpMetrics()
+    app.add_middleware(ObservedHTTP, metrics=app.state.http_metrics)
+    app.state.temporal = TemporalConnection(settings, instrument=traced_client)
 
     app.include_router(meta.router)
     app.include_router(kinds.router)
@@ -47,4 +54,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.include_router(load(kind.routes))
     app.include_router(artifacts.router)
     app.include_router(schedules_router)
+    dashboard.install(app)
     return app

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import html
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from shopfloor.controller.deps import SettingsDep
+from shopfloor.controller.deps import AUTH, SettingsDep
 from shopfloor.registry import kinds
 
 router = APIRouter(tags=["meta"])
@@ -30,33 +30,31 @@ async def healthz(request: Request, response: Response, settings: SettingsDep) -
 
 
 @router.get("/", response_model=None)
-async def index(request: Request, settings: SettingsDep) -> dict[str, Any] | HTMLResponse:
-    """Where to go from here: links for programs (JSON), a small page for people (HTML).
-    Needs no token: it shows nothing but links (the jobs list behind them asks for one)."""
+async def index(request: Request, settings: SettingsDep) -> dict[str, Any] | Response:
+    """People (Accept: text/html) get the dashboard's jobs list; programs get JSON links.
+    The JSON needs no token: it shows nothing but links (the routes behind them ask for one)."""
+    if "text/html" in request.headers.get("accept", ""):
+        from shopfloor.controller.dashboard import jobs_list
+
+        return await jobs_list(request)
     base = settings.public_controller_url
     links = {
+        "dashboard": f"{base}/",
         "API docs": f"{base}/docs",
         "jobs": f"{base}/jobs",
         "kinds": f"{base}/kinds",
         "schedules": f"{base}/schedules",
         "kill switch": f"{base}/kill-switch",
         "health": f"{base}/healthz",
+        "metrics": f"{base}/metrics",
     }
-    if settings.embedded:
-        links["Temporal UI"] = f"http://127.0.0.1:{settings.dev_ui_port}"
-    if "text/html" not in request.headers.get("accept", ""):
-        return {"service": "shopfloor", "links": links}
-    items = "".join(
-        f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>'
-        for name, url in links.items()
-    )
-    kinds_list = ", ".join(html.escape(k) for k in kinds())
-    page = (
-        "<!doctype html><meta charset=utf-8><title>shopfloor</title>"
-        "<style>body{font:16px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:40rem}</style>"
-        "<h1>shopfloor</h1><p>Durable jobs for agent systems, on Temporal.</p>"
-        f"<ul>{items}</ul><p>Job kinds: {kinds_list}.</p>"
-        "<p>Submit with <code>POST /jobs/&lt;kind&gt;</code> or <code>shopfloor submit</code>; "
-        "see the API docs.</p>"
-    )
-    return HTMLResponse(page)
+    if settings.temporal_ui:
+        links["Temporal UI"] = settings.temporal_ui
+    return {"service": "shopfloor", "links": links, "kinds": sorted(kinds())}
+
+
+@router.get("/metrics", dependencies=AUTH, response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this controller process (requests, latencies, errors)."""
+    registry = request.app.state.http_metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,392 @@
+"""What the dashboard shows, read from Temporal on each request (the controller keeps nothing):
+a page of the jobs list, one job as its kind shows it, the schedules and the kill switch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from shopfloor.artifacts import SCHEME
+from shopfloor.controller.links import artifact_url
+from shopfloor.controller.routes.jobs import STATUSES
+from shopfloor.jobstate import JobStatus, describe_job, is_terminal, last_activity_result
+from shopfloor.registry import JobKind, kind_for_workflow_type, kinds
+from shopfloor.settings import Settings
+
+log = logging.getLogger("shopfloor.dashboard")
+PAGE_SIZE = 50
+RPC = timedelta(seconds=10)
+QUERY_TIMEOUT = timedelta(seconds=2)
+LOG_TAIL_BYTES = 4096
+
+
+class BadFilter(ValueError):
+    """A filter the jobs list cannot apply (unknown kind or status, a bad page token)."""
+
+
+# -- the jobs list -------------------------------------------------------------------------------
+
+
+@dataclass
+class JobRow:
+    job_id: str
+    run_id: str
+    kind: str | None
+    workflow_type: str
+    status: str
+    started_at: Any
+    closed_at: Any
+    progress: str = ""
+
+
+@dataclass
+class JobsPage:
+    rows: list[JobRow]
+    next_token: str | None
+    query: str
+
+
+@dataclass
+class Filters:
+    kind: str = ""
+    status: str = ""
+    q: str = ""
+    page: str = ""
+
+    def params(self, **override: str) -> str:
+        values = {"kind": self.kind, "status": self.status, "q": self.q, "page": self.page}
+        values.update(override)
+        return "&".join(f"{k}={quote(v)}" for k, v in values.items() if v)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def list_query(filters: Filters) -> str:
+    registry = kinds()
+    if filters.kind and filters.kind not in registry:
+        raise BadFilter(f"unknown kind {filters.kind!r}; known: {', '.join(sorted(registry))}")
+    chosen = [registry[filters.kind]] if filters.kind else list(registry.values())
+    types = [t for k in chosen for t in (k.workflow_type, *k.other_workflow_types)]
+    query = "WorkflowType IN (" + ", ".join(_quoted(t) for t in types) + ")"
+    if filters.status:
+        wanted = filters.status.strip().upper().replace("-", "_")
+        if wanted not in STATUSES:
+            raise BadFilter(f"unknown status {filters.status[:40]!r}")
+        query += f" AND ExecutionStatus = '{STATUSES[wanted]}'"
+    text = filters.q.strip()
+    if text:
+        if len(text) > 200:
+            raise BadFilter("search text longer than 200 characters")
+        query += f" AND WorkflowId STARTS_WITH {_quoted(text)}"
+    return query
+
+
+async def jobs_page(client: Client, filters: Filters) -> JobsPage:
+    """One page of jobs (Temporal's own paging: the page token goes in the URL)."""
+    query = list_query(filters)
+    token = None
+    if filters.page:
+        try:
+            token = base64.urlsafe_b64decode(filters.page.encode())
+        except (binascii.Error, ValueError):
+            raise BadFilter("bad page token") from None
+    found = client.list_workflows(
+        query, page_size=PAGE_SIZE, next_page_token=token, rpc_timeout=RPC
+    )
+    await found.fetch_next_page()
+    rows = []
+    for wf in found.current_page or []:
+        kind = kind_for_workflow_type(wf.workflow_type)
+        rows.append(
+            JobRow(
+                job_id=wf.id,
+                run_id=wf.run_id,
+                kind=kind.name if kind else None,
+                workflow_type=wf.workflow_type,
+                status=wf.status.name if wf.status else "UNKNOWN",
+                started_at=wf.start_time,
+                closed_at=wf.close_time,
+            )
+        )
+    next_token = found.next_page_token
+    return JobsPage(
+        rows=rows,
+        next_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
+        query=query,
+    )
+
+
+async def add_progress(client: Client, rows: list[JobRow], *, limit: int = 8) -> None:
+    """Fills in `progress` of running rows: the job's own report, else its heartbeats."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(row: JobRow) -> None:
+        async with gate:
+            try:
+                status = await asyncio.wait_for(describe_job(client, row.job_id), 5)
+            except Exception as err:  # noqa: BLE001 - a row without progress is still a row
+                log.debug("progress of %s: %s", row.job_id, err)
+                return
+            row.status = status.status
+            row.progress = progress_line(status)
+
+    await asyncio.gather(*(one(r) for r in rows if r.status == "RUNNING"))
+
+
+def progress_line(status: JobStatus) -> str:
+    if status.workflow_progress is not None:
+        return status.workflow_progress.status
+    for pending in status.progress:
+        details = pending.details
+        if isinstance(details, dict):
+            parts = []
+            if "elapsed_s" in details:
+                parts.append(f"{details['elapsed_s']:.0f} s")
+            stage = details.get("stage")
+            if isinstance(stage, dict) and stage:
+                parts.append(", ".join(f"{k} {v}" for k, v in list(stage.items())[:3]))
+            if details.get("last_line"):
+                parts.append(str(details["last_line"])[:120])
+            if parts:
+                return " · ".join(parts)
+        return f"{pending.activity}: {pending.state.lower()} (attempt {pending.attempt})"
+    return ""
+
+
+# -- one job -----------------------------------------------------------------------------------
+
+
+@dataclass
+class JobView:
+    status: JobStatus
+    kind: JobKind | None
+    terminal: bool
+    result: Any = None
+    error: str | None = None
+    live: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)  # artifact:// URI → link
+    input: Any = None
+
+    @property
+    def template(self) -> str:
+        name = self.kind.name if self.kind else ""
+        if name == "poetry-research":
+            name = "phased"
+        return f"kinds/{name}.html" if name in _KIND_PAGES else "kinds/other.html"
+
+
+_KIND_PAGES = {"script", "simulation", "agent", "phased", "pipeline"}
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _links(value: Any, settings: Settings) -> dict[str, str]:
+    found: dict[str, str] = {}
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and v.startswith(SCHEME):
+            # Signed (when a token is set) so a <video> or a new tab opens it.
+            found[v] = _relative(artifact_url(settings, v), settings)
+        elif isinstance(v, dict):
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(value)
+    return found
+
+
+def _relative(url: str, settings: Settings) -> str:
+    base = settings.public_controller_url
+    return url[len(base) :] if url.startswith(base) else url
+
+
+async def job_view(client: Client, settings: Settings, job_id: str) -> JobView:
+    status = await describe_job(client, job_id)
+    kind = kind_for_workflow_type(status.workflow_type)
+    view = JobView(status=status, kind=kind, terminal=is_terminal(status.status))
+    handle = client.get_workflow_handle(job_id, result_type=kind.result_model if kind else None)
+    if view.terminal:
+        try:
+            view.result = _dump(await asyncio.wait_for(handle.result(), 10))
+        except WorkflowFailureError as err:
+            view.error, view.result = _failure(err)
+            if view.result is None and status.status == "CANCELED":
+                view.result = await last_activity_result(client, job_id)
+        except TimeoutError:
+            view.error = "the result could not be read in time"
+    elif kind is not None:
+        view.live = await _live(client, kind, job_id)
+    if kind is not None and kind.name in ("phased", "pipeline"):
+        view.input = await first_input(client, settings, job_id)
+    view.links = _links(view.result, settings) | _links(view.live, settings)
+    return view
+
+
+def _failure(err: WorkflowFailureError) -> tuple[str, Any]:
+    parts, details, cause = [], None, err.cause
+    while cause is not None:
+        parts.append(getattr(cause, "message", "") or str(cause))
+        if isinstance(cause, ApplicationError) and cause.details and details is None:
+            details = cause.details[0]
+        cause = cause.__cause__
+    return ": ".join(p for p in parts if p) or str(err), details
+
+
+async def _live(client: Client, kind: JobKind, job_id: str) -> dict[str, Any]:
+    """What a running job of this kind answers: its own query (agent state, pipeline status)."""
+    name = {"agent": "state", "pipeline": "status"}.get(kind.name)
+    if name is None or kind.query(name) is None:
+        return {}
+    query = kind.query(name)
+    assert query is not None
+    try:
+        answer = await client.get_workflow_handle(job_id).query(
+            name, result_type=query.result, rpc_timeout=QUERY_TIMEOUT
+        )
+    except Exception as err:  # noqa: BLE001 - no worker right now: say so, show the rest
+        return {"unanswered": f"the job did not answer its `{name}` query: {err}"}
+    return {name: _dump(answer)}
+
+
+async def first_input(client: Client, settings: Settings, job_id: str) -> Any:
+    """The job's input, from the first event of its history (one small read)."""
+    try:
+        response = await client.workflow_service.get_workflow_execution_history(
+            GetWorkflowExecutionHistoryRequest(
+                namespace=settings.namespace,
+                execution=WorkflowExecution(workflow_id=job_id),
+                maximum_page_size=1,
+            ),
+            timeout=RPC,
+        )
+        started = response.history.events[0].workflow_execution_started_event_attributes
+        payloads = started.input.payloads
+        if not payloads:
+            return None
+        return (await client.data_converter.decode(payloads))[0]
+    except Exception as err:  # noqa: BLE001 - the page shows the job without its definition
+        log.info("input of %s not read: %s", job_id, err)
+        return None
+
+
+def phased_timeline(view: JobView) -> list[dict[str, Any]]:
+    """Each step of the definition with its state: done (and how), running, waiting, to come."""
+    definition = (view.input or {}).get("definition") if isinstance(view.input, dict) else None
+    outcomes = {}
+    if isinstance(view.result, dict):
+        outcomes = {s["id"]: s for s in view.result.get("steps", []) if isinstance(s, dict)}
+    progress = view.status.workflow_progress
+    current = progress.step if progress else None
+    steps = [s for s in (definition or {}).get("steps", []) if isinstance(s, dict)]
+    if not steps:
+        steps = [{"id": sid, "type": o.get("type")} for sid, o in outcomes.items()]
+    timeline, seen_current = [], False
+    for step in steps:
+        sid = step.get("id")
+        entry = {"id": sid, "type": step.get("type"), "detail": _step_detail(step)}
+        if sid in outcomes:
+            entry["state"] = outcomes[sid]["status"].lower()
+            entry["outcome"] = outcomes[sid]
+        elif sid == current and not view.terminal:
+            seen_current = True
+            entry["state"] = "waiting" if progress and progress.wake_at else "running"
+            entry["wake_at"] = progress.wake_at if progress else None
+        elif not view.terminal and current and not seen_current:
+            entry["state"] = "done"
+        else:
+            entry["state"] = "to come" if not view.terminal else "not run"
+        timeline.append(entry)
+    return timeline
+
+
+def _step_detail(step: dict[str, Any]) -> str:
+    kind = step.get("type")
+    if kind == "delay":
+        return f"wait {step.get('duration')}"
+    if kind == "http":
+        return f"{step.get('method', 'GET')} {step.get('url')}"
+    if kind == "agent_turn":
+        return f"agent turn {step.get('job_id')}"
+    if kind == "job":
+        return f"child job of kind {step.get('kind')}"
+    if kind == "parallel":
+        return "together: " + ", ".join(str(s.get("id")) for s in step.get("steps", []))
+    return ""
+
+
+def pipeline_log_tails(settings: Settings, view: JobView) -> dict[str, str]:
+    """The last lines of each process service's log, when this controller can see the
+    worker's pipeline directory (one machine, or a shared data dir); {} otherwise."""
+    status = view.live.get("status") or view.result
+    if not isinstance(status, dict):
+        return {}
+    name = status.get("name")
+    tails = {}
+    for service in status.get("services", []):
+        if not isinstance(service, dict) or service.get("runtime") != "process" or not name:
+            continue
+        path = settings.pipeline_runtime_dir / str(name) / f"{service.get('name')}.log"
+        tail = _tail(path)
+        if tail is not None:
+            tails[str(service.get("name"))] = tail
+    return tails
+
+
+def _tail(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            data = f.read()
+    except OSError:
+        return None
+    text = data.decode(errors="replace")
+    return text.split("\n", 1)[1] if size > LOG_TAIL_BYTES and "\n" in text else text
+
+
+def flat_metrics(metrics: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A simulation's metrics as rows: nested dicts become dotted names."""
+    rows: list[tuple[str, str]] = []
+    if not isinstance(metrics, dict):
+        return rows
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += flat_metrics(value, f"{name}.")
+        elif isinstance(value, float):
+            rows.append((name, f"{value:.4g}"))
+        elif isinstance(value, list):
+            rows.append((name, json.dumps(value)))
+        else:
+            rows.append((name, str(value)))
+    return rows
+
+
+def temporal_ui_link(settings: Settings, job_id: str, run_id: str | None = None) -> str | None:
+    base = settings.temporal_ui
+    if base is None:
+        return None
+    url = f"{base}/namespaces/{quote(settings.namespace)}/workflows/{quote(job_id, safe='')}"
+    return f"{url}/{quote(run_id)}/history" if run_id else url

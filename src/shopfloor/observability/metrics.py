@@ -1,0 +1,280 @@
+"""Worker metrics on one Prometheus endpoint: the Temporal SDK's runtime metrics (`temporal_*`:
+task slots, poll and schedule-to-start latencies, workflow and activity outcomes) and
+shopfloor's job metrics (`shopfloor_*`), recorded through the same runtime's metric meter.
+
+Job metrics come from a worker interceptor, so every kind gets them without code of its own:
+
+- workflows: `shopfloor_jobs_started{kind}`, `shopfloor_jobs_finished{kind,outcome}` and
+  `shopfloor_job_duration_seconds{kind,outcome}` (outcome: passed, failed — completed but did
+  not pass, e.g. a script that exited 1 — error, cancelled). Recorded through the workflow's
+  meter, which records nothing while a workflow replays: a job counts once however many
+  workers replay it.
+- activities: `shopfloor_activities_finished{kind,activity,outcome}` and
+  `shopfloor_activity_duration_seconds{kind,activity}`, `shopfloor_sandbox_kills{kind,reason}`
+  (a run killed for its time, memory, disk or process limit, or cancelled), and
+  `shopfloor_activity_slots_free{task_queue}` / `shopfloor_activity_slots{task_queue}`.
+- `shopfloor_zygote_starts{zygote}`: each start of a warm or cold zygote; more than one per
+  zygote in a worker's life is a restart (its process died).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.common import MetricMeter
+from temporalio.exceptions import CancelledError, FailureError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    ExecuteWorkflowInput,
+    Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
+
+from shopfloor.registry import JobKind
+
+log = logging.getLogger("shopfloor.metrics")
+
+# Seconds: jobs run from well under a second (a warm script) to hours (phased, pipelines).
+JOB_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600]
+ACTIVITY_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800]
+KILL_REASONS = ("timeout", "memory", "cpu", "processes", "file_size", "disk", "cancelled")
+
+
+def metrics_runtime(host: str, port: int) -> Runtime:
+    """A Temporal runtime serving Prometheus metrics on host:port (clients and workers made
+    with it report there; shopfloor's job metrics use its meter)."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=f"{host}:{port}",
+                counters_total_suffix=True,
+                histogram_bucket_overrides={
+                    "shopfloor_job_duration_seconds": JOB_BUCKETS,
+                    "shopfloor_activity_duration_seconds": ACTIVITY_BUCKETS,
+                },
+            )
+        )
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _KindInfo:
+    name: str
+    passed: Callable[[dict[str, Any]], bool] | None
+
+
+def _kind_table(kinds: list[JobKind]) -> dict[str, _KindInfo]:
+    table = {}
+    for kind in kinds:
+        for wf_type in (kind.workflow_type, *kind.other_workflow_types):
+            table[wf_type] = _KindInfo(kind.name, kind.passed)
+    return table
+
+
+def _as_json(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def job_outcome(kind: _KindInfo | None, result: Any) -> str:
+    """passed, or failed for a job that completed without passing (its kind's own test)."""
+    if kind is None or kind.passed is None:
+        return "passed"
+    data = _as_json(result)
+    try:
+        return "passed" if isinstance(data, dict) and kind.passed(data) else "failed"
+    except Exception:  # noqa: BLE001 - a metric label must never fail a job
+        return "failed"
+
+
+def kill_reason(result: Any) -> str | None:
+    """Why the sandbox killed the run, from a job activity's result: a script's
+    `killed_reason`, a simulation's FAIL reason ("timeout: …", "memory: …")."""
+    data = _as_json(result)
+    if not isinstance(data, dict):
+        return None
+    reason = data.get("killed_reason")
+    if isinstance(reason, str):
+        return reason
+    text = data.get("reason")
+    if data.get("outcome") == "FAIL" and isinstance(text, str):
+        head = text.split(":", 1)[0].strip()
+        return head if head in KILL_REASONS else None
+    return None
+
+
+class JobMetrics:
+    """The instruments, made once on a meter (the runtime's, or a no-op one)."""
+
+    def __init__(self, meter: MetricMeter) -> None:
+        self.meter = meter
+        self.activities_finished = meter.create_counter(
+            "shopfloor_activities_finished", "job activities that ended, by outcome"
+        )
+        self.activity_duration = meter.create_histogram_float(
+            "shopfloor_activity_duration_seconds", "run time of job activities", "s"
+        )
+        self.sandbox_kills = meter.create_counter(
+            "shopfloor_sandbox_kills", "runs the sandbox killed, by reason"
+        )
+        self.slots_free = meter.create_gauge(
+            "shopfloor_activity_slots_free", "activity slots of a task queue not in use"
+        )
+        self.slots = meter.create_gauge(
+            "shopfloor_activity_slots", "activity slots of a task queue in this worker"
+        )
+        self.zygote_starts = meter.create_counter(
+            "shopfloor_zygote_starts", "zygote processes started (more than one each: restarts)"
+        )
+
+
+_current: dict[str, JobMetrics] = {}
+
+
+def job_metrics() -> JobMetrics | None:
+    return _current.get("metrics")
+
+
+class MetricsInterceptor(Interceptor):
+    """One per worker (task queue): counts its jobs, activities, kills and free slots."""
+
+    def __init__(
+        self, metrics: JobMetrics, kinds: list[JobKind], task_queue: str, slots: int
+    ) -> None:
+        self.metrics = metrics
+        self.table = _kind_table(kinds)
+        self.task_queue = task_queue
+        self.slots = slots
+        self.running = 0
+        attrs = {"task_queue": task_queue}
+        metrics.slots.with_additional_attributes(attrs).set(slots)
+        self._free = metrics.slots_free.with_additional_attributes(attrs)
+        self._free.set(slots)
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _ActivityMetrics(next, self)
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        table = self.table
+
+        class _Bound(_WorkflowMetrics):
+            kinds = table
+
+        return _Bound
+
+    def _slot_taken(self, delta: int) -> None:
+        self.running += delta
+        self._free.set(max(0, self.slots - self.running))
+
+
+class _ActivityMetrics(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, owner: MetricsInterceptor) -> None:
+        super().__init__(next)
+        self.owner = owner
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        kind = self.owner.table.get(info.workflow_type or "")
+        attrs = {"kind": kind.name if kind else "other", "activity": info.activity_type}
+        metrics = self.owner.metrics
+        self.owner._slot_taken(+1)
+        began = time.monotonic()
+        outcome = "error"
+        try:
+            result = await super().execute_activity(input)
+            outcome = "completed"
+            reason = kill_reason(result)
+            if reason:
+                metrics.sandbox_kills.with_additional_attributes(
+                    {"kind": attrs["kind"], "reason": reason}
+                ).add(1)
+            return result
+        except BaseException as err:
+            if isinstance(err, CancelledError) or type(err).__name__ == "CancelledError":
+                outcome = "cancelled"
+            raise
+        finally:
+            self.owner._slot_taken(-1)
+            metrics.activity_duration.with_additional_attributes(attrs).record(
+                time.monotonic() - began
+            )
+            metrics.activities_finished.with_additional_attributes(
+                {**attrs, "outcome": outcome}
+            ).add(1)
+
+
+class _WorkflowMetrics(WorkflowInboundInterceptor):
+    """Inside the workflow sandbox: only deterministic calls; the workflow's meter skips
+    replays."""
+
+    kinds: Mapping[str, _KindInfo] = {}
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        info = workflow.info()
+        kind = self.kinds.get(info.workflow_type)
+        if kind is None:
+            return await super().execute_workflow(input)
+        meter = workflow.metric_meter()
+        first_run = info.continued_run_id is None and info.attempt == 1
+        if first_run:
+            meter.create_counter("shopfloor_jobs_started", "jobs started").add(
+                1, {"kind": kind.name}
+            )
+        outcome: str | None = None
+        try:
+            result = await super().execute_workflow(input)
+            outcome = job_outcome(kind, result)
+            return result
+        except BaseException as err:
+            name = type(err).__name__
+            if name == "ContinueAsNewError":
+                outcome = None  # the job goes on in its next run
+            elif isinstance(err, CancelledError) or name == "CancelledError":
+                outcome = "cancelled"
+            elif isinstance(err, FailureError):
+                outcome = "error"
+            # Anything else fails the workflow task, not the job: it is retried.
+            raise
+        finally:
+            if outcome is not None:
+                attrs = {"kind": kind.name, "outcome": outcome}
+                meter.create_counter("shopfloor_jobs_finished", "jobs that ended").add(1, attrs)
+                took = (workflow.now() - info.workflow_start_time).total_seconds()
+                meter.create_histogram_float(
+                    "shopfloor_job_duration_seconds", "jobs' run time, start to end", "s"
+                ).record(max(took, 0.0), attrs)
+
+
+def install(runtime: Runtime | None) -> JobMetrics:
+    """The process's instruments on `runtime`'s meter (a no-op meter without one), and a
+    counter of zygote starts fed from the sandbox's log of them."""
+    meter = runtime.metric_meter if runtime is not None else MetricMeter.noop
+    metrics = JobMetrics(meter)
+    _current["metrics"] = metrics
+    logging.getLogger("shopfloor.zygote").addFilter(_ZygoteStarts(metrics))
+    return metrics
+
+
+class _ZygoteStarts(logging.Filter):
+    """Counts "zygote ready" records of the sandbox (a start or a restart); drops nothing."""
+
+    def __init__(self, metrics: JobMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "zygote ready (pid %s) with %s" and len(record.args or ()) == 2:
+            modules = record.args[1]  # type: ignore[index]
+            zygote = "warm" if modules else "cold"
+            self.metrics.zygote_starts.with_additional_attributes({"zygote": zygote}).add(1)
+        return True
