@@ -16,6 +16,8 @@ check, `out/` collected safely into the artifact store, clean-up however the run
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -83,6 +85,12 @@ def containment(settings: Settings, caps: HostCapabilities | None = None) -> Con
         forbidden = [settings.target_address, settings.public_controller_url]
         network_opt_in = install_network_filter((settings.sandbox_uid_base, last), forbidden)
     warnings = caps.warnings()
+    clash = uids_taken(settings.sandbox_uid_base, settings.sandbox_uid_count) if uids else []
+    if clash:
+        warnings.append(
+            f"uids {clash[:5]} of the sandbox range belong to users in /etc/passwd: choose "
+            "another SHOPFLOOR_SANDBOX_UID_BASE"
+        )
     if network_opt_in and not caps.iptables:
         warnings.append("network: host runs unfiltered (SHOPFLOOR_SANDBOX_UNFILTERED_NETWORK)")
     return Containment(
@@ -207,6 +215,9 @@ class UserCodeRun:
 
     async def __aexit__(self, *_: object) -> None:
         remove_run_dir(self.path)
+        if self._lease is not None:
+            zygotes = (self.zygotes.cold, self.zygotes.warm)
+            remove_files_of(self._lease.uid, [z.pid for z in zygotes if z is not None])
         self._release()
 
     def _release(self) -> None:
@@ -270,6 +281,46 @@ class UserCodeRun:
     def store_out(self) -> dict[str, str]:
         """Every regular file under `out/` into the artifact store: relative name → URI."""
         return self.collect_out().uris
+
+
+PRIVATE_TMP = ("tmp", "var/tmp", "dev/shm")
+
+
+def remove_files_of(uid: int, zygote_pids: list[int | None]) -> None:
+    """What a run left in its zygotes' private /tmp, /var/tmp and /dev/shm, before its uid
+    goes to another run (reached through /proc/<zygote>/root, the zygote's own view)."""
+    for pid in zygote_pids:
+        if pid is None:
+            continue
+        for sub in PRIVATE_TMP:
+            top = Path(f"/proc/{pid}/root/{sub}")
+            try:
+                entries = list(os.scandir(top))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
+
+
+def uids_taken(base: int, count: int) -> list[int]:
+    """Uids of the pool's range that /etc/passwd gives to someone (a clash to warn about)."""
+    taken = []
+    try:
+        for line in Path("/etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit() and base <= int(fields[2]) < base + count:
+                taken.append(int(fields[2]))
+    except OSError:
+        pass
+    return taken
 
 
 def cold_python_argv(script: str, args: list[str]) -> list[str]:

@@ -400,3 +400,18 @@ def test_the_worker_logs_what_contains_runs(stack: Stack) -> None:
     log = stack.workers[0].log.read_text(errors="replace")
     assert "sandbox levers: root, netns, mountns, pids_cgroup, memory_cgroup" in log
     assert os.geteuid() == 0
+
+
+def test_what_a_run_leaves_in_tmp_is_gone_before_its_uid_is_reused(stack: Stack) -> None:
+    plant = (
+        "import os\n"
+        "for d in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+        "    open(os.path.join(d, 'left-by-a-run'), 'w').write('secret')\n"
+        "    os.makedirs(os.path.join(d, 'left-dir'), exist_ok=True)\n"
+        "print(oct(os.stat('/tmp/left-by-a-run').st_mode & 0o777))\n"
+    )
+    planted = stack.run("script", {"source": plant})["result"]
+    assert planted["stdout_tail"] == "0o600\n", planted  # umask 077: not for other uids
+    look = "import os\nprint([os.listdir(d) for d in ('/tmp', '/var/tmp', '/dev/shm')])"
+    seen = stack.run("script", {"source": look})["result"]
+    assert "left" not in seen["stdout_tail"], seen
