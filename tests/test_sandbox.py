@@ -189,3 +189,23 @@ def test_importing_the_sandbox_registers_no_atexit_handler() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "0\n"
+
+
+async def test_disk_cap_kills_the_run_with_the_reason(tmp_path: Path) -> None:
+    code = (
+        "import os\nchunk = b'x' * 2**20\ni = 0\n"
+        "while True:\n"
+        "    with open(f'f{i}', 'wb') as f:\n"
+        "        for _ in range(8): f.write(chunk)\n"
+        "    i += 1\n"
+    )
+    out = await run(tmp_path, code, disk_mb=64)
+    assert out.killed_reason == "disk" and out.signal == "SIGKILL"
+    written = sum(p.stat().st_size for p in tmp_path.glob("f*"))
+    assert 64 * 2**20 < written < 1024 * 2**20  # stopped soon after the cap
+
+
+async def test_many_files_count_against_the_disk_cap(tmp_path: Path) -> None:
+    code = "import os, itertools\nos.mkdir('d')\nfor i in itertools.count(): open(f'd/{i}', 'w')"
+    out = await run(tmp_path, code, disk_mb=1024)
+    assert out.killed_reason == "disk"
