@@ -142,3 +142,12 @@ async def test_the_zygotes_lifespan_releases_the_cgroup_pool(tmp_path: Path) -> 
         assert ours.is_dir()  # ... now pooled for the next run
     assert not ours.exists()
     assert not work_root.exists()  # the worker's run directories go with it
+
+
+async def test_a_large_launch_request_travels_in_a_memfd(zygote: Zygote, tmp_path: Path) -> None:
+    """A launch request far over a socket packet's size (long args): no "Message too long"."""
+    (tmp_path / "s.py").write_text("import sys; print(sum(len(a) for a in sys.argv[1:]))")
+    args = ["x" * 100_000 for _ in range(10)]
+    out = await zygote.run_script(tmp_path / "s.py", args, cwd=tmp_path, env={}, limits=Limits())
+    assert out.exit_code == 0, out.stderr
+    assert out.stdout == "1000000\n"

@@ -39,6 +39,7 @@ START_TIMEOUT_S = 120.0
 # (kernel stacks, page tables); a runner that imports its libraries itself gets RUNNER_MB.
 CGROUP_SLACK_MB = 32
 RUNNER_MB = 1024
+INLINE_REQUEST = 16 * 1024  # larger launch requests are passed in a memfd
 
 
 class ZygoteDied(RuntimeError):
@@ -179,11 +180,18 @@ class Zygote:
                     cgroup_procs=child.cgroup_procs,
                     identity=identity,
                 )
+                fds = [w for _, w in pipes]
+                data = request.to_json()
+                if len(data) > INLINE_REQUEST:
+                    # A large request (long args, a big call argument) travels in a memfd: a
+                    # packet that big would fail with "Message too long", and be retried.
+                    fds.append(_memfd_with(data))
+                    data = b'{"memfd": true}'
                 try:
-                    socket.send_fds(sock, [request.to_json()], [w for _, w in pipes])
+                    socket.send_fds(sock, [data], fds)
                 finally:
-                    for _, w in pipes:
-                        os.close(w)
+                    for fd in fds:
+                        os.close(fd)
                 readers = [
                     asyncio.create_task(tail.drain(await _stream(r)))
                     for tail, (r, _) in zip((child.stdout, child.stderr), pipes, strict=False)
@@ -252,6 +260,13 @@ class Zygote:
                 await asyncio.to_thread(self._proc.wait, 10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
+
+
+def _memfd_with(data: bytes) -> int:
+    fd = os.memfd_create("shopfloor-launch", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _zygote_environment() -> dict[str, str]:

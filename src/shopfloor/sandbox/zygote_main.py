@@ -36,7 +36,7 @@ from shopfloor.sandbox._limits import (
     resident_bytes,
 )
 
-MAX_MESSAGE = 1024 * 1024  # requests are small: big job inputs travel as files in the cwd
+MAX_MESSAGE = 64 * 1024  # larger requests come in a memfd; big job inputs as files in the cwd
 _WAKE_FDS: tuple[int, int] = (-1, -1)
 # A fresh interpreter's address space and resident size, measured once at start-up: what a
 # cold Python job starts from (its RLIMIT_AS is that + memory_mb).
@@ -173,11 +173,14 @@ def serve(sock: socket.socket) -> None:
                 _reap(children, sock)
                 continue
             try:
-                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3)
+                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 4)
             except ConnectionResetError:
                 data = b""
             if not data:  # the worker is gone: so are we (and our children, by pdeathsig)
                 return
+            if len(fds) == 4:  # {"memfd": true}: the request is in the fourth fd
+                with os.fdopen(fds.pop(), "rb") as big:
+                    data = big.read()
             request = LaunchRequest.from_json(data)
             pid = os.fork()
             if pid == 0:
