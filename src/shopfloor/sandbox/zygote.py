@@ -62,7 +62,8 @@ class Zygote:
         self.env = dict(env or {})
         self.mounts = mounts  # `host.enter_private_mounts` options, or None
         self.memory_cgroups = memory_cgroups
-        self.info: dict[str, int] = {}  # from its ready message: rss, python_vm, python_rss
+        # From its ready message: rss, python_vm, python_rss (and mounts_error, if any).
+        self.info: dict[str, Any] = {}
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._pending: dict[str, dict[str, asyncio.Future]] = {}
@@ -112,6 +113,12 @@ class Zygote:
                 raise ZygoteDied(f"zygote failed to import {self.modules}") from None
             self._sock = ours
             log.info("zygote ready (pid %s) with %s", self._proc.pid, self.modules)
+            if "mounts_error" in self.info:
+                log.warning(
+                    "zygote %s has no private view of the file system: %s",
+                    self._proc.pid,
+                    self.info["mounts_error"],
+                )
             return ours
 
     def _on_message(self, sock: socket.socket, ready: asyncio.Future) -> None:

@@ -41,6 +41,7 @@ _WAKE_FDS: tuple[int, int] = (-1, -1)
 # A fresh interpreter's address space and resident size, measured once at start-up: what a
 # cold Python job starts from (its RLIMIT_AS is that + memory_mb).
 _FRESH_PYTHON = {"vm": 0, "rss": 0}
+_INFO: dict[str, str] = {}  # what went wrong at start-up, for the worker to report
 _MEASURE = (
     "import os\nfd = os.open('/proc/self/statm', os.O_RDONLY)\nprint(os.read(fd, 64).decode())\n"
 )
@@ -164,6 +165,7 @@ def serve(sock: socket.socket) -> None:
         "rss": resident_bytes(),
         "python_vm": _FRESH_PYTHON["vm"],
         "python_rss": _FRESH_PYTHON["rss"],
+        **_INFO,
     }
     sock.send(json.dumps(ready).encode())
     while True:
@@ -216,7 +218,10 @@ def main() -> None:
     if options.get("mounts"):
         from shopfloor.sandbox.host import enter_private_mounts
 
-        enter_private_mounts(**options["mounts"])
+        try:
+            enter_private_mounts(**options["mounts"])
+        except OSError as err:  # the worker warns; runs then see the host's file system
+            _INFO["mounts_error"] = str(err)
     if not modules:  # the cold zygote: the runtime of its cold Python jobs
         _measure_fresh_python()
     # Thread pools started at import time (BLAS, OpenMP) do not survive fork well.
