@@ -85,7 +85,7 @@ async def login_redirect(request: Request, exc: LoginNeeded) -> Response:
 
 
 def csrf_token(request: Request) -> str:
-    token = request.cookies.get(CSRF_COOKIE) or request.state.__dict__.get("new_csrf")
+    token = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "new_csrf", None)
     if not token:
         token = secrets.token_urlsafe(32)
         request.state.new_csrf = token
@@ -111,8 +111,10 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
         request=request,
         csrf=csrf_token(request),
         auth=settings.api_token is not None,
+        logged_in=signed_in(request),
         msg=request.query_params.get("msg", ""),
         temporal_ui=settings.temporal_ui,
+        api_docs=f"{settings.public_controller_url}/docs",
         ui_link=lambda job_id, run_id=None: views.temporal_ui_link(settings, job_id, run_id),
     )
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -121,7 +123,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
 
 
 def _set_csrf_cookie(request: Request, response: Response) -> None:
-    new = request.state.__dict__.get("new_csrf")
+    new = getattr(request.state, "new_csrf", None)
     if new:
         response.set_cookie(
             CSRF_COOKIE,
