@@ -1,0 +1,129 @@
+"""One trace from the HTTP submit to the run: the controller and a worker (real processes)
+export OTLP/HTTP to a small collector in the test process."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from shopfloor.devserver import DevServer
+from tests.helpers import Stack, wait_until
+
+
+class Collector:
+    """Receives OTLP/HTTP protobuf exports on 127.0.0.1; keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource_spans in request.resource_spans:
+                    service = next(
+                        (a.value.string_value for a in resource_spans.resource.attributes
+                         if a.key == "service.name"), "",
+                    )  # fmt: skip
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            collector.spans.append(
+                                {
+                                    "name": span.name,
+                                    "service": service,
+                                    "trace": span.trace_id.hex(),
+                                    "id": span.span_id.hex(),
+                                    "parent": span.parent_span_id.hex(),
+                                }
+                            )
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Collector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[Collector]:
+    with Collector() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def traced(
+    dev_server: DevServer, collector: Collector, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    s = Stack(
+        temporal_address=dev_server.address,
+        tmp=tmp_path_factory.mktemp("tracing"),
+        extra_env={
+            "SHOPFLOOR_OTLP_ENDPOINT": collector.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within a fraction of a second
+        },
+    )
+    s.start_worker("--kind", "script")
+    s.start_controller()
+    yield s
+    s.stop()
+
+
+def test_one_trace_from_the_http_submit_to_the_run(traced: Stack, collector: Collector) -> None:
+    job_id = traced.submit("script", {"source": "print('traced')"})
+    assert traced.result(job_id)["result"]["stdout_tail"] == "traced\n"
+    wanted = [
+        ("shopfloor-controller", "POST /jobs/script"),
+        ("shopfloor-controller", "StartWorkflow:ScriptExecutionWorkflow"),
+        ("shopfloor-worker", "RunWorkflow:ScriptExecutionWorkflow"),
+        ("shopfloor-worker", "StartActivity:run_script"),
+        ("shopfloor-worker", "RunActivity:run_script"),
+    ]
+
+    def chain() -> list[dict] | None:
+        by_name = {}
+        for span in list(collector.spans):
+            by_name.setdefault((span["service"], span["name"]), []).append(span)
+        if not all(w in by_name for w in wanted):
+            return None
+        submit = by_name[wanted[0]][-1]
+        in_trace = [s for s in collector.spans if s["trace"] == submit["trace"]]
+        found = [
+            next((s for s in in_trace if (s["service"], s["name"]) == w), None) for w in wanted
+        ]
+        return found if all(found) else None
+
+    found = wait_until(chain, timeout_s=30, what=f"the spans {wanted} in one trace")
+    assert isinstance(found, list)
+    submit, start, run_workflow, start_activity, run_activity = found
+    # HTTP request → start → (the SDK's workflow spans hang under the start, each workflow task
+    # a short span of its own) → the activity scheduled by the workflow → its run on a worker.
+    assert submit["parent"] == ""  # the trace starts at the HTTP request
+    assert start["parent"] == submit["id"]
+    assert run_workflow["parent"] == start["id"]
+    assert start_activity["parent"] == start["id"]
+    assert run_activity["parent"] == start_activity["id"]
+    names = {s["name"] for s in collector.spans if s["trace"] == submit["trace"]}
+    sandbox = [n for n in names if n.startswith("sandbox")]
+    if sandbox:  # the sandboxed run's own span, where the activity code opens one
+        run_span = next(s for s in collector.spans if s["name"] == sandbox[0])
+        assert run_span["parent"] == run_activity["id"]
