@@ -127,3 +127,45 @@ def test_one_trace_from_the_http_submit_to_the_run(traced: Stack, collector: Col
     if sandbox:  # the sandboxed run's own span, where the activity code opens one
         run_span = next(s for s in collector.spans if s["name"] == sandbox[0])
         assert run_span["parent"] == run_activity["id"]
+
+
+def test_json_logs_carry_the_job_ids_inside_an_activity_and_the_trace_ids() -> None:
+    """`--log-format json`: any logger called inside an activity gets the job's ids."""
+    import io
+    import json
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from temporalio import activity
+    from temporalio.testing import ActivityEnvironment
+
+    from shopfloor.observability.logs import JobContextFilter, JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(JobContextFilter())
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("shopfloor.test.jsonlogs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    @activity.defn
+    def work() -> None:
+        logger.info("inside %s", "the activity")
+
+    try:
+        logger.info("outside")
+        ActivityEnvironment().run(work)
+        with TracerProvider().get_tracer("t").start_as_current_span("s"):
+            logger.info("in a span")
+    finally:
+        logger.removeHandler(handler)
+    outside, inside, in_span = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert outside["message"] == "outside" and "job_id" not in outside
+    assert inside["message"] == "inside the activity" and inside["level"] == "info"
+    info = ActivityEnvironment().info  # the test environment's default activity info
+    assert inside["job_id"] == inside["workflow_id"] == info.workflow_id
+    assert inside["run_id"] == info.workflow_run_id
+    assert inside["activity"] == info.activity_type and inside["attempt"] == info.attempt
+    assert len(in_span["trace_id"]) == 32 and len(in_span["span_id"]) == 16
