@@ -114,3 +114,13 @@ def test_counters_match_the_jobs_that_ran(observed: Stack) -> None:
     assert (
         samples(again, "shopfloor_http_requests_total", route="/jobs/{job_id}", status="404") == 1
     )
+
+    # The dashboard shows every one of those jobs in its kind's terms (server-rendered).
+    pages = {job_id: observed.http.get(f"/ui/jobs/{job_id}") for job_id in ids}
+    assert all(p.status_code == 200 for p in pages.values())
+    script_ok, script_exit3, script_killed, simulation, agent, phased = pages.values()
+    assert '<td class="exit-code">3</td>' in script_exit3.text
+    assert "timeout" in script_killed.text
+    assert "Verdict: <strong>SUCCESS</strong>" in simulation.text
+    assert "Transcript" in agent.text and "Hello, world!" in agent.text
+    assert '<ol class="timeline">' in phased.text and "wait 1s" in phased.text
