@@ -67,9 +67,15 @@ class Stack:
         env["SHOPFLOOR_DATA_DIR"] = str(settings.data_dir.resolve())
         cli = [sys.executable, "-m", "shopfloor"]
         self.children = [
-            Child(f"worker-{i + 1}", [*cli, "worker"], env) for i in range(workers)
+            Child(f"worker-{i + 1}", [*cli, "worker"], self._worker_env(env, i))
+            for i in range(workers)
         ] + [Child("controller", [*cli, "controller"], env)]
         self._stopping = False
+
+    def _worker_env(self, env: dict[str, str], index: int) -> dict[str, str]:
+        """Each worker its own metrics port (base, base + 1, …): one port, one process."""
+        base = self.settings.worker_metrics_port
+        return {**env, "SHOPFLOOR_WORKER_METRICS_PORT": str(base + index)} if base else env
 
     def ports(self) -> dict[str, int]:
         ports = {"controller (SHOPFLOOR_CONTROLLER_PORT)": self.settings.controller_port}
