@@ -14,7 +14,7 @@ from shopfloor.controller import dashboard
 from shopfloor.controller.deps import TemporalConnection
 from shopfloor.controller.errors import install_error_handlers
 from shopfloor.controller.guard import RequestGuard
-from shopfloor.controller.routes import artifacts, jobs, kinds, meta
+from shopfloor.controller.routes import artifacts, docs, jobs, kinds, meta
 from shopfloor.controller.routes.interact import interaction_router
 from shopfloor.controller.routes.submit import submit_router
 from shopfloor.observability.http import HttpMetrics, ObservedHTTP
@@ -31,6 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="shopfloor",
         version=version("shopfloor"),
         description="Durable jobs for agent systems, on Temporal.",
+        # Served by routes.docs instead, behind the same auth as the API.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.artifacts = ArtifactStore(settings.artifact_root)
@@ -43,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.temporal = TemporalConnection(settings, instrument=traced_client)
 
     app.include_router(meta.router)
+    app.include_router(docs.router)
     app.include_router(kinds.router)
     every_kind = list(registered_kinds().values())
     for kind in every_kind:

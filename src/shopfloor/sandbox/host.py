@@ -209,7 +209,9 @@ def enter_private_mounts(
     if _libc.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-    keep: list[str] = [work_root]
+    # Bound back into a covered /tmp: the work root, and the interpreter and the code runs
+    # import when they live there (a checkout or a venv under /tmp, as in CI's fresh clone).
+    keep: list[str] = sorted({work_root, *(reach or interpreter_paths())})
 
     def cover(directory: str, data: str) -> None:
         inside = [k for k in keep if k.startswith(directory.rstrip("/") + "/")]

@@ -129,7 +129,7 @@ async def job_result(
             status=final.status,
             error=_failure_text(err),
             result=partial,
-            links=links_in(partial, settings.public_controller_url),
+            links=links_in(partial, settings),
         )
     payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     return JobResult(
@@ -137,7 +137,7 @@ async def job_result(
         kind=status.kind,
         status="COMPLETED",
         result=payload,
-        links=links_in(payload, settings.public_controller_url),
+        links=links_in(payload, settings),
     )
 
 
