@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import docker
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -33,3 +35,21 @@ async def pipeline_worker(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIter
         for worker in build_workers(env.client, settings, plans):
             await stack.enter_async_context(worker)
         yield settings
+
+
+@pytest.fixture
+def sdk_threads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For every HTTP request the SDK sends: was an event loop running in its thread?"""
+    on_loop: list[bool] = []
+    send = docker.APIClient.send
+
+    def watched(self, request, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(docker.APIClient, "send", watched)
+    return on_loop

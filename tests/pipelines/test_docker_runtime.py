@@ -34,24 +34,6 @@ def engine() -> Iterator[FakeDockerEngine]:
         yield fake
 
 
-@pytest.fixture
-def sdk_threads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """For every HTTP request the SDK sends: was an event loop running in its thread?"""
-    on_loop: list[bool] = []
-    send = docker.APIClient.send
-
-    def watched(self, request, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        try:
-            asyncio.get_running_loop()
-            on_loop.append(True)
-        except RuntimeError:
-            on_loop.append(False)
-        return send(self, request, **kwargs)
-
-    monkeypatch.setattr(docker.APIClient, "send", watched)
-    return on_loop
-
-
 def ref(name: str, token: str = "run1", image: str = "example/svc:1.0") -> ServiceRef:
     return ServiceRef(pipeline="shop", run_token=token, service=ServiceSpec(name=name, image=image))
 
