@@ -37,6 +37,20 @@ class Settings(BaseSettings):
 
     # Where artifacts live; defaults to <data_dir>/artifacts. Shared by workers and controller.
     artifact_dir: Path | None = None
+    # The shared artifact store: `s3://bucket/prefix` (AWS S3 or any S3-compatible service)
+    # for workers on many machines; unset (or a directory) → the local directory above.
+    artifacts: str | None = None
+    # S3-compatible services (MinIO, Ceph…): the endpoint workers and controller use, and the
+    # one browsers reach for presigned links (default: the same).
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # Unset → boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, config, roles).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # Files over the threshold go up in parts of this size (S3's smallest part is 5 MiB).
+    s3_multipart_threshold_mb: float = Field(8, gt=0)
+    s3_multipart_chunk_mb: float = Field(8, ge=5)
 
     # Prepended to every kind's task queue: isolates test runs or tenants on one cluster.
     task_queue_prefix: str = ""
@@ -96,6 +110,10 @@ class Settings(BaseSettings):
     # Jobs asking for `network: host` are refused unless the worker can filter it (iptables:
     # no loopback, no Temporal frontend, no controller); true lets them run unfiltered.
     sandbox_unfiltered_network: bool = False
+    # A run whose activity attempt Temporal lost while it went on (a server away longer than
+    # the heartbeat timeout) is kept this long for the next attempt on this worker to adopt,
+    # instead of the user's code starting again; then killed. 0: no adoption.
+    adoption_window_s: float = Field(60.0, ge=0, le=3600)
     # Signed artifact links (for browsers, when api_token is set): key (default: derived from
     # api_token) and lifetime.
     link_secret: SecretStr | None = None
@@ -139,9 +157,39 @@ class Settings(BaseSettings):
     def target_address(self) -> str:
         return self.temporal_address or f"127.0.0.1:{self.dev_server_port}"
 
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError(f"SHOPFLOOR_ARTIFACTS: s3://bucket/prefix or a directory: {value!r}")
+        if value.startswith("s3://") and not value[len("s3://") :].split("/", 1)[0]:
+            raise ValueError(f"SHOPFLOOR_ARTIFACTS: the s3:// URL names no bucket: {value!r}")
+        return value
+
     @property
     def artifact_root(self) -> Path:
+        """The local artifact directory (the store unless `artifacts` names S3)."""
+        if self.artifacts and not self.artifacts.startswith("s3://"):
+            return Path(self.artifacts.removeprefix("file://")).resolve()
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    def s3_settings(self) -> dict[str, str | int | None] | None:
+        """The S3 store's arguments when `artifacts` names a bucket, else None."""
+        if not (self.artifacts and self.artifacts.startswith("s3://")):
+            return None
+        secret = self.s3_secret_access_key
+        return {
+            "url": self.artifacts,
+            "endpoint_url": self.s3_endpoint_url,
+            "public_endpoint_url": self.s3_public_endpoint_url,
+            "region": self.s3_region,
+            "access_key_id": self.s3_access_key_id,
+            "secret_access_key": secret.get_secret_value() if secret else None,
+            "multipart_threshold": int(self.s3_multipart_threshold_mb * 2**20),
+            "multipart_chunksize": int(self.s3_multipart_chunk_mb * 2**20),
+        }
 
     @property
     def pipeline_runtime_dir(self) -> Path:

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import store_for
 from shopfloor.jobs import PROGRESS_EVERY_S
 from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
 from shopfloor.observability.metrics import install as install_metrics
@@ -65,7 +65,7 @@ async def kind_resources(
     async with AsyncExitStack() as stack:
         ctx = await stack.enter_async_context(
             WorkerContext(
-                settings=settings, artifacts=ArtifactStore(settings.artifact_root), served=served
+                settings=settings, artifacts=store_for(settings), served=served
             )
         )
         plans: dict[str, QueuePlan] = defaultdict(QueuePlan)

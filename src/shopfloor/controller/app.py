@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import store_for
 from shopfloor.controller import dashboard
 from shopfloor.controller.deps import TemporalConnection
 from shopfloor.controller.errors import install_error_handlers
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
-    app.state.artifacts = ArtifactStore(settings.artifact_root)
+    app.state.artifacts = store_for(settings)
     install_error_handlers(app, settings.target_address)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_mb * 2**20)
     # Outermost: metrics and the server span see every request, refused ones too.

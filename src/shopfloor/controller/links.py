@@ -3,6 +3,10 @@
 With an API token set, artifact links are signed (HMAC of the path and an expiry, `exp` and
 `sig` query parameters): a browser can open them (a video in a page, a link printed by the
 CLI) without the long-lived token in the URL, and they stop working when they expire.
+
+With an S3 store (`SHOPFLOOR_ARTIFACTS=s3://…`) the links are the store's own presigned GET
+URLs instead, token or not: browsers fetch the bytes from S3, not through the controller, and
+the links expire after the same `link_ttl_s`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from shopfloor.artifacts import SCHEME
+from shopfloor.artifacts import SCHEME, store_for
 from shopfloor.settings import Settings
 
 
@@ -44,12 +48,21 @@ def signature_valid(settings: Settings, path: str, expires: str, sig: str) -> bo
 
 
 def artifact_url(base: str | Settings, uri: str, *, ttl_s: int | None = None) -> str:
-    """The URL of an artifact. Given the settings, signed when an API token is set."""
+    """The URL of an artifact. Given the settings: the S3 store's presigned URL, or the
+    controller's, signed when an API token is set."""
     path = uri[len(SCHEME) :]
     if isinstance(base, str):
         return f"{base}/artifacts/{quote(path)}"
+    ttl = ttl_s or base.link_ttl_s
+    if base.s3_settings() is not None:
+        try:
+            presigned = store_for(base).presigned_url(uri, ttl_s=ttl)
+        except ValueError:  # not a well-formed URI: the controller answers 404 for it
+            presigned = None
+        if presigned:
+            return presigned
     url = f"{base.public_controller_url}/artifacts/{quote(path)}"
-    expires = int(time.time()) + (ttl_s or base.link_ttl_s)
+    expires = int(time.time()) + ttl
     sig = link_signature(base, path, expires)
     return url if sig is None else f"{url}?exp={expires}&sig={sig}"
 

@@ -4,6 +4,7 @@ No `from __future__ import annotations` here on purpose: the route's body type i
 variable of the factory, and FastAPI reads it from the annotation evaluated at definition.
 """
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Response
@@ -53,7 +54,9 @@ def submit_router(kind: JobKind) -> APIRouter:
             except InputRejected as err:
                 raise HTTPException(422, str(err)) from err
         try:
-            job = offload_inline(job, store, max_inline=settings.inline_input_max_kb * 1024)
+            job = await asyncio.to_thread(  # large inputs go to the store (maybe S3)
+                offload_inline, job, store, max_inline=settings.inline_input_max_kb * 1024
+            )
         except InputTooLarge as err:
             raise HTTPException(413, str(err)) from err
         job_id = job_id_for(kind.name, idempotency_key)

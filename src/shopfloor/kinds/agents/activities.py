@@ -71,7 +71,9 @@ class AgentActivities:
         # Checked where every turn starts (a paused schedule can still be triggered by hand).
         refuse_if_on(await read_state(activity.client(), self.settings.task_queue_prefix))
         if request.partial_uri:
-            request = request.model_copy(update={"partial": self._read_text(request.partial_uri)})
+            request = request.model_copy(
+                update={"partial": await asyncio.to_thread(self._read_text, request.partial_uri)}
+            )
         # A long LLM call heartbeats so that a dead worker is noticed in seconds, not after
         # the call's whole timeout; the step is then retried on another worker.
         beat = asyncio.create_task(_heartbeat(request))
@@ -81,7 +83,7 @@ class AgentActivities:
             beat.cancel()
             with suppress(asyncio.CancelledError):
                 await beat
-        return self._small(request, reply)
+        return await asyncio.to_thread(self._small, request, reply)  # the store may be S3
 
     def _small(self, request: AgentRequest, reply: AgentReply) -> AgentReply:
         """Long outputs go to the artifact store; the history keeps a preview and the URI.
@@ -103,14 +105,18 @@ class AgentActivities:
     @activity.defn(name=STORE_AGENT_ARTIFACTS)
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:
         """`{goalId}/artifacts/{key}.json` under the job's artifact folder (seed 002's layout)."""
-        return {
-            key: self.artifacts.put_bytes(
-                job.job_id,
-                f"{job.goal_id}/artifacts/{key}.json",
-                json.dumps(value, indent=2, default=str).encode(),
-            )
-            for key, value in job.artifacts.items()
-        }
+
+        def store() -> dict[str, str]:
+            return {
+                key: self.artifacts.put_bytes(
+                    job.job_id,
+                    f"{job.goal_id}/artifacts/{key}.json",
+                    json.dumps(value, indent=2, default=str).encode(),
+                )
+                for key, value in job.artifacts.items()
+            }
+
+        return await asyncio.to_thread(store)  # the store may be S3: off the event loop
 
 
 async def _heartbeat(request: AgentRequest) -> None:

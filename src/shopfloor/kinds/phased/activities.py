@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -69,7 +70,9 @@ class PhasedActivities:
             raise network_error(err, what) from err
         raise_for_status(response, what, expected=[200, 201, 202, 204])
         info = activity.info()
-        text, uri = self._keep(response.text, f"turns/{turn.job_id}-{info.attempt}.txt")
+        text, uri = await asyncio.to_thread(
+            self._keep, response.text, f"turns/{turn.job_id}-{info.attempt}.txt"
+        )
         return AgentTurnResult(
             job_id=turn.job_id,
             status_code=response.status_code,
@@ -96,7 +99,9 @@ class PhasedActivities:
             raise network_error(err, what) from err
         raise_for_status(response, what, expected=request.expect_status)
         info = activity.info()
-        text, uri = self._keep(response.text, f"http/{info.activity_id}-{info.attempt}.txt")
+        text, uri = await asyncio.to_thread(
+            self._keep, response.text, f"http/{info.activity_id}-{info.attempt}.txt"
+        )
         try:
             body = response.json() if uri is None and response.text else None
         except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from contextlib import asynccontextmanager
@@ -68,7 +69,8 @@ class ScriptActivities:
         disallowed = job.disallowed_env(self.ctx.settings.script_env_allowlist)
         if disallowed:
             raise invalid_input(f"environment variables not allowed here: {disallowed}")
-        source = self._source(job)
+        # The store may be S3 (network): reads and writes run off the event loop.
+        source = await asyncio.to_thread(self._source, job)
         limits = Limits(
             wall_timeout_s=job.timeout_s,
             memory_mb=job.memory_mb,
@@ -78,11 +80,11 @@ class ScriptActivities:
         )
         run = UserCodeRun(self.zygotes, self.ctx.artifacts, limits, job.env, network=job.network)
         async with run:
-            self._prepare(run.path, job, source)
+            await asyncio.to_thread(self._prepare, run.path, job, source)
             heavy = job.warm == "auto" and bool(_HEAVY_IMPORT.search(source))
             warm = Script(path=str(run.path / "script.py"), args=job.args) if heavy else None
             outcome = await run.run(warm=warm, cold=cold_python_argv("script.py", job.args))
-            collected = run.collect_out(outcome)
+            collected = await asyncio.to_thread(run.collect_out, outcome)
             return _result(
                 outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm(warm)
             )

@@ -9,8 +9,8 @@ directory (uploaded and inline parts as files beside it), the child writes its a
 
 from __future__ import annotations
 
+import asyncio
 import os
-import shutil
 import stat
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -72,16 +72,15 @@ class SimulationActivities:
         fmt = scene.resolved_format
         if fmt not in ("py", "stl", "step"):
             raise invalid_input(f"cannot tell the scene format of {scene.uri}: give `format`")
+        path = f"{SCENE_DIR}/part0.{fmt}"
         try:
-            stored = self.ctx.artifacts.path_for(scene.uri)
-            if not stored.is_file():
-                raise ArtifactError(f"no such artifact: {scene.uri}")
+            if fmt == "py":
+                data = self.ctx.artifacts.read_bytes(scene.uri)
+                return SceneSource(source=data.decode(errors="replace"))
+            # A copy: the store stays out of the child's reach.
+            self.ctx.artifacts.copy_to(scene.uri, run_dir / path)
         except ArtifactError as err:
             raise invalid_input(str(err)) from err
-        if fmt == "py":
-            return SceneSource(source=stored.read_text(errors="replace"))
-        path = f"{SCENE_DIR}/part0.{fmt}"
-        shutil.copyfile(stored, run_dir / path)  # a copy: the store's file stays out of reach
         label = scene.label or Path(scene.uri).stem
         part = PartFile(label=label, format=fmt, path=path, fixed=scene.fixed)  # type: ignore[arg-type]
         return SceneFiles(parts=[part])
@@ -91,7 +90,8 @@ class SimulationActivities:
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb)
         async with UserCodeRun(self.zygotes, self.ctx.artifacts, limits) as run:
             sim_run = SimulationRun(
-                scene=self._scene_for_run(request.scene, run.path),
+                # Reads the store (S3: network): off the event loop.
+                scene=await asyncio.to_thread(self._scene_for_run, request.scene, run.path),
                 options=request.options,
                 out_dir="out",
                 memory_mb=request.memory_mb,
@@ -110,7 +110,7 @@ class SimulationActivities:
             )
             if report is None:
                 return _crashed(outcome, request)
-            collected = run.collect_out(outcome)
+            collected = await asyncio.to_thread(run.collect_out, outcome)
             result = report.result(collected.uris.get)
             if collected.refused:
                 refused = "; ".join(collected.refused_list())

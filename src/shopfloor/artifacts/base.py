@@ -1,18 +1,21 @@
 """The artifact store: files produced by jobs, addressed by `artifact://<job_id>/<path>` URIs.
 
-Results carry URIs, never blobs (Temporal payloads stay small). The default store is a local
-directory shared by workers and the controller, which serves it over HTTP.
+Results carry URIs, never blobs (Temporal payloads stay small). `ArtifactStore` is the
+interface every caller uses; where the bytes live is a backend's business: a local directory
+(the default, `LocalArtifactStore`, shared by workers and the controller on one machine) or an
+S3 bucket (`S3ArtifactStore`, any S3-compatible service, shared across machines). The URIs are
+the same either way, so results do not say where their bytes are.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import mimetypes
 import os
 import re
 import shutil
 import stat
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -21,6 +24,10 @@ SCHEME = "artifact://"
 MAX_NAME = 255
 MAX_PATH = 1024
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_COPY_CHUNK = 1024 * 1024
+
+_INLINE_IMAGES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"}
+_INLINE_OTHER = {"text/plain", "text/csv", "application/json"}
 
 
 @dataclass
@@ -39,46 +46,63 @@ class ArtifactError(ValueError):
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+    """Where artifacts live. `ArtifactStore(root)` is the local directory store (as it has
+    always been); `store_for(settings)` picks the backend the settings name.
+
+    Backends implement `_put_stream` (store a stream under a URI, all or nothing), `open`
+    (read one artifact) and may offer `presigned_url`; naming, the safe collection of a run's
+    files and content-addressed uploads are the same for all of them."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> ArtifactStore:
+        if cls is ArtifactStore:  # the interface called as a constructor: the local store
+            from shopfloor.artifacts.local import LocalArtifactStore
+
+            return super().__new__(LocalArtifactStore)
+        return super().__new__(cls)
 
     # -- addressing ------------------------------------------------------------------------
     @staticmethod
     def uri(job_id: str, name: str) -> str:
         return f"{SCHEME}{job_id}/{_store_name(name)}"
 
-    def path_for(self, uri: str) -> Path:
+    @staticmethod
+    def key(uri: str) -> str:
+        """`<job>/<path>` of a URI, checked: relative, inside the store, not reserved."""
         if not uri.startswith(SCHEME):
             raise ArtifactError(f"not an artifact URI (expected {SCHEME}<job>/<path>): {uri!r}")
         rel = _store_name(uri[len(SCHEME) :])
         if "/" not in rel:
             raise ArtifactError(f"artifact URI needs a job and a path: {uri!r}")
-        return self.root / rel
+        return rel
 
-    # -- writing (atomic, so a retried activity or a crash never leaves half a file) ---------
+    def describe(self) -> str:
+        return type(self).__name__
+
+    # -- the backend's part ----------------------------------------------------------------
+    def _put_stream(self, uri: str, source: BinaryIO) -> None:
+        """Stores everything `source` yields under `uri`: the whole of it or nothing (a
+        retried activity or a crash never leaves half an artifact)."""
+        raise NotImplementedError
+
+    def open(self, uri: str) -> BinaryIO:
+        """The artifact's bytes, to read. Raises ArtifactError when there is none."""
+        raise NotImplementedError
+
+    def presigned_url(self, uri: str, *, ttl_s: int) -> str | None:
+        """A URL a browser opens without credentials until `ttl_s` from now, when the backend
+        has such URLs of its own (S3); None when links go through the controller."""
+        return None
+
+    # -- writing -----------------------------------------------------------------------------
     def put_bytes(self, job_id: str, name: str, data: bytes) -> str:
-        return self._put(job_id, name, lambda f: f.write(data))
+        uri = self.uri(job_id, name)
+        self._put_stream(uri, io.BytesIO(data))
+        return uri
 
     def put_file(self, job_id: str, name: str, src: Path) -> str:
-        def copy(f: BinaryIO) -> None:
-            with open(src, "rb") as source:
-                shutil.copyfileobj(source, f)
-
-        return self._put(job_id, name, copy)
-
-    def _put(self, job_id: str, name: str, write: Callable[[BinaryIO], object]) -> str:
-        """Writes to a temp file beside the destination, then renames it into place."""
         uri = self.uri(job_id, name)
-        dest = self.path_for(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, dest)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with open(src, "rb") as source:
+            self._put_stream(uri, source)
         return uri
 
     def put_tree(self, job_id: str, src_dir: Path, *, prefix: str = "") -> dict[str, str]:
@@ -114,43 +138,48 @@ class ArtifactStore:
             st = os.fstat(source.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise ArtifactError("not a regular file")
-            return self._put(job_id, name, lambda f: shutil.copyfileobj(source, f))
+            uri = self.uri(job_id, name)
+            self._put_stream(uri, source)
+            return uri
 
     def put_upload(self, name: str, data: bytes) -> str:
         """Content-addressed upload (inputs): the same bytes always get the same URI."""
         digest = hashlib.sha256(data).hexdigest()[:32]
         return self.put_bytes("uploads", f"{digest}/{_store_name(name)}", data)
 
+    def put_upload_file(self, name: str, src: Path, *, sha256: str | None = None) -> str:
+        """`put_upload` for bytes in a file (streamed, never all in memory); `sha256` (hex),
+        when the caller hashed them while writing the file, saves reading it twice."""
+        if sha256 is None:
+            h = hashlib.sha256()
+            with open(src, "rb") as f:
+                while chunk := f.read(_COPY_CHUNK):
+                    h.update(chunk)
+            sha256 = h.hexdigest()
+        return self.put_file("uploads", f"{sha256[:32]}/{_store_name(name)}", src)
+
+    # -- reading -----------------------------------------------------------------------------
     def read_bytes(self, uri: str) -> bytes:
         with self.open(uri) as f:
             return f.read()
 
-    def open(self, uri: str) -> BinaryIO:
-        """The artifact's regular file, opened under the store's root without following a
-        symlink anywhere on the way. Raises ArtifactError when there is none."""
-        rel = self.path_for(uri).relative_to(self.root)
-        try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as err:
-            raise ArtifactError(f"no such artifact: {uri}") from err
-        try:
-            for part in rel.parts[:-1]:
-                nxt = os.open(
-                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-                )
-                os.close(fd)
-                fd = nxt
-            leaf = os.open(
-                rel.parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd
-            )
-        except OSError as err:
-            raise ArtifactError(f"no such artifact: {uri}") from err
-        finally:
-            os.close(fd)
-        if not stat.S_ISREG(os.fstat(leaf).st_mode):
-            os.close(leaf)
-            raise ArtifactError(f"no such artifact: {uri}")
-        return os.fdopen(leaf, "rb")
+    def copy_to(self, uri: str, dest: Path) -> None:
+        """The artifact's bytes into a new file `dest` (a copy: the store stays out of reach
+        of whoever reads `dest`). Raises ArtifactError when there is none."""
+        with self.open(uri) as source, open(dest, "xb") as out:
+            shutil.copyfileobj(source, out, _COPY_CHUNK)
+
+
+def media_type_of(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def disposition(media_type: str) -> str:
+    """`inline` for what a browser only displays; `attachment` for what it could run (HTML,
+    SVG, JS, XML, anything of an unknown type)."""
+    if media_type.startswith(("video/", "audio/")) or media_type in _INLINE_IMAGES:
+        return "inline"
+    return "inline" if media_type in _INLINE_OTHER else "attachment"
 
 
 def _walk_no_follow(top: Path) -> list[tuple[str, os.stat_result]]:
