@@ -93,9 +93,11 @@ class Stack:
         self.controller: Proc | None = None
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
-    def start_worker(self, *extra: str) -> Proc:
+    def start_worker(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
+        """A worker process; `env` adds to (or overrides) the stack's environment for this
+        worker only (e.g. its own SHOPFLOOR_DATA_DIR)."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = Proc(["worker", *extra], self.env, log).start()
+        worker = Proc(["worker", *extra], {**self.env, **(env or {})}, log).start()
         self.workers.append(worker)
         wait_until(
             lambda: "worker ready" in log.read_text(errors="replace") or not worker.alive(),
