@@ -11,27 +11,41 @@ its own work root. `UserCodeRun` is what every such activity does around the use
 uid of its own from the pool, a fresh 0700 job dir with `out/` and `tmp/`, the scrubbed job
 environment, the limits, a warm fork or a cold interpreter, progress as heartbeats, a cancel
 check, `out/` collected safely into the artifact store, clean-up however the run ends.
+
+A run outlives an attempt that Temporal lost (a server away longer than the heartbeat
+timeout): it is kept on this worker for `adoption_window_s`, and the next attempt of the same
+activity that arrives here adopts it (`Runs`) instead of starting the user's code again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from shopfloor.artifacts import ArtifactStore, Collected
-from shopfloor.jobs import JOB_PROGRESS, ensure_cancel_was_requested, invalid_input
+from shopfloor.jobs import (
+    PROGRESS_EVERY_S,
+    ensure_cancel_was_requested,
+    heartbeat_progress,
+    invalid_input,
+)
 from shopfloor.registry import WorkerContext
 from shopfloor.sandbox import (
     Call,
     Limits,
+    Progress,
     RunIdentity,
     SandboxOutcome,
     Script,
@@ -41,10 +55,12 @@ from shopfloor.sandbox import (
     run_fresh,
 )
 from shopfloor.sandbox._identity import UidLease, UidPool, WorkRoot, give_to, remove_run_dir
+from shopfloor.sandbox.adoption import Adoptions
 from shopfloor.sandbox.host import HostCapabilities, detect, install_network_filter
 from shopfloor.settings import Settings
 
 log = logging.getLogger("shopfloor.sandbox")
+R = TypeVar("R")
 UID_LOCK_DIR = Path("/run/shopfloor-sandbox/uids")
 
 
@@ -108,6 +124,7 @@ class Zygotes:
     cold: Zygote
     warm: Zygote | None  # None when no served kind has heavy imports
     contain: Containment | None = None
+    runs: Runs | None = None  # kept for later attempts (None: no adoption)
 
 
 def warm_environment(modules: list[str]) -> dict[str, str]:
@@ -148,7 +165,11 @@ async def zygotes(ctx: WorkerContext) -> AsyncIterator[Zygotes]:
                 else None
             )
             try:
-                yield Zygotes(cold=cold, warm=warm, contain=contain)
+                runs = Runs(ctx.settings.adoption_window_s)
+                try:
+                    yield Zygotes(cold=cold, warm=warm, contain=contain, runs=runs)
+                finally:
+                    await runs.close()  # runs nobody adopted: killed and freed
             finally:
                 if warm is not None:
                     await warm.close()
@@ -159,12 +180,108 @@ async def zygotes(ctx: WorkerContext) -> AsyncIterator[Zygotes]:
         contain.work_root.remove()
 
 
+class _Execution:
+    """One start of user code and what it holds until it is freed: its job dir, its uid lease
+    and the task that supervises it (the cgroups are that task's). Shared by the attempts of
+    one activity on this worker: the one that started it, then any that adopt it."""
+
+    def __init__(self, zygotes: Zygotes, path: Path, lease: UidLease | None) -> None:
+        self.zygotes, self.path, self.lease = zygotes, path, lease
+        self.task: asyncio.Task[SandboxOutcome] | None = None
+        self.owner = 0  # the attempt that owns it (0: not in an activity)
+        self.heartbeat: Callable[[Progress], None] | None = None  # the owner's, if any
+        self.waiter: asyncio.Task | None = None  # the owner's activity task, while it waits
+        self.closed = False
+
+    def report(self, progress: Progress) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat(progress)
+
+    async def close(self) -> None:
+        """Kills what still runs, waits for it, then frees the job dir, what the run left in
+        the zygotes' private /tmp, and the uid. Once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.heartbeat = None
+        if self.task is not None:
+            self.task.cancel()  # a no-op once it is done
+            await asyncio.wait({self.task})
+            if not self.task.cancelled():
+                self.task.exception()  # seen: it was this run's, and it is over
+        remove_run_dir(self.path)
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            zygotes = (self.zygotes.cold, self.zygotes.warm)
+            remove_files_of(lease.uid, [z.pid for z in zygotes if z is not None])
+            contain = self.zygotes.contain
+            if contain is not None and contain.uids is not None:
+                contain.uids.release(lease)
+
+
+async def _nothing_to_free(_: object) -> None:
+    return None
+
+
+class Runs:
+    """A worker's runs whose activity attempt Temporal lost while they went on (kept for the
+    adoption window), and the results of finished runs (kept as long, in case Temporal never
+    got them): a later attempt of the same activity on this worker takes either over."""
+
+    def __init__(self, window_s: float) -> None:
+        self.executions: Adoptions[_Execution] = Adoptions(window_s, _Execution.close)
+        self.results: Adoptions[Any] = Adoptions(window_s, _nothing_to_free, max_detached=256)
+
+    async def close(self) -> None:
+        """The worker stops: kept runs are killed and freed (their jobs run again elsewhere)."""
+        await self.executions.close()
+        await self.results.close()
+
+
+ActivityKey = tuple[str, str, str]  # workflow id, run id, activity id
+
+
+def _this_activity() -> tuple[ActivityKey | None, int]:
+    try:
+        info = activity.info()
+    except RuntimeError:  # not in an activity: nothing to adopt
+        return None, 0
+    return (info.workflow_id, info.workflow_run_id, info.activity_id), info.attempt
+
+
+def _heartbeat_here() -> Callable[[Progress], None] | None:
+    """Progress as heartbeats of the calling activity attempt, from whatever task reports it."""
+    try:
+        activity.info()
+    except RuntimeError:
+        return None
+    context = contextvars.copy_context()
+    return lambda progress: context.run(heartbeat_progress, progress)
+
+
+def _attempt_lost() -> bool:
+    """This attempt was cancelled because Temporal gave up on it (heartbeat timeout, or it no
+    longer knows the attempt: a server that was away), not on request nor because the worker
+    stops: its run may go on, for a later attempt to adopt."""
+    details = activity.cancellation_details()
+    return (
+        details is not None
+        and not details.cancel_requested
+        and not details.worker_shutdown
+        and (details.timed_out or details.not_found)
+    )
+
+
 class UserCodeRun:
     """One run of user code in its own job dir; `async with` it, inside an activity.
 
     `path` is the job dir (the child's cwd and HOME), `out` the directory whose files become
     the job's artifacts; all of it is removed on exit, however the run ended. With an own
     uid, the dir is the run's (0700) and inputs written into it before `run` are handed over.
+
+    A later attempt of an activity whose earlier attempt was lost on this worker gets the
+    earlier run: `adopted` (its dir is prepared and its code started: `run` waits for it) or,
+    when that run finished and its activity returned, `earlier_result` (return it as is).
     """
 
     def __init__(
@@ -185,57 +302,159 @@ class UserCodeRun:
             limits = Limits(**{**limits.__dict__, "disk_mb": disk})
         self.limits = limits
         self.path = Path()
-        self._lease: UidLease | None = None
+        self.adopted = False
+        self.earlier_result: Any = None
+        self._key, self._attempt = _this_activity()
+        self._runs = zygotes.runs if self._key is not None else None
+        self._exec: _Execution | None = None
+        self._held = False  # in `Runs`, where a later attempt may claim it
+        self._detached = False  # left in `Runs` when this attempt was lost
 
     async def __aenter__(self) -> UserCodeRun:
+        runs, key = self._runs, self._key
+        if runs is not None and key is not None:
+            earlier = runs.executions.claim(key, self._attempt)
+            if earlier is not None:
+                self._adopt(earlier)
+                return self
+            self.earlier_result = runs.results.claim(key, self._attempt)
+            if self.earlier_result is not None:
+                # Kept on, should this attempt's completion be lost too.
+                runs.results.detach(key, self._attempt, self.earlier_result)
+                log.warning(
+                    "attempt %d of %s returns the result of an earlier attempt's run on this "
+                    "worker (Temporal did not get it)",
+                    self._attempt,
+                    key,
+                )
+                return self
+        self._exec = await self._new_execution()
+        self._exec.owner = self._attempt
+        self.path = self._exec.path
+        return self
+
+    async def _new_execution(self) -> _Execution:
         contain = self.contain
         if contain is None:  # a resource made without containment (tests of old callers)
             import tempfile
 
-            self.path = Path(tempfile.mkdtemp(prefix="shopfloor-run-"))
-            (self.path / "out").mkdir()
-            (self.path / "tmp").mkdir()
-            return self
+            path = Path(tempfile.mkdtemp(prefix="shopfloor-run-"))
+            (path / "out").mkdir()
+            (path / "tmp").mkdir()
+            return _Execution(self.zygotes, path, None)
         if self.network == "host" and not contain.network_opt_in:
             raise invalid_input(
                 "network: host is not available on this worker: it cannot keep a run with "
                 "network away from the Temporal frontend and the controller (no iptables)"
             )
-        if contain.uids is not None:
-            self._lease = contain.uids.acquire()
-        lease = self._lease
+        lease = contain.uids.acquire() if contain.uids is not None else None
         try:
-            self.path = contain.work_root.new_run_dir(
+            path = contain.work_root.new_run_dir(
                 lease.uid if lease else None, lease.gid if lease else None
             )
         except BaseException:
-            self._release()
+            if lease is not None and contain.uids is not None:
+                contain.uids.release(lease)
             raise
-        return self
+        return _Execution(self.zygotes, path, lease)
+
+    def _adopt(self, earlier: _Execution) -> None:
+        log.warning(
+            "attempt %d of %s adopts the run an earlier attempt (%d) started on this worker",
+            self._attempt,
+            self._key,
+            earlier.owner,
+        )
+        stale = earlier.waiter
+        earlier.owner = self._attempt
+        earlier.heartbeat = earlier.waiter = None
+        if stale is not None and not stale.done():
+            stale.cancel()  # the earlier attempt stops waiting: this one owns the run now
+        self._exec, self.path = earlier, earlier.path
+        self.adopted = self._held = True
 
     async def __aexit__(self, *_: object) -> None:
-        remove_run_dir(self.path)
-        if self._lease is not None:
-            zygotes = (self.zygotes.cold, self.zygotes.warm)
-            remove_files_of(self._lease.uid, [z.pid for z in zygotes if z is not None])
-        self._release()
-
-    def _release(self) -> None:
-        if self._lease is not None and self.contain is not None and self.contain.uids:
-            self.contain.uids.release(self._lease)
-            self._lease = None
+        ex = self._exec
+        if ex is None or self._detached or ex.owner != self._attempt:
+            return  # nothing of ours, kept for a later attempt, or adopted by one
+        if self._held and self._runs is not None and self._key is not None:
+            self._runs.executions.release(self._key, self._attempt, ex)
+        await ex.close()
 
     @property
     def out(self) -> Path:
         return self.path / "out"
 
+    def _owns(self) -> bool:
+        return self._exec is not None and self._exec.owner == self._attempt
+
+    def _superseded(self) -> ApplicationError:
+        owner = self._exec.owner if self._exec is not None else 0
+        return ApplicationError(
+            f"attempt {self._attempt} was lost; attempt {owner} on this worker took its run over",
+            type="AttemptSuperseded",
+            category=ApplicationErrorCategory.BENIGN,
+        )
+
     async def run(self, *, warm: Script | Call | None, cold: list[str]) -> SandboxOutcome:
         """Runs `warm` in a fork of the warm zygote when there is one and it is given, else
         the `cold` argv in a fresh interpreter (`cold_python` argv: RLIMIT_AS counted from a
         fresh interpreter's size; a `-m` runner applies the memory limit itself once its
-        runtime is loaded, `limit_address_space`). A cancelled run returns only if the user
-        asked for the cancel (else the activity fails and is retried)."""
-        lease = self._lease
+        runtime is loaded, `limit_address_space`). An adopted run is not started again: this
+        waits for it. A cancelled run returns only if the user asked for the cancel (else the
+        activity fails and is retried); if Temporal lost this attempt, the run goes on, kept
+        for a later attempt on this worker to adopt (`adoption_window_s`)."""
+        ex = self._exec
+        if ex is None:
+            raise RuntimeError("an earlier attempt's result is there: return it, run nothing")
+        if not self.adopted:
+            ex.task = asyncio.create_task(self._start(ex, warm, cold))
+            if self._runs is not None and self._key is not None:
+                self._runs.executions.hold(self._key, self._attempt, ex)
+                self._held = True
+        ex.heartbeat = _heartbeat_here()
+        ex.waiter = asyncio.current_task()
+        assert ex.task is not None
+        try:
+            outcome = await asyncio.shield(ex.task)
+        except asyncio.CancelledError:
+            if not self._owns():
+                raise self._superseded() from None
+            ex.heartbeat = ex.waiter = None
+            runs, key = self._runs, self._key
+            if (
+                self._held
+                and runs is not None
+                and key is not None
+                and _attempt_lost()
+                and runs.executions.detach(key, self._attempt, ex)
+            ):
+                self._detached = True
+                log.warning(
+                    "Temporal lost attempt %d of %s: its run goes on, kept %gs for a later "
+                    "attempt on this worker",
+                    self._attempt,
+                    key,
+                    runs.executions.window_s,
+                )
+                raise
+            # A cancel the user asked for, the worker stopping: the run's processes go.
+            ex.task.cancel()
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            outcome = await ex.task
+        if not self._owns():
+            raise self._superseded()
+        ex.heartbeat = ex.waiter = None
+        if outcome.killed_reason == "cancelled":
+            ensure_cancel_was_requested()
+        return outcome
+
+    async def _start(
+        self, ex: _Execution, warm: Script | Call | None, cold: list[str]
+    ) -> SandboxOutcome:
+        lease = ex.lease
         if lease is not None:
             give_to(self.path, lease.uid, lease.gid)
         identity = self.contain.identity(lease, self.network) if self.contain else None
@@ -245,26 +464,30 @@ class UserCodeRun:
             "limits": self.limits,
             "identity": identity,
             "watch_dir": self.path,
-            **JOB_PROGRESS,
+            "on_progress": ex.report,
+            "progress_every": PROGRESS_EVERY_S,
         }
         if self.ran_warm(warm):
             assert self.zygotes.warm is not None and warm is not None
             if isinstance(warm, Script):
-                outcome = await self.zygotes.warm.run_script(Path(warm.path), warm.args, **options)
-            else:
-                outcome = await self.zygotes.warm.run_call(warm.target, warm.arg, **options)
-        else:
-            python = cold[:2] == [sys.executable, "-E"] and "-m" not in cold
-            outcome = await run_fresh(
-                cold,
-                cold=self.zygotes.cold,
-                sets_own_memory_limit=not python,
-                python=python,
-                **options,
-            )
-        if outcome.killed_reason == "cancelled":
-            ensure_cancel_was_requested()
-        return outcome
+                return await self.zygotes.warm.run_script(Path(warm.path), warm.args, **options)
+            return await self.zygotes.warm.run_call(warm.target, warm.arg, **options)
+        python = cold[:2] == [sys.executable, "-E"] and "-m" not in cold
+        return await run_fresh(
+            cold,
+            cold=self.zygotes.cold,
+            sets_own_memory_limit=not python,
+            python=python,
+            **options,
+        )
+
+    def keep(self, result: R) -> R:
+        """`result`, also kept for the adoption window: should Temporal not get it (a server
+        away as the activity completes, then the attempt timed out), the next attempt on this
+        worker returns it (`earlier_result`) instead of running the code again."""
+        if self._runs is not None and self._key is not None:
+            self._runs.results.hold(self._key, self._attempt, result, detached=True)
+        return result
 
     def ran_warm(self, warm: Script | Call | None) -> bool:
         """Whether `run(warm=warm, ...)` forks the warm zygote."""

@@ -80,13 +80,18 @@ class ScriptActivities:
         )
         run = UserCodeRun(self.zygotes, self.ctx.artifacts, limits, job.env, network=job.network)
         async with run:
-            await asyncio.to_thread(self._prepare, run.path, job, source)
+            if run.earlier_result is not None:  # its run finished here; Temporal lost it
+                return run.earlier_result
+            if not run.adopted:  # an adopted run's dir is prepared, its script running
+                await asyncio.to_thread(self._prepare, run.path, job, source)
             heavy = job.warm == "auto" and bool(_HEAVY_IMPORT.search(source))
             warm = Script(path=str(run.path / "script.py"), args=job.args) if heavy else None
             outcome = await run.run(warm=warm, cold=cold_python_argv("script.py", job.args))
             collected = await asyncio.to_thread(run.collect_out, outcome)
-            return _result(
-                outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm(warm)
+            return run.keep(
+                _result(
+                    outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm(warm)
+                )
             )
 
 

@@ -89,15 +89,18 @@ class SimulationActivities:
     async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb)
         async with UserCodeRun(self.zygotes, self.ctx.artifacts, limits) as run:
-            sim_run = SimulationRun(
-                # Reads the store (S3: network): off the event loop.
-                scene=await asyncio.to_thread(self._scene_for_run, request.scene, run.path),
-                options=request.options,
-                out_dir="out",
-                memory_mb=request.memory_mb,
-                progress_every_s=PROGRESS_EVERY_S,
-            )
-            (run.path / RUN_FILE).write_text(sim_run.model_dump_json())
+            if run.earlier_result is not None:  # its run finished here; Temporal lost it
+                return run.earlier_result
+            if not run.adopted:  # an adopted run's dir is prepared, its scene running
+                sim_run = SimulationRun(
+                    # Reads the store (S3: network): off the event loop.
+                    scene=await asyncio.to_thread(self._scene_for_run, request.scene, run.path),
+                    options=request.options,
+                    out_dir="out",
+                    memory_mb=request.memory_mb,
+                    progress_every_s=PROGRESS_EVERY_S,
+                )
+                (run.path / RUN_FILE).write_text(sim_run.model_dump_json())
             # The warm zygote bound its GL backend when it imported mujoco; another backend
             # needs a fresh interpreter.
             warm = request.options.gl_backend == gl.worker_backend()
@@ -109,13 +112,13 @@ class SimulationActivities:
                 _read_report(run.path / REPORT_FILE) if outcome.killed_reason != "disk" else None
             )
             if report is None:
-                return _crashed(outcome, request)
+                return run.keep(_crashed(outcome, request))
             collected = await asyncio.to_thread(run.collect_out, outcome)
             result = report.result(collected.uris.get)
             if collected.refused:
                 refused = "; ".join(collected.refused_list())
                 result.warnings.append(f"artifacts not stored: {refused}")
-            return result
+            return run.keep(result)
 
 
 def _read_report(path: Path) -> SimulationReport | None:
