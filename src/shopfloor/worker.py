@@ -64,9 +64,7 @@ async def kind_resources(
     pools) and groups workflows and activities by task queue. Everything is closed on exit."""
     async with AsyncExitStack() as stack:
         ctx = await stack.enter_async_context(
-            WorkerContext(
-                settings=settings, artifacts=store_for(settings), served=served
-            )
+            WorkerContext(settings=settings, artifacts=store_for(settings), served=served)
         )
         plans: dict[str, QueuePlan] = defaultdict(QueuePlan)
         for kind in served:
