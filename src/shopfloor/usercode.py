@@ -230,7 +230,9 @@ class Runs:
 
     def __init__(self, window_s: float) -> None:
         self.executions: Adoptions[_Execution] = Adoptions(window_s, _Execution.close)
-        self.results: Adoptions[Any] = Adoptions(window_s, _nothing_to_free, max_detached=256)
+        self.results: Adoptions[Any] = Adoptions(
+            window_s, _nothing_to_free, max_detached=256, what=""
+        )
 
     async def close(self) -> None:
         """The worker stops: kept runs are killed and freed (their jobs run again elsewhere)."""

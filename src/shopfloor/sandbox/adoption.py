@@ -41,8 +41,10 @@ class Adoptions(Generic[T]):
         discard: Callable[[T], Awaitable[None]],
         *,
         max_detached: int = 1000,
+        what: str = "run",
     ) -> None:
         self.window_s = window_s
+        self.what = what  # for the log line when one is discarded unadopted ("" → no line)
         self._discard = discard
         self.max_detached = max_detached
         self._entries: dict[Hashable, _Entry[T]] = {}
@@ -104,7 +106,13 @@ class Adoptions(Generic[T]):
     def _expire(self, key: Hashable, entry: _Entry[T]) -> None:
         if self._entries.get(key) is entry:
             del self._entries[key]
-            log.info("no later attempt of %s came in %gs: its run is discarded", key, self.window_s)
+            if self.what:
+                log.info(
+                    "no later attempt of %s came in %gs: %s discarded",
+                    key,
+                    self.window_s,
+                    self.what,
+                )
             self._discard_entry(entry)
 
     def _discard_entry(self, entry: _Entry[T]) -> None:
