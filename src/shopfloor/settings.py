@@ -92,8 +92,9 @@ class Settings(BaseSettings):
     # The host name of this worker's queue `pipeline-host-<host>` (default: the machine's name):
     # the activities that touch a host's processes or Docker engine run there.
     pipeline_host: str | None = None
-    # A worker running as root starts process services as this user ("" → as root).
-    pipeline_run_as: str = "nobody"
+    # A worker running as root starts process services each as a uid of its own
+    # ("per-service"), or all as the user named here ("" → as root).
+    pipeline_run_as: str = "per-service"
     # Docker Engine API address for the docker runtime (unset → DOCKER_HOST / the local socket).
     pipeline_docker_host: str | None = None
 

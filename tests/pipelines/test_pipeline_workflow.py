@@ -15,6 +15,7 @@ from shopfloor.kinds.pipeline.models import (
     RestartService,
     ServiceRestarted,
 )
+from shopfloor.kinds.pipeline.process import SERVICE_UID_BASE, SERVICE_UID_COUNT
 from shopfloor.settings import Settings
 from tests.pipelines.support import alive, definition, events, log_of, marked, service, start
 
@@ -58,12 +59,13 @@ async def test_order_gating_parallel_branches_and_reverse_stop(
     # Parallel branches: b and c were both starting at the same time.
     assert max(b["started"][0], c["started"][0]) < min(b["healthy"][0], c["healthy"][0])
 
-    # Contained: each service leads its own session and process group, as `nobody`.
+    # Contained: each service leads its own session and process group, under a uid of its own.
     pids = {x.name: x.pid for x in st.services}
+    uids = {name: _procfs.uid_of(pid) for name, pid in pids.items()}
     for name, pid in pids.items():
         proc = _procfs.stat(pid)
         assert proc is not None and proc.pgid == pid and proc.sid == pid, name
-        assert _procfs.uid_of(pid) == 65534, name
+        assert SERVICE_UID_BASE <= uids[name] < SERVICE_UID_BASE + SERVICE_UID_COUNT, name
 
     await handle.signal("stop")
     result = await handle.result()

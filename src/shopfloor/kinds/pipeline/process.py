@@ -5,7 +5,8 @@ workers come and go), writes stdout/stderr to `<run dir>/<pipeline>/<service>.lo
 identified by a marker in its environment plus a pidfile holding its pid and /proc start time.
 So a start retried after a worker crash finds the running service instead of starting a second.
 
-When the worker runs as root, services run as an unprivileged user (`pipeline_run_as`) and in a
+When the worker runs as root, services run as an unprivileged uid of their own (by default;
+`pipeline_run_as` may name one user for all instead) and in a
 pids cgroup of their own when /sys/fs/cgroup/pids is writable: stopping a service then kills
 everything it forked, even children that left its session, whichever worker does the stopping.
 """
@@ -13,6 +14,7 @@ everything it forked, even children that left its session, whichever worker does
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import pwd
@@ -39,9 +41,22 @@ def marker_of(ref: ServiceRef) -> str:
     return f"{ref.pipeline}/{ref.service.name}/{ref.run_token}"
 
 
+# `pipeline_run_as = "per-service"`: each service its own uid/gid, derived from its pipeline
+# and name (stable across workers and restarts, so a retried start or a stop from another
+# worker agrees), in a range apart from the job runs' pool. Services then cannot signal or
+# read each other, as job runs cannot.
+PER_SERVICE = "per-service"
+SERVICE_UID_BASE, SERVICE_UID_COUNT = 201_000, 1_000
+
+
+def service_uid(ref: ServiceRef) -> int:
+    digest = hashlib.sha256(f"{ref.pipeline}/{ref.service.name}".encode()).digest()
+    return SERVICE_UID_BASE + int.from_bytes(digest[:4], "big") % SERVICE_UID_COUNT
+
+
 def _user(name: str) -> tuple[int, int] | None:
     """The uid/gid services run as: only a root worker can (and must) drop privileges."""
-    if os.geteuid() != 0 or not name:
+    if os.geteuid() != 0 or not name or name == PER_SERVICE:
         return None
     entry = pwd.getpwnam(name)
     return entry.pw_uid, entry.pw_gid
@@ -63,6 +78,7 @@ class ProcessRuntime:
     ) -> None:
         self.run_dir = run_dir
         self.user = _user(run_as)
+        self.per_service = run_as == PER_SERVICE and os.geteuid() == 0
         self.cgroup_root = _cgroups_usable(cgroup_root)
         # Services this worker started: polled so that they are reaped when they exit (a
         # zombie is no service), and to say how they ended.
@@ -160,10 +176,11 @@ class ProcessRuntime:
         cgroup = self._cgroup(ref)
         if cgroup is not None:
             cgroup.mkdir(parents=True, exist_ok=True)
+        uid_gid = (service_uid(ref),) * 2 if self.per_service else self.user
         options = {
             "cgroup": str(cgroup) if cgroup else None,
-            "uid": self.user[0] if self.user else None,
-            "gid": self.user[1] if self.user else None,
+            "uid": uid_gid[0] if uid_gid else None,
+            "gid": uid_gid[1] if uid_gid else None,
         }
         cwd = spec.cwd or "/"
         env = {**BASE_ENV, "HOME": cwd, **spec.env, MARKER: marker_of(ref)}
