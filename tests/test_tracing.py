@@ -97,6 +97,7 @@ def test_one_trace_from_the_http_submit_to_the_run(traced: Stack, collector: Col
         ("shopfloor-worker", "RunWorkflow:ScriptExecutionWorkflow"),
         ("shopfloor-worker", "StartActivity:run_script"),
         ("shopfloor-worker", "RunActivity:run_script"),
+        ("shopfloor-worker", "sandbox.run"),
     ]
 
     def chain() -> list[dict] | None:
@@ -114,7 +115,7 @@ def test_one_trace_from_the_http_submit_to_the_run(traced: Stack, collector: Col
 
     found = wait_until(chain, timeout_s=30, what=f"the spans {wanted} in one trace")
     assert isinstance(found, list)
-    submit, start, run_workflow, start_activity, run_activity = found
+    submit, start, run_workflow, start_activity, run_activity, sandbox_run = found
     # HTTP request → start → (the SDK's workflow spans hang under the start, each workflow task
     # a short span of its own) → the activity scheduled by the workflow → its run on a worker.
     assert submit["parent"] == ""  # the trace starts at the HTTP request
@@ -122,11 +123,7 @@ def test_one_trace_from_the_http_submit_to_the_run(traced: Stack, collector: Col
     assert run_workflow["parent"] == start["id"]
     assert start_activity["parent"] == start["id"]
     assert run_activity["parent"] == start_activity["id"]
-    names = {s["name"] for s in collector.spans if s["trace"] == submit["trace"]}
-    sandbox = [n for n in names if n.startswith("sandbox")]
-    if sandbox:  # the sandboxed run's own span, where the activity code opens one
-        run_span = next(s for s in collector.spans if s["name"] == sandbox[0])
-        assert run_span["parent"] == run_activity["id"]
+    assert sandbox_run["parent"] == run_activity["id"]  # the user code's run itself
 
 
 def test_json_logs_carry_the_job_ids_inside_an_activity_and_the_trace_ids() -> None:

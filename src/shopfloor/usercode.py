@@ -41,6 +41,7 @@ from shopfloor.jobs import (
     heartbeat_progress,
     invalid_input,
 )
+from shopfloor.observability.tracing import span
 from shopfloor.registry import WorkerContext
 from shopfloor.sandbox import (
     Call,
@@ -454,6 +455,13 @@ class UserCodeRun:
         return outcome
 
     async def _start(
+        self, ex: _Execution, warm: Script | Call | None, cold: list[str]
+    ) -> SandboxOutcome:
+        # A span of its own in the job's trace (under RunActivity): the sandboxed run itself.
+        with span("sandbox.run", warm=self.ran_warm(warm), network=str(self.network)):
+            return await self._launch(ex, warm, cold)
+
+    async def _launch(
         self, ex: _Execution, warm: Script | Call | None, cold: list[str]
     ) -> SandboxOutcome:
         lease = ex.lease
