@@ -3,6 +3,7 @@ and the process table."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -12,7 +13,12 @@ from temporalio.client import Client, WorkflowHandle
 
 from shopfloor.kinds.pipeline import _procfs
 from shopfloor.kinds.pipeline.definition import validate_definition
-from shopfloor.kinds.pipeline.models import PipelineDefinition, PipelineInput, PipelineResult
+from shopfloor.kinds.pipeline.models import (
+    PipelineDefinition,
+    PipelineInput,
+    PipelineResult,
+    PipelineStatus,
+)
 from shopfloor.kinds.pipeline.process import MARKER
 from shopfloor.settings import Settings
 from tests.helpers import free_port
@@ -72,6 +78,16 @@ async def start(
         task_queue=settings.task_queue_prefix + "pipeline-task-queue",
         result_type=PipelineResult,
     )
+
+
+async def past_starting(handle: WorkflowHandle[Any, PipelineResult], *, timeout_s: float = 60):
+    """The pipeline's status once it has left `starting` (or the last one after timeout_s)."""
+    for _ in range(int(timeout_s * 10)):
+        status = await handle.query("status", result_type=PipelineStatus)
+        if status.phase != "starting":
+            break
+        await asyncio.sleep(0.1)
+    return status
 
 
 def log_of(settings: Settings, d: PipelineDefinition, name: str) -> str:

@@ -11,7 +11,6 @@ SDK call on the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from contextlib import AsyncExitStack
@@ -28,12 +27,12 @@ from shopfloor.kinds.pipeline.docker_runtime import (
     DockerRuntime,
     container_name,
 )
-from shopfloor.kinds.pipeline.models import PipelineStatus, ServiceRef, ServiceSpec
+from shopfloor.kinds.pipeline.models import ServiceRef, ServiceSpec
 from shopfloor.processes import free_port
 from shopfloor.registry import kinds
 from shopfloor.worker import build_workers, kind_resources
 from tests.pipelines.conftest import pipeline_settings
-from tests.pipelines.support import definition, start
+from tests.pipelines.support import definition, past_starting, start
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("DOCKER_HOST"), reason="no Docker engine (set DOCKER_HOST to run these)"
@@ -98,11 +97,7 @@ async def test_pipeline_on_a_real_engine_starts_gated_and_stops_in_reverse(
         for worker in build_workers(env.client, settings, plans):
             await stack.enter_async_context(worker)
         handle = await start(env.client, settings, d)
-        for _ in range(600):
-            st = await handle.query("status", result_type=PipelineStatus)
-            if st.phase != "starting":
-                break
-            await asyncio.sleep(0.1)
+        st = await past_starting(handle)
         assert st.phase == "running", st
         await handle.signal("stop")
         result = await handle.result()

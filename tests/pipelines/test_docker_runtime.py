@@ -4,7 +4,6 @@ container, reverse stop, and no blocking SDK call on the event loop."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,12 +19,12 @@ from shopfloor.kinds.pipeline.docker_runtime import (
     DockerRuntime,
     container_name,
 )
-from shopfloor.kinds.pipeline.models import PipelineStatus, ServiceRef, ServiceSpec
+from shopfloor.kinds.pipeline.models import ServiceRef, ServiceSpec
 from shopfloor.registry import kinds
 from shopfloor.worker import build_workers, kind_resources
 from tests.pipelines.conftest import pipeline_settings
 from tests.pipelines.fake_docker import FakeDockerEngine
-from tests.pipelines.support import definition, start
+from tests.pipelines.support import definition, past_starting, start
 
 
 @pytest.fixture
@@ -106,11 +105,7 @@ async def test_docker_pipeline_through_the_workflow(
         for worker in build_workers(env.client, settings, plans):
             await stack.enter_async_context(worker)
         handle = await start(env.client, settings, d)
-        for _ in range(300):
-            st = await handle.query("status", result_type=PipelineStatus)
-            if st.phase != "starting":
-                break
-            await asyncio.sleep(0.1)
+        st = await past_starting(handle)
         assert st.phase == "running", st
         assert all(s.state == "healthy" and s.container_id for s in st.services)
         assert engine.named("start") == [f"shopfloor-{d.name}-{n}" for n in d.start_order()]

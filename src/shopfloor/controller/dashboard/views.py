@@ -20,8 +20,7 @@ from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from shopfloor.artifacts import SCHEME
-from shopfloor.controller.links import artifact_url
+from shopfloor.controller.links import links_in
 from shopfloor.controller.routes.jobs import STATUSES
 from shopfloor.jobstate import JobStatus, describe_job, is_terminal, last_activity_result
 from shopfloor.registry import JobKind, kind_for_workflow_type, kinds
@@ -199,21 +198,8 @@ def _dump(value: Any) -> Any:
 
 
 def _links(value: Any, settings: Settings) -> dict[str, str]:
-    found: dict[str, str] = {}
-
-    def walk(v: Any) -> None:
-        if isinstance(v, str) and v.startswith(SCHEME):
-            # Signed (when a token is set) so a <video> or a new tab opens it.
-            found[v] = _relative(artifact_url(settings, v), settings)
-        elif isinstance(v, dict):
-            for item in v.values():
-                walk(item)
-        elif isinstance(v, list):
-            for item in v:
-                walk(item)
-
-    walk(value)
-    return found
+    # Signed (when a token is set) so a <video> or a new tab opens it.
+    return {uri: _relative(url, settings) for uri, url in links_in(value, settings).items()}
 
 
 def _relative(url: str, settings: Settings) -> str:
