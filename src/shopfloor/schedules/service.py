@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -144,35 +147,53 @@ async def apply(
 
         await handle.update(keep_state, rpc_timeout=RPC)
         outcomes.append(Applied(id=sid, action="updated"))
-    for view in await list_schedules(client, settings):
-        if view.id in built or not view.managed:
+    for entry in await _entries(client, settings):
+        if entry.id in built or not entry.managed:
             continue
         if prune:
-            await client.get_schedule_handle(settings.task_queue_prefix + view.id).delete()
-            outcomes.append(Applied(id=view.id, action="deleted"))
+            await _handle(client, settings, entry.id).delete(rpc_timeout=RPC)
+            outcomes.append(Applied(id=entry.id, action="deleted"))
         else:
-            outcomes.append(Applied(id=view.id, action="left alone"))
+            outcomes.append(Applied(id=entry.id, action="left alone"))
     return outcomes
 
 
-async def list_schedules(client: Client, settings: Settings) -> list[ScheduleView]:
+@dataclass(frozen=True)
+class _Entry:
+    """What the list call itself says of a schedule: enough for prune and the kill switch,
+    without describing each one (and asking for its recent runs' status)."""
+
+    id: str
+    paused: bool
+    note: str
+    managed: bool
+
+
+async def _entries(client: Client, settings: Settings) -> list[_Entry]:
     prefix = settings.task_queue_prefix
-    views = []
+    entries = []
     async for entry in await client.list_schedules(rpc_timeout=RPC):
         if not entry.id.startswith(prefix):
             continue
-        views.append(await describe(client, settings, entry.id.removeprefix(prefix)))
-    return sorted(views, key=lambda v: v.id)
+        state = entry.schedule.state if entry.schedule else None
+        entries.append(
+            _Entry(
+                id=entry.id.removeprefix(prefix),
+                paused=bool(state and state.paused),
+                note=(state.note if state else None) or "",
+                managed=(await entry.memo()).get("managed_by") == MANAGED,
+            )
+        )
+    return sorted(entries, key=lambda e: e.id)
+
+
+async def list_schedules(client: Client, settings: Settings) -> list[ScheduleView]:
+    return [await describe(client, settings, e.id) for e in await _entries(client, settings)]
 
 
 async def describe(client: Client, settings: Settings, schedule_id: str) -> ScheduleView:
-    handle = _handle(client, settings, schedule_id)
-    try:
-        desc = await handle.describe(rpc_timeout=RPC)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ScheduleNotFound(f"no schedule {schedule_id!r}") from None
-        raise
+    with _found(schedule_id):
+        desc = await _handle(client, settings, schedule_id).describe(rpc_timeout=RPC)
     memo = _action_memo(client, desc.schedule.action)
     definition = json.loads(memo["definition"]) if "definition" in memo else {}
     recent = []
@@ -203,35 +224,42 @@ async def describe(client: Client, settings: Settings, schedule_id: str) -> Sche
 
 
 async def pause(client: Client, settings: Settings, schedule_id: str, note: str) -> ScheduleView:
-    await _existing(client, settings, schedule_id).pause(note=note or "paused", rpc_timeout=RPC)
+    with _found(schedule_id):
+        await _handle(client, settings, schedule_id).pause(note=note or "paused", rpc_timeout=RPC)
     return await describe(client, settings, schedule_id)
 
 
 async def unpause(client: Client, settings: Settings, schedule_id: str, note: str) -> ScheduleView:
-    await _existing(client, settings, schedule_id).unpause(note=note or "unpaused", rpc_timeout=RPC)
+    with _found(schedule_id):
+        await _handle(client, settings, schedule_id).unpause(
+            note=note or "unpaused", rpc_timeout=RPC
+        )
     return await describe(client, settings, schedule_id)
 
 
 async def trigger(client: Client, settings: Settings, schedule_id: str) -> None:
     """Runs the action now, even while paused (Temporal's rule) — which is why agent turns
     check the kill switch themselves."""
-    await _existing(client, settings, schedule_id).trigger(
-        overlap=ScheduleOverlapPolicy.ALLOW_ALL, rpc_timeout=RPC
-    )
+    with _found(schedule_id):
+        await _handle(client, settings, schedule_id).trigger(
+            overlap=ScheduleOverlapPolicy.ALLOW_ALL, rpc_timeout=RPC
+        )
 
 
 async def backfill(
     client: Client, settings: Settings, schedule_id: str, start: Any, end: Any
 ) -> None:
     """Runs every slot the spec had between start and end, as if the schedule had fired."""
-    await _existing(client, settings, schedule_id).backfill(
-        ScheduleBackfill(start_at=start, end_at=end, overlap=ScheduleOverlapPolicy.ALLOW_ALL),
-        rpc_timeout=RPC,
-    )
+    with _found(schedule_id):
+        await _handle(client, settings, schedule_id).backfill(
+            ScheduleBackfill(start_at=start, end_at=end, overlap=ScheduleOverlapPolicy.ALLOW_ALL),
+            rpc_timeout=RPC,
+        )
 
 
 async def delete(client: Client, settings: Settings, schedule_id: str) -> None:
-    await _existing(client, settings, schedule_id).delete(rpc_timeout=RPC)
+    with _found(schedule_id):
+        await _handle(client, settings, schedule_id).delete(rpc_timeout=RPC)
 
 
 # -- the kill switch across schedules --------------------------------------------------------
@@ -242,9 +270,9 @@ async def kill_switch_on(
 ) -> killswitch.KillSwitchState:
     """Switch first (turns refuse from now on), then pause every running schedule."""
     state = await killswitch.switch_on(client, reason, settings.task_queue_prefix)
-    for view in await list_schedules(client, settings):
-        if not view.paused:
-            await _handle(client, settings, view.id).pause(
+    for entry in await _entries(client, settings):
+        if not entry.paused:
+            await _handle(client, settings, entry.id).pause(
                 note=killswitch.NOTE_PREFIX + (state.reason or reason), rpc_timeout=RPC
             )
     return state
@@ -254,9 +282,9 @@ async def kill_switch_off(
     client: Client, settings: Settings, note: str
 ) -> killswitch.KillSwitchState:
     """Unpauses only what the switch paused: a schedule paused by hand stays paused."""
-    for view in await list_schedules(client, settings):
-        if view.paused and (view.note or "").startswith(killswitch.NOTE_PREFIX):
-            await _handle(client, settings, view.id).unpause(
+    for entry in await _entries(client, settings):
+        if entry.paused and entry.note.startswith(killswitch.NOTE_PREFIX):
+            await _handle(client, settings, entry.id).unpause(
                 note=f"kill switch off: {note}", rpc_timeout=RPC
             )
     return await killswitch.switch_off(client, note, settings.task_queue_prefix)
@@ -269,28 +297,15 @@ def _handle(client: Client, settings: Settings, schedule_id: str) -> ScheduleHan
     return client.get_schedule_handle(settings.task_queue_prefix + schedule_id)
 
 
-def _existing(client: Client, settings: Settings, schedule_id: str) -> _CheckedHandle:
-    return _CheckedHandle(_handle(client, settings, schedule_id), schedule_id)
-
-
-class _CheckedHandle:
-    """A schedule handle whose calls turn NOT_FOUND into ScheduleNotFound (→ 404)."""
-
-    def __init__(self, handle: ScheduleHandle, schedule_id: str) -> None:
-        self._handle, self._id = handle, schedule_id
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._handle, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await method(*args, **kwargs)
-            except RPCError as err:
-                if err.status == RPCStatusCode.NOT_FOUND:
-                    raise ScheduleNotFound(f"no schedule {self._id!r}") from None
-                raise
-
-        return call
+@contextmanager
+def _found(schedule_id: str) -> Iterator[None]:
+    """A schedule Temporal does not know is a ScheduleNotFound (→ 404), not an RPC error."""
+    try:
+        yield
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ScheduleNotFound(f"no schedule {schedule_id!r}") from None
+        raise
 
 
 def _action_memo(client: Client, action: Any) -> dict[str, Any]:

@@ -6,19 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import Any
+from datetime import timedelta
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from shopfloor.jobs import PROGRESS_EVERY_S
+from shopfloor.retry_after import retry_after_s
 
 GATEWAY_REJECTED = "GatewayRejected"  # a 4xx: the same call cannot succeed later
 UNEXPECTED_STATUS = "UnexpectedStatus"
 RETRYABLE_4XX = {408, 429}
 # Longer answers go to the artifact store; workflow history keeps a URI.
 MAX_INLINE_TEXT = 16 * 1024
+MAX_RETRY_AFTER_S = 3600.0
 
 
 async def heartbeating(call: Awaitable[httpx.Response], what: str) -> httpx.Response:
@@ -53,10 +55,9 @@ def network_error(err: httpx.HTTPError, what: str) -> ApplicationError:
     return ApplicationError(f"{what}: {type(err).__name__}: {err}")
 
 
-def _retry_after(response: httpx.Response) -> Any:
-    from datetime import timedelta
-
-    value = response.headers.get("retry-after", "")
-    if value.isdigit() and 0 < int(value) <= 3600:
-        return timedelta(seconds=int(value))
-    return None
+def _retry_after(response: httpx.Response) -> timedelta | None:
+    """The wait the answer asks for (Retry-After as seconds or a date), at most an hour;
+    None when it names none: then the step's own backoff applies."""
+    if "retry-after" not in response.headers and "retry-after-ms" not in response.headers:
+        return None
+    return timedelta(seconds=min(retry_after_s(response.headers), MAX_RETRY_AFTER_S))

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from shopfloor.kinds.phased.models import JobStep, ParallelStep, PhasedInput, PhasedResult
 from shopfloor.kinds.phased.references import references_in
-from shopfloor.registry import PROGRESS, InputRejected, JobKind, kind_named
+from shopfloor.registry import PROGRESS, InputRejected, JobKind, kind_named, kinds
 from shopfloor.settings import Settings
 
 
@@ -53,7 +53,7 @@ def check_job_steps(job: PhasedInput, settings: Settings) -> None:
         if kind is None or kind.name == "phased":
             raise InputRejected(
                 f"step {step.id!r}: unknown job kind {step.kind!r} "
-                f"(one of: {sorted(k for k in _kinds() if k != 'phased')})"
+                f"(one of: {sorted(k for k in kinds() if k != 'phased')})"
             )
         if any(True for _ in references_in(step.input)):
             continue  # checked by the child job itself, once references are resolved
@@ -67,12 +67,6 @@ def check_job_steps(job: PhasedInput, settings: Settings) -> None:
             ) from None
         if kind.check_input is not None:
             kind.check_input(child, settings)
-
-
-def _kinds() -> list[str]:
-    from shopfloor.registry import kinds
-
-    return list(kinds())
 
 
 KIND = JobKind(

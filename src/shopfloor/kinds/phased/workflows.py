@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from shopfloor.kinds.phased.references import resolve
     from shopfloor.registry import kind_for_workflow_type, kind_named
 
+R = TypeVar("R")
 TURN_TIMEOUT = timedelta(seconds=330)  # the gateway's 300 s, plus connection set-up
 HTTP_TIMEOUT = timedelta(seconds=60)
 FINAL_ERRORS = [INVALID_INPUT, "GatewayRejected", "UnexpectedStatus", "KillSwitchOn"]
@@ -98,14 +99,7 @@ class PhasedRunner(ReportsProgress):
             return None
         if isinstance(step, AgentTurnStep):
             turn = AgentTurnRequest(job_id=resolve(step.job_id, done))
-            result = await workflow.execute_activity(
-                "agent_turn",
-                turn,
-                result_type=AgentTurnResult,
-                start_to_close_timeout=step.timeout or TURN_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=_retry_policy(step.retry),
-            )
+            result = await _step_activity("agent_turn", turn, AgentTurnResult, step, TURN_TIMEOUT)
             return result.model_dump(mode="json")
         if isinstance(step, HttpStep):
             request = HttpRequest(
@@ -115,14 +109,7 @@ class PhasedRunner(ReportsProgress):
                 headers=resolve(step.headers, done),
                 body=resolve(step.body, done),
             )
-            response = await workflow.execute_activity(
-                "http_step",
-                request,
-                result_type=HttpResponse,
-                start_to_close_timeout=step.timeout or HTTP_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=_retry_policy(step.retry),
-            )
+            response = await _step_activity("http_step", request, HttpResponse, step, HTTP_TIMEOUT)
             return response.model_dump(mode="json", by_alias=True)
         if isinstance(step, JobStep):
             return await self._child_job(step, resolve(step.input, done))
@@ -158,6 +145,20 @@ class PhasedRunner(ReportsProgress):
             memo={"kind": kind.name, "parent": info.workflow_id},
         )
         return result
+
+
+async def _step_activity(
+    name: str, arg: Any, result_type: type[R], step: Any, default_timeout: timedelta
+) -> R:
+    """A step's activity, with the step's own timeout and retry policy."""
+    return await workflow.execute_activity(
+        name,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=step.timeout or default_timeout,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        retry_policy=_retry_policy(step.retry),
+    )
 
 
 def _retry_policy(retry: StepRetry) -> RetryPolicy:

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from shopfloor.kinds.agents.agents.http_errors import retry_after_s
 from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
+from shopfloor.retry_after import retry_after_s
 from shopfloor.settings import Settings
 
 

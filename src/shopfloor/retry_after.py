@@ -1,4 +1,4 @@
-"""Reading HTTP answers the same way for every agent: how long a 429 asks us to wait."""
+"""How long an HTTP answer (a 429, a 503) asks us to wait: read the same way by every kind."""
 
 from __future__ import annotations
 
