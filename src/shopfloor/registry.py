@@ -106,7 +106,8 @@ class JobKind:
     input_from_file: Callable[[Path, dict[str, Any]], BaseModel] | None = None
     # Deployment policy the model alone cannot know (e.g. the env allow-list). Raises InputRejected.
     check_input: Callable[[Any, Settings], None] | None = None
-    # Heavy modules a warm worker imports once at start-up (e.g. build123d, mujoco).
+    # Heavy modules a warm worker imports once at start-up (e.g. build123d, mujoco), in order;
+    # `module:function` also calls a warm-up whose state forks inherit (a GL context).
     warm_imports: Sequence[str] = field(default_factory=tuple)
     # Other names the CLI accepts (`shopfloor submit simulate …`).
     aliases: Sequence[str] = ()

@@ -134,7 +134,8 @@ def warm_environment(modules: list[str]) -> dict[str, str]:
         return {}
     from shopfloor.kinds.simulation import gl  # light: no mujoco import
 
-    return gl.environment(gl.worker_backend())
+    backend = gl.worker_backend()
+    return {**gl.environment(backend), **gl.fork_safe_environment(backend)}
 
 
 def _zygote_options(contain: Containment, settings: Settings) -> dict:
@@ -159,7 +160,8 @@ async def zygotes(ctx: WorkerContext) -> AsyncIterator[Zygotes]:
     try:
         cold = await Zygote.start([], **options)
         try:
-            warm_imports = sorted({m for kind in ctx.served for m in kind.warm_imports})
+            # In the kinds' order: a `module:function` warm-up runs after what it needs.
+            warm_imports = list(dict.fromkeys(m for k in ctx.served for m in k.warm_imports))
             warm = (
                 await Zygote.start(warm_imports, warm_environment(warm_imports), **options)
                 if warm_imports

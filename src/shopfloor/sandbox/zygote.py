@@ -108,7 +108,8 @@ class Zygote:
             try:
                 await asyncio.wait_for(ready, START_TIMEOUT_S)
             except (TimeoutError, ZygoteDied):
-                loop.remove_reader(ours.fileno())
+                if ours.fileno() >= 0:  # a zygote that died closed it already
+                    loop.remove_reader(ours.fileno())
                 self._proc.kill()
                 raise ZygoteDied(f"zygote failed to import {self.modules}") from None
             self._sock = ours

@@ -26,6 +26,24 @@ def environment(backend: str) -> dict[str, str]:
     return {"MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
 
 
+def fork_safe_environment(backend: str) -> dict[str, str]:
+    """What makes `backend`'s GL context safe to inherit through fork: llvmpipe (osmesa)
+    renders in the calling thread instead of a pool of threads that a fork would not copy. At
+    320x240 that costs nothing (measured: 150 frames in ~150 ms either way). Mesa's on-disk
+    shader cache is off too: it writes from a thread of its own, which a fork would wait for
+    forever (and a run's new HOME would never reuse it)."""
+    if backend != "osmesa":
+        return {}
+    return {"LP_NUM_THREADS": "0", "MESA_SHADER_CACHE_DISABLE": "true"}
+
+
+def fork_safe(environ: Mapping[str, str]) -> bool:
+    """Whether a GL context made under `environ` may be inherited by forks."""
+    backend = worker_backend(environ)
+    wanted = fork_safe_environment(backend)
+    return bool(wanted) and all(environ.get(k) == v for k, v in wanted.items())
+
+
 def select(backend: str) -> str | None:
     """Selects `backend` for this process; returns a warning when mujoco was imported before
     (bound to another backend, which then renders instead)."""

@@ -3,10 +3,20 @@
 MuJoCo picks its OpenGL backend once, when `mujoco` is first imported, from MUJOCO_GL.
 So `gl.select` must run before anything imports mujoco, and every module of this package
 imports mujoco inside functions only.
+
+One GL context per process, made on first use and kept: a context's first frames compile its
+shaders (llvmpipe JITs them: ~150 ms of CPU, and the on-disk shader cache is no help in a run
+whose HOME is new). The warm zygote makes it and renders a few frames before it forks
+(`warm_up`), so every simulation forked from it starts with a context whose shaders are built.
+That is only safe where the context has no threads (`gl.fork_safe_environment`).
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +24,141 @@ from typing import Any
 import numpy as np
 
 CAMERA = "sf:overview"  # the camera mjcf.py writes into the MJCF
+_CONTEXT: Any = None  # this process's GL context (inherited by forks of a warm zygote)
+
+
+def _gl_context() -> Any:
+    """This process's GL context, current; made on first use. None where the backend needs
+    none (MuJoCo then renders with whatever is current)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        from mujoco.rendering.classic import gl_context
+
+        if gl_context.GLContext is None:
+            return None
+        # The default framebuffer is never drawn to (MuJoCo renders into its own offscreen
+        # buffer, sized by the model): keep it tiny.
+        _CONTEXT = gl_context.GLContext(16, 16)
+        atexit.register(_forget_context)  # freed before the interpreter tears GL down
+    _CONTEXT.make_current()
+    return _CONTEXT
+
+
+class SceneRenderer:
+    """RGB frames of one model from one camera, on this process's GL context."""
+
+    def __init__(self, model: Any, *, width: int, height: int, camera: str = CAMERA) -> None:
+        import mujoco
+
+        self.model = model
+        _gl_context()
+        self._scene = mujoco.MjvScene(model, maxgeom=10000)
+        self._option = mujoco.MjvOption()
+        self._camera = mujoco.MjvCamera()
+        camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if camera_id < 0:
+            raise ValueError(f"the model has no camera {camera!r}")
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._camera.fixedcamid = camera_id
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._mjr: Any = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_50)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
+        self._flipped = np.empty((height, width, 3), dtype=np.uint8)
+
+    def render(self, data: Any, out: np.ndarray) -> None:
+        """The camera's view of `data` into `out` (height × width × 3, uint8, top row first)."""
+        import mujoco
+
+        mujoco.mjv_updateScene(
+            self.model,
+            data,
+            self._option,
+            None,
+            self._camera,
+            mujoco.mjtCatBit.mjCAT_ALL,
+            self._scene,
+        )
+        mujoco.mjr_render(self._rect, self._scene, self._mjr)
+        mujoco.mjr_readPixels(self._flipped, None, self._rect, self._mjr)
+        out[:] = self._flipped[::-1]  # GL's first row is the bottom one
+
+    def close(self) -> None:
+        """Frees the model's GL resources; the context stays for the next model."""
+        if self._mjr is not None:
+            _gl_context()
+            self._mjr.free()
+            self._mjr = None
+
+
+def warm_up() -> None:
+    """In a warm zygote, before it forks: make this process's GL context and render the
+    reference scene's kind of frames (floor texture, lights, meshes, transparent zones) a few
+    times, so forks inherit compiled shaders. Skipped where the context would not survive a
+    fork (threads); a failure only costs the speed-up."""
+    from shopfloor.kinds.simulation import gl
+
+    if not gl.fork_safe(os.environ):
+        return
+    threads = _native_threads()
+    try:
+        from shopfloor.kinds.simulation.local import simulate
+
+        with tempfile.TemporaryDirectory(prefix="shopfloor-gl-warm-up-") as tmp:
+            report = simulate(
+                _warm_up_scene(),
+                {"duration_s": 0.1, "fps": 30, "stop_on_verdict": False},
+                out=Path(tmp),
+                heartbeat=None,
+                heartbeat_every_s=float("inf"),
+            )
+        if "video" not in report.artifacts:
+            print(f"shopfloor: GL warm-up made no video: {report.warnings}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - without it runs render as before, only slower
+        print(f"shopfloor: GL warm-up failed: {err!r}", file=sys.stderr)
+    if _native_threads() > threads:  # the context started threads, which a fork would lose
+        print("shopfloor: GL warm-up left threads behind: forks make their own", file=sys.stderr)
+        _forget_context()
+
+
+def _native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _forget_context() -> None:
+    global _CONTEXT
+    context, _CONTEXT = _CONTEXT, None
+    if context is not None:
+        context.free()
+
+
+def _warm_up_scene() -> Any:
+    """What a scene's frames draw — a textured floor, fixed and moving meshes, a transparent
+    zone — from STL boxes: no CAD here, since OCCT's thread pool would not survive the fork."""
+    import base64
+
+    from shopfloor.kinds.simulation.mjcf import _stl_bytes
+    from shopfloor.kinds.simulation.models import SceneGeometry
+
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    faces = np.array(
+        [[0, 2, 3], [0, 3, 1], [4, 5, 7], [4, 7, 6], [0, 1, 5], [0, 5, 4],
+         [2, 6, 7], [2, 7, 3], [0, 4, 6], [0, 6, 2], [1, 3, 7], [1, 7, 5]]
+    )  # fmt: skip
+
+    def box(label: str, lo: tuple[float, ...], size: float, fixed: bool = False) -> dict:
+        stl = _stl_bytes(np.asarray(lo) + corners * size, faces)
+        data = base64.b64encode(stl).decode()
+        return {"label": label, "format": "stl", "data_base64": data, "fixed": fixed}
+
+    return SceneGeometry.model_validate(
+        {
+            "parts": [
+                box("base", (-50, -50, 0), 100, fixed=True),
+                box("box", (-10, -10, 110), 20),
+                box("zone_goal_top", (-30, -30, 100), 60),
+            ]
+        }
+    )
 
 
 class VideoRecorder:
@@ -21,12 +166,11 @@ class VideoRecorder:
 
     def __init__(self, model: Any, path: Path, fps: int, width: int, height: int) -> None:
         import imageio_ffmpeg
-        import mujoco
 
         t0 = time.perf_counter()
         self.path, self.frames = path, 0
         self.error: str | None = None
-        self._renderer = mujoco.Renderer(model, height=height, width=width)  # ~0.1 s: GL setup
+        self._renderer = SceneRenderer(model, width=width, height=height)
         self.render_s, self.encode_s = time.perf_counter() - t0, 0.0
         self._frame = np.empty((height, width, 3), dtype=np.uint8)  # reused for every frame
         try:
@@ -52,8 +196,7 @@ class VideoRecorder:
             return
         t0 = time.perf_counter()
         try:
-            self._renderer.update_scene(data, camera=CAMERA)
-            self._renderer.render(out=self._frame)
+            self._renderer.render(data, self._frame)
             t1 = time.perf_counter()
             self._writer.send(self._frame)
         except Exception as e:  # a broken renderer or ffmpeg must not cost the physics verdict
@@ -71,6 +214,6 @@ class VideoRecorder:
         except Exception as e:
             self.error = self.error or f"ffmpeg failed: {e}"
         finally:
-            self._renderer.close()  # frees the GL context now, not at interpreter exit
+            self._renderer.close()
         self.encode_s += time.perf_counter() - t0
         return self.error is None and self.frames > 0 and self.path.exists()
