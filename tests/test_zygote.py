@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from shopfloor.sandbox import Call, Exec, Limits, RunIdentity, Script, Zygote, Z
 from shopfloor.sandbox._launch import LaunchRequest
 from shopfloor.sandbox._limits import PIDS_CGROUP_ROOT
 from shopfloor.settings import Settings
-from shopfloor.usercode import zygotes
+from shopfloor.usercode import cold_python_argv, zygotes
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +152,50 @@ async def test_a_large_launch_request_travels_in_a_memfd(zygote: Zygote, tmp_pat
     out = await zygote.run_script(tmp_path / "s.py", args, cwd=tmp_path, env={}, limits=Limits())
     assert out.exit_code == 0, out.stderr
     assert out.stdout == "1000000\n"
+
+
+# A plain script forked from the cold zygote must end as it would in a fresh interpreter.
+ENDINGS = {
+    "threads_then_atexit": (
+        "import atexit, threading, time\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "def late():\n    time.sleep(0.2)\n    print('thread done')\n"
+        "threading.Thread(target=late).start()\nprint('main done')\n"
+    ),
+    "exit_with_message": "import sys\nsys.exit('bye')\n",
+    "exit_code": "import sys\nsys.exit(3)\n",
+    "atexit_exits": "import atexit, sys\natexit.register(lambda: sys.exit(5))\nprint('x')\n",
+    "traceback": "def f():\n    1 / 0\n\nf()\n",
+}
+
+
+@pytest.fixture(scope="module")
+async def cold_zygote() -> AsyncIterator[Zygote]:
+    z = await Zygote.start([])
+    yield z
+    await z.close()
+
+
+@pytest.mark.parametrize("name", sorted(ENDINGS))
+async def test_a_forked_plain_script_ends_as_a_fresh_interpreter_would(
+    cold_zygote: Zygote, tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "s.py").write_text(ENDINGS[name])
+    options = {
+        "cwd": tmp_path,
+        "env": {"PATH": "/usr/bin:/bin"},
+        "limits": Limits(wall_timeout_s=20, memory_mb=512),
+    }
+    forked = await cold_zygote.run_script(Path("s.py"), [], **options)
+    fresh = await cold_zygote.run_exec(cold_python_argv("s.py", []), python=True, **options)
+    assert (forked.exit_code, forked.stdout) == (fresh.exit_code, fresh.stdout), forked.stderr
+    if name == "traceback":
+        for out in (forked, fresh):  # from the script's own frames on, nothing of ours
+            assert out.stderr.startswith("Traceback (most recent call last):\n  File ")
+            assert "line 4, in <module>" in out.stderr and "line 2, in f" in out.stderr
+            assert out.stderr.endswith("ZeroDivisionError: division by zero\n")
+        assert "zygote_main" not in forked.stderr and "runpy" not in forked.stderr
+    else:  # the same words, whatever the addresses of the objects they name
+        assert re.sub("0x[0-9a-f]+", "0x", forked.stderr) == re.sub(
+            "0x[0-9a-f]+", "0x", fresh.stderr
+        )

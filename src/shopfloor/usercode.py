@@ -401,19 +401,23 @@ class UserCodeRun:
             category=ApplicationErrorCategory.BENIGN,
         )
 
-    async def run(self, *, warm: Script | Call | None, cold: list[str]) -> SandboxOutcome:
-        """Runs `warm` in a fork of the warm zygote when there is one and it is given, else
-        the `cold` argv in a fresh interpreter (`cold_python` argv: RLIMIT_AS counted from a
-        fresh interpreter's size; a `-m` runner applies the memory limit itself once its
-        runtime is loaded, `limit_address_space`). An adopted run is not started again: this
-        waits for it. A cancelled run returns only if the user asked for the cancel (else the
-        activity fails and is retried); if Temporal lost this attempt, the run goes on, kept
-        for a later attempt on this worker to adopt (`adoption_window_s`)."""
+    async def run(
+        self, *, warm: Script | Call | None, cold: list[str], plain: Script | None = None
+    ) -> SandboxOutcome:
+        """Runs `warm` in a fork of the warm zygote when there is one and it is given; else
+        `plain` in a fork of the cold zygote (a clean interpreter, nothing heavy imported:
+        no interpreter start-up to pay); else the `cold` argv in a fresh interpreter
+        (`cold_python` argv: RLIMIT_AS counted from a fresh interpreter's size; a `-m` runner
+        applies the memory limit itself once its runtime is loaded, `limit_address_space`).
+        An adopted run is not started again: this waits for it. A cancelled run returns only
+        if the user asked for the cancel (else the activity fails and is retried); if Temporal
+        lost this attempt, the run goes on, kept for a later attempt on this worker to adopt
+        (`adoption_window_s`)."""
         ex = self._exec
         if ex is None:
             raise RuntimeError("an earlier attempt's result is there: return it, run nothing")
         if not self.adopted:
-            ex.task = asyncio.create_task(self._start(ex, warm, cold))
+            ex.task = asyncio.create_task(self._start(ex, warm, cold, plain))
             if self._runs is not None and self._key is not None:
                 self._runs.executions.hold(self._key, self._attempt, ex)
                 self._held = True
@@ -457,14 +461,19 @@ class UserCodeRun:
         return outcome
 
     async def _start(
-        self, ex: _Execution, warm: Script | Call | None, cold: list[str]
+        self, ex: _Execution, warm: Script | Call | None, cold: list[str], plain: Script | None
     ) -> SandboxOutcome:
         # A span of its own in the job's trace (under RunActivity): the sandboxed run itself.
-        with span("sandbox.run", warm=self.ran_warm(warm), network=str(self.network)):
-            return await self._launch(ex, warm, cold)
+        with span(
+            "sandbox.run",
+            warm=self.ran_warm(warm),
+            forked=self.ran_warm(warm) or plain is not None,
+            network=str(self.network),
+        ):
+            return await self._launch(ex, warm, cold, plain)
 
     async def _launch(
-        self, ex: _Execution, warm: Script | Call | None, cold: list[str]
+        self, ex: _Execution, warm: Script | Call | None, cold: list[str], plain: Script | None
     ) -> SandboxOutcome:
         lease = ex.lease
         if lease is not None:
@@ -484,6 +493,8 @@ class UserCodeRun:
             if isinstance(warm, Script):
                 return await self.zygotes.warm.run_script(Path(warm.path), warm.args, **options)
             return await self.zygotes.warm.run_call(warm.target, warm.arg, **options)
+        if plain is not None:
+            return await self.zygotes.cold.run_script(Path(plain.path), plain.args, **options)
         python = cold[:2] == [sys.executable, "-E"] and "-m" not in cold
         return await run_fresh(
             cold,

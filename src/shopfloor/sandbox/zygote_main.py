@@ -27,7 +27,7 @@ import subprocess
 import sys
 import traceback
 
-from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Script
+from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Program, Script
 from shopfloor.sandbox._limits import (
     MB,
     ContainmentFailed,
@@ -110,12 +110,15 @@ def _child(request: LaunchRequest, fds: list[int], sock: socket.socket) -> None:
         os.environ["SHOPFLOOR_PROGRESS_FD"] = str(progress)
         code = _run_warm(program, request.cwd)
     except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        if not isinstance(exit_.code, int | None):
-            print(exit_.code, file=sys.stderr)
-    except BaseException:  # the user's code failed: its traceback is the job's stderr
-        traceback.print_exc()
+        code = _exit_code(exit_)
+    except BaseException as err:  # the user's code failed: its traceback is the job's stderr
+        _print_user_traceback(err, request.program)
         code = 1
+    try:
+        if isinstance(request.program, Script):
+            _exit_like_an_interpreter()
+    except BaseException:  # noqa: BLE001 - a thread's join interrupted: exit all the same
+        traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -123,6 +126,42 @@ def _child(request: LaunchRequest, fds: list[int], sock: socket.socket) -> None:
             except Exception:  # noqa: BLE001 - nothing useful to do while exiting
                 pass
         os._exit(code)
+
+
+def _exit_code(exit_: SystemExit) -> int:
+    if isinstance(exit_.code, int):
+        return exit_.code
+    if exit_.code is not None:
+        print(exit_.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _exit_like_an_interpreter() -> None:
+    """What a Python process does when its main module ends, before the fork's `os._exit`:
+    wait for the non-daemon threads the code started, then run its atexit handlers (which
+    report their own exceptions, and leave the exit code alone, as Python does)."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
+    import atexit
+
+    atexit._run_exitfuncs()
+
+
+def _print_user_traceback(err: BaseException, program: Program) -> None:
+    """The traceback a fresh interpreter would print for a script: from the script's own
+    frame on, without the zygote and runpy frames above it."""
+    tb = err.__traceback__
+    if isinstance(program, Script):
+        script = os.path.abspath(program.path)
+        while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != script:
+            tb = tb.tb_next
+        tb = tb or err.__traceback__  # a SyntaxError has no frame of the script's own
+    traceback.print_exception(type(err), err, tb)
 
 
 def _exec(program: Exec, request: LaunchRequest, progress_fd: int) -> None:
@@ -143,7 +182,8 @@ def _run_warm(program: Script | Call, cwd: str) -> int:
     if isinstance(program, Script):
         sys.argv = [program.path, *program.args]
         sys.path[0] = cwd
-        runpy.run_path(program.path, run_name="__main__")
+        # As `python script.py` does: argv as given, the code's file name absolute.
+        runpy.run_path(os.path.abspath(program.path), run_name="__main__")
         return 0
     module_name, _, func_name = program.target.partition(":")
     func = getattr(importlib.import_module(module_name), func_name)

@@ -59,7 +59,9 @@ class ScriptInput(StrictInput):
         "worker's cap (SHOPFLOOR_SANDBOX_DISK_MB), which is the default",
     )
     warm: Literal["auto", "never"] = Field(
-        "auto", description="auto: scripts importing build123d/mujoco run in a warm worker fork"
+        "auto",
+        description="auto: the script runs in a fork of a prepared interpreter (one that has "
+        "imported build123d/mujoco when the script imports them); never: a fresh interpreter",
     )
     network: Literal["none", "host"] = Field(
         "none",
