@@ -20,9 +20,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -ra
 
+# Every benchmark, one after another, then one table of the goals (benchmarks/results/).
 bench: setup
-	$(PY) benchmarks/bench_scripts.py
-	$(PY) benchmarks/bench_simulation.py
+	$(PY) benchmarks/bench_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -12,6 +12,7 @@ import math
 import os
 import pstats
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -24,8 +25,8 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
-from shopfloor.devserver import DevServer
-from shopfloor.processes import free_port
+from shopfloor.devserver import DevServer, temporal_binary, wait_for_port
+from shopfloor.processes import free_port, stop_process
 
 
 @contextmanager
@@ -43,6 +44,25 @@ def temp_dev_server() -> Iterator[tuple[DevServer, Path]]:
             yield server, root
         finally:
             server.stop()
+
+
+@contextmanager
+def temp_plain_dev_server() -> Iterator[tuple[int, str]]:
+    """`temporal server start-dev --db-filename F` as its docs give it (SQLite file, default
+    pragmas: no WAL): the anchor "the SDK's defaults on plain start-dev". Yields (pid, address)."""
+    with tempfile.TemporaryDirectory(prefix="shopfloor-bench-plain-") as tmp:
+        port = free_port()
+        argv = [
+            temporal_binary(), "server", "start-dev", "--db-filename", f"{tmp}/temporal.db",
+            "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(free_port()),
+            "--log-level", "error",
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port("127.0.0.1", port, timeout_s=60, proc=proc)
+            yield proc.pid, f"127.0.0.1:{port}"
+        finally:
+            stop_process(proc, timeout_s=10)
 
 
 # -- CPU accounting ------------------------------------------------------------------------

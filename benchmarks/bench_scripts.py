@@ -1,12 +1,15 @@
 """Short script jobs through shopfloor vs a plain temporalio workflow, on one dev server.
 
-What is compared (same dev server, same process, same run, separate task queues):
+What is compared (same process, same run, separate task queues):
 
 * baseline: the SDK's defaults. A plain `Worker` (default options, default data converter)
   with one workflow whose one activity runs `subprocess.run([sys.executable, script_path])`.
   The activity is sync, so it needs an `activity_executor`: `ThreadPoolExecutor(100)`, which
   matches the SDK's default of 100 activity slots (fewer threads than slots would make the
   executor, not the worker, the limit). Started without eager start (the SDK default).
+* baseline, plain start-dev: the same baseline on a second server started as Temporal's docs
+  give it, `temporal server start-dev --db-filename F` (SQLite's default journal, no WAL):
+  the anchor of "the SDK's defaults on plain start-dev".
 * shopfloor: the `script` kind's workers as `shopfloor worker` builds them (`build_workers`),
   in this process and on the same client that starts the jobs, so `request_eager_start=True`
   can hand the first workflow task straight back. Reported with and without eager start.
@@ -60,8 +63,10 @@ with workflow.unsafe.imports_passed_through():
         run_bounded,
         run_sequential,
         temp_dev_server,
+        temp_plain_dev_server,
         timeline,
     )
+    from _report import Figure, print_figures, record
 
     from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
     from shopfloor.registry import queue_for
@@ -72,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
 SCRIPT = 'print("hi")\n'
 EXPECTED_STDOUT = "hi\n"
 BASELINE_EXECUTOR_THREADS = 100  # the SDK's default activity slot count; see the docstring
+PLAIN = "baseline, plain start-dev"  # the same baseline on `start-dev --db-filename`, no WAL
 
 
 # -- the baseline: plain temporalio, SDK defaults --------------------------------------------
@@ -123,6 +129,7 @@ class Side:
     result_type: type
     task_queue: str
     eager: bool
+    server_pid: int | None = None  # the dev server this side's jobs run on (CPU accounting)
     latency: Samples = field(default_factory=Samples)
     throughput: Samples = field(default_factory=Samples)
     recording: bool = False  # append a Trace per job (latency phase only)
@@ -182,7 +189,11 @@ def split(total: int, parts: int) -> list[int]:
 async def run(args: argparse.Namespace) -> None:
     # The profiler must be on before the workers start their threads (see AllThreadsProfile).
     profile = AllThreadsProfile() if args.profile else None
-    with temp_dev_server() as (server, root), profile or contextlib.nullcontext():
+    with (
+        temp_dev_server() as (server, root),
+        temp_plain_dev_server() as (plain_pid, plain_address),
+        profile or contextlib.nullcontext(),
+    ):
         script_path = root / "hi.py"
         script_path.write_text(SCRIPT)
         overrides: dict[str, Any] = {}
@@ -196,17 +207,21 @@ async def run(args: argparse.Namespace) -> None:
         )
         sf_client = await connect(settings)
         base_client = await Client.connect(server.address)  # the default data converter
+        plain_client = await connect_when_healthy(plain_address)
+        server_pid = server.proc.pid if server.proc else None
         served = select_kinds(["script"])
         sf_queue = queue_for(served[0], settings)
         base_queue = f"bench-baseline-{uuid.uuid4().hex[:8]}"
         sf_input = ScriptInput(source=SCRIPT)
         sides = [
             Side("baseline", base_client, "BaselineScriptWorkflow", str(script_path),
-                 BaselineResult, base_queue, eager=False),
+                 BaselineResult, base_queue, eager=False, server_pid=server_pid),
             Side("shopfloor eager", sf_client, "ScriptExecutionWorkflow", sf_input,
-                 ScriptResult, sf_queue, eager=True),
+                 ScriptResult, sf_queue, eager=True, server_pid=server_pid),
             Side("shopfloor no-eager", sf_client, "ScriptExecutionWorkflow", sf_input,
-                 ScriptResult, sf_queue, eager=False),
+                 ScriptResult, sf_queue, eager=False, server_pid=server_pid),
+            Side(PLAIN, plain_client, "BaselineScriptWorkflow", str(script_path),
+                 BaselineResult, base_queue, eager=False, server_pid=plain_pid),
         ]  # fmt: skip
         print(
             f"dev server {server.address}; {machine_summary()}\n"
@@ -221,20 +236,20 @@ async def run(args: argparse.Namespace) -> None:
         with ThreadPoolExecutor(max_workers=BASELINE_EXECUTOR_THREADS) as executor:
             workers = [
                 Worker(
-                    base_client,
+                    client,
                     task_queue=base_queue,
                     workflows=[BaselineScriptWorkflow],
                     activities=[baseline_run_script],
                     activity_executor=executor,
-                ),
+                )
+                for client in (base_client, plain_client)
             ]
             async with contextlib.AsyncExitStack() as stack:
                 plans = await stack.enter_async_context(kind_resources(settings, served))
                 workers.extend(build_workers(sf_client, settings, plans))  # as `shopfloor worker`
                 for worker in workers:
                     await stack.enter_async_context(worker)
-                server_pid = server.proc.pid if server.proc else None
-                await measure(sides, args, server_pid, profile)
+                await measure(sides, args, profile)
                 # Read now: the workers' threads (and their profilers) end with the workers.
                 stats = profile.stats() if profile is not None else None
 
@@ -247,10 +262,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def measure(
-    sides: list[Side],
-    args: argparse.Namespace,
-    server_pid: int | None,
-    profile: AllThreadsProfile | None,
+    sides: list[Side], args: argparse.Namespace, profile: AllThreadsProfile | None
 ) -> None:
     t0 = time.perf_counter()
     # Warm-up: first-use costs (sandbox imports, pollers, thread pools, sticky caches, the page
@@ -275,9 +287,9 @@ async def measure(
     t0 = time.perf_counter()
     for r, n in enumerate(split(args.jobs, args.rounds)):  # alternate batch by batch
         for side in rotated(sides, r):
-            before = CpuTimes.now(server_pid)
+            before = CpuTimes.now(side.server_pid)
             batch = await run_bounded(n, args.concurrency, side.run_one)
-            batch.cpu = CpuTimes.now(server_pid) - before
+            batch.cpu = CpuTimes.now(side.server_pid) - before
             side.throughput.extend(batch)
     print(f"throughput phase: {time.perf_counter() - t0:.1f}s")
 
@@ -321,7 +333,7 @@ async def report(sides: list[Side], args: argparse.Namespace) -> None:
 
     base = sides[0]
     print()
-    for s in sides[1:]:
+    for s in sides[1:3]:
         variant = s.name.removeprefix("shopfloor ")
         tput = ratio(s.throughput.throughput, base.throughput.throughput)
         print(f"throughput ratio shopfloor/baseline: {tput:.2f}x  ({variant}; higher is better)")
@@ -330,6 +342,90 @@ async def report(sides: list[Side], args: argparse.Namespace) -> None:
             print(
                 f"p{q} latency ratio shopfloor/baseline: {lat:.2f}x  ({variant}; lower is better)"
             )
+
+    figures = goal_figures(sides)
+    print()
+    print_figures(figures)
+    record("scripts", figures, details=details(sides, args))
+
+
+def goal_figures(sides: list[Side]) -> list[Figure]:
+    """The figures of the performance goals, each against the anchor the goal names."""
+    base, eager, plain = sides[0], sides[1], sides[3]
+    cpu, n = eager.throughput.cpu, eager.throughput.n
+    per_job = (cpu.total / n) if cpu is not None and n else math.nan
+    split = (
+        f"server {cpu.server / n * 1000:.1f} / worker+client {cpu.this_process / n * 1000:.1f}"
+        f" / script processes {cpu.children / n * 1000:.1f} ms"
+        if cpu is not None and n
+        else ""
+    )
+    return [
+        Figure(
+            "script jobs/s vs the SDK's defaults on plain start-dev",
+            ratio(eager.throughput.throughput, plain.throughput.throughput),
+            "x",
+            (">=", 2.5),
+            "temporalio defaults (sync activity, subprocess.run) on `temporal server start-dev "
+            "--db-filename` (no WAL), same run",
+            f"{eager.throughput.throughput:.1f} vs {plain.throughput.throughput:.1f} jobs/s",
+        ),
+        Figure(
+            "script jobs/s vs the SDK on the same tuned server",
+            ratio(eager.throughput.throughput, base.throughput.throughput),
+            "x",
+            (">=", 1.5),
+            "the same temporalio baseline on shopfloor's embedded server (WAL), same run",
+            f"{eager.throughput.throughput:.1f} vs {base.throughput.throughput:.1f} jobs/s",
+        ),
+        Figure(
+            "script job p50, submit → result",
+            eager.latency.p(50) * 1000,
+            "ms",
+            ("<=", 40),
+            f"absolute; the SDK baseline on the same server: {base.latency.p(50) * 1000:.0f} ms",
+        ),
+        Figure(
+            "CPU per script job",
+            per_job * 1000,
+            "ms",
+            ("<=", 25),
+            f"absolute; the SDK baseline on the same server: {_cpu_per_job(base) * 1000:.1f} ms",
+            split,
+        ),
+    ]
+
+
+def _cpu_per_job(side: Side) -> float:
+    cpu, n = side.throughput.cpu, side.throughput.n
+    return cpu.total / n if cpu is not None and n else math.nan
+
+
+def details(sides: list[Side], args: argparse.Namespace) -> dict:
+    return {
+        "jobs": args.jobs,
+        "latency_jobs": args.latency_jobs,
+        "concurrency": args.concurrency,
+        "sides": {
+            s.name: {
+                "jobs_per_s": round(s.throughput.throughput, 2),
+                "p50_ms": round(s.latency.p(50) * 1000, 1),
+                "p99_ms": round(s.latency.p(99) * 1000, 1),
+                "cpu_ms_per_job": round(_cpu_per_job(s) * 1000, 1),
+            }
+            for s in sides
+        },
+    }
+
+
+async def connect_when_healthy(address: str) -> Client:
+    """A client of a server whose port is open but whose frontend may still be starting."""
+    for _ in range(100):
+        try:
+            return await Client.connect(address)
+        except RuntimeError:
+            await asyncio.sleep(0.2)
+    return await Client.connect(address)
 
 
 def print_cpu(sides: list[Side]) -> None:
