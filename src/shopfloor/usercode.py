@@ -138,7 +138,9 @@ def warm_environment(modules: list[str]) -> dict[str, str]:
     return {**gl.environment(backend), **gl.fork_safe_environment(backend)}
 
 
-def _zygote_options(contain: Containment, settings: Settings) -> dict:
+def zygote_options(contain: Containment, settings: Settings) -> dict:
+    """How this worker's zygotes are contained (`Zygote.start` options): every zygote a kind
+    starts for runs gets the same."""
     mounts = None
     if contain.caps.mountns and contain.uids is not None:
         hide = {str(settings.data_dir.resolve()), str(settings.artifact_root)}
@@ -156,7 +158,7 @@ async def zygotes(ctx: WorkerContext) -> AsyncIterator[Zygotes]:
     log.info("%s", contain.caps.describe())
     for warning in contain.warnings:
         log.warning("sandbox: %s", warning)
-    options = _zygote_options(contain, ctx.settings)
+    options = zygote_options(contain, ctx.settings)
     try:
         cold = await Zygote.start([], **options)
         try:

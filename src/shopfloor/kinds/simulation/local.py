@@ -5,6 +5,11 @@ Artifacts land in the out dir: `simulate` reports them by name relative to it (t
 activity stores the directory and names the URIs), `simulate_local` as file:// URIs a user can
 open. Bad scripts, geometry or options come back as FAIL, never raise; exceptions from
 `heartbeat` (e.g. cancellation) do propagate.
+
+A job's run may be handed prepared parts from the worker's geometry cache (`geometry`): it
+then runs no scene code, no CAD and no tessellation, and goes on from the MJCF as a run that
+built them would, with the same warnings and the same STEP file. A run asked to
+(`save_geometry`) writes what it prepared for the worker to check and cache.
 """
 
 from __future__ import annotations
@@ -96,8 +101,13 @@ def simulate(
     out: Path,
     heartbeat: Heartbeat | None,
     heartbeat_every_s: float,
+    geometry: Path | None = None,
+    save_geometry: Path | None = None,
 ) -> SimulationReport:
-    """`simulate_local`, reporting the artifacts by their names relative to `out`."""
+    """`simulate_local`, reporting the artifacts by their names relative to `out`. With
+    `geometry` (a `meshes.dump_prepared` file) the scene's prepared parts are loaded from it
+    and `scene` is not run; with `save_geometry` the parts the scene prepared are written
+    there once the run has got through the export (never under `out`)."""
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(out, heartbeat)
     try:
@@ -111,7 +121,7 @@ def simulate(
     if gl_warning and options.render:
         run.warnings.append(gl_warning)
     try:
-        model, data, built = _build(run, scene, options)
+        model, data, built = _build(run, scene, options, geometry, save_geometry)
     except _Failed as failed:
         return run.report("FAIL", failed.reason)
     return _simulate(run, model, data, built, options, heartbeat_every_s)
@@ -122,14 +132,30 @@ class _Failed(Exception):
         self.reason = reason
 
 
-def _build(run: _Run, source: Any, options: SimOptions) -> tuple[Any, Any, mjcf.BuiltScene]:
-    """Scene → parts → MJCF → MuJoCo model, exported to the out dir; raises _Failed."""
+def _build(
+    run: _Run,
+    source: Any,
+    options: SimOptions,
+    geometry: Path | None = None,
+    save_geometry: Path | None = None,
+) -> tuple[Any, Any, mjcf.BuiltScene]:
+    """Scene (or prepared parts) → parts → MJCF → MuJoCo model, exported to the out dir;
+    raises _Failed."""
     stage = "cad"
+    cached: meshes.Prepared | None = None
     try:
-        with run.stage("cad"):
-            raw, script_fixed, step_shape = scene.load_scene(source)
-        with run.stage(stage := "tessellate"):
-            parts = meshes.prepare_parts(raw, script_fixed, options, run.warnings)
+        if geometry is not None:
+            with run.stage(stage := "geometry"):
+                cached = meshes.load_prepared(geometry.read_bytes())
+            parts, step_shape = cached.parts, None
+            run.warnings += cached.warnings
+        else:
+            with run.stage("cad"):
+                raw, script_fixed, step_shape = scene.load_scene(source)
+            with run.stage(stage := "tessellate"):
+                first_warning = len(run.warnings)
+                parts = meshes.prepare_parts(raw, script_fixed, options, run.warnings)
+                prepare_warnings = run.warnings[first_warning:]
         with run.stage(stage := "mjcf_load"):
             built = mjcf.build_mjcf(parts, options, step_shape, run.warnings)
             try:
@@ -138,7 +164,9 @@ def _build(run: _Run, source: Any, options: SimOptions) -> tuple[Any, Any, mjcf.
             except SceneError as e:  # still export below: a rejected model is worth a look
                 rejected = e
         with run.stage(stage := "export"):
-            _export(run, built)
+            step = _export(run, built, cached.step if cached is not None else None)
+            if save_geometry is not None and cached is None and step is not False:
+                _save(save_geometry, meshes.Prepared(parts, prepare_warnings, step or None))
         if rejected is not None:
             raise rejected
     except SceneError as e:
@@ -151,15 +179,32 @@ def _build(run: _Run, source: Any, options: SimOptions) -> tuple[Any, Any, mjcf.
     return model, data, built
 
 
-def _export(run: _Run, built: mjcf.BuiltScene) -> None:
+def _export(run: _Run, built: mjcf.BuiltScene, step: bytes | None) -> bytes | bool:
+    """Writes the artifacts; `step`: the STEP file a cached scene exported before. Returns the
+    STEP file's bytes, b"" when there was none to export, False when its export failed."""
     run.write("mjcf", "scene.xml", built.xml)
     for key, name in built.mesh_files.items():
         run.write(key, name, built.assets[name])
+    if step is not None:
+        run.write("step", "scene.step", step)
+        return step
     try:
         if scene.export_step(built.step_shape, run.out / "scene.step"):
             run.artifacts["step"] = "scene.step"
+            return (run.out / "scene.step").read_bytes()
+        return b""
     except Exception as e:  # the STEP file is a by-product; never fail the run for it
         run.warnings.append(f"STEP export failed: {type(e).__name__}: {e}")
+        return False
+
+
+def _save(path: Path, prepared: meshes.Prepared) -> None:
+    """What this run prepared, for the worker's geometry cache: a file the worker checks
+    before it keeps it. Failing to write it costs only the next run's speed-up."""
+    try:
+        meshes.dump_prepared(prepared, path)
+    except Exception:
+        log.warning("could not write the prepared geometry to %s", path, exc_info=True)
 
 
 def _simulate(

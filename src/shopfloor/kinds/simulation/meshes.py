@@ -1,9 +1,20 @@
 """Preparing parts: labels and roles, tessellation, and the mesh checks MuJoCo needs (closed,
-consistently oriented, with volume), in millimetres."""
+consistently oriented, with volume), in millimetres.
+
+Prepared parts also travel as one file (`dump_prepared` / `load_prepared`): the worker's
+geometry cache (activities.py) keeps what a run of a scene source prepared, so later runs of
+the same source skip CAD and tessellation. The format is a JSON header and raw little-endian
+arrays, nothing that executes on load; `load_prepared` checks every byte of it before it is
+trusted, since the run that wrote it had run the scene's own code first.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +23,9 @@ from shopfloor.kinds.simulation.models import LABEL_HELP, LABEL_RE, MAX_FACES, S
 from shopfloor.kinds.simulation.scene import RawPart, SceneError
 
 ZONE_PREFIXES = {"zone_goal_": "goal", "zone_forbid_": "forbid", "zone_start_": "start"}
+# Every option `prepare_parts` reads: with the scene, they decide the prepared parts (the
+# geometry cache's key; tests check that nothing else is read).
+GEOMETRY_OPTIONS = ("fixed_labels", "mesh_tolerance_mm", "convexity_warn_ratio")
 
 
 @dataclass
@@ -175,3 +189,189 @@ def _check_mesh(
 def fmt(values: Any) -> str:
     """Numbers as MJCF and messages write them: space-separated, 6 significant digits."""
     return " ".join(f"{float(x):.6g}" for x in np.ravel(values))
+
+
+# ------------------------------------------------------------------ prepared parts as a file
+
+PREPARED_MAGIC = b"shopfloor-prepared-geometry\n"
+PREPARED_FORMAT = 1
+MAX_PREPARED_BYTES = 64 * 1024 * 1024  # a bigger scene is simply not cached
+MAX_PARTS, MAX_SOLIDS = 256, 4096  # per scene
+MAX_WARNINGS, MAX_WARNING_CHARS = 1000, 2000
+_F8, _I8 = np.dtype("<f8"), np.dtype("<i8")
+
+
+@dataclass
+class Prepared:
+    """What a scene prepares before the MJCF: its parts, the warnings preparing them gave, and
+    its STEP export (None: the scene had nothing to export)."""
+
+    parts: list[Part]
+    warnings: list[str]
+    step: bytes | None
+
+
+def dump_prepared(prepared: Prepared, path: Path) -> None:
+    """Writes `prepared` to `path` atomically (a half-written file is never there)."""
+    header: dict[str, Any] = {
+        "format": PREPARED_FORMAT,
+        "parts": [
+            {
+                "label": p.label,
+                "role": p.role,
+                "fixed": p.fixed,
+                "lo": p.lo.tolist(),
+                "hi": p.hi.tolist(),
+                "com": None if p.com is None else p.com.tolist(),
+                "solids": [[len(v), len(f)] for v, f in p.meshes],
+            }
+            for p in prepared.parts
+        ],
+        "warnings": prepared.warnings,
+        "step": None if prepared.step is None else len(prepared.step),
+    }
+    head = json.dumps(header, allow_nan=False).encode()
+    chunks = [PREPARED_MAGIC, len(head).to_bytes(8, "little"), head]
+    for p in prepared.parts:
+        for verts, faces in p.meshes:
+            chunks += [verts.astype(_F8).tobytes(), faces.astype(_I8).tobytes()]
+    if prepared.step is not None:
+        chunks.append(prepared.step)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(b"".join(chunks))
+    os.replace(tmp, path)
+
+
+class BadPrepared(ValueError):
+    """A prepared-geometry file that is not what `dump_prepared` writes for a valid scene."""
+
+
+def load_prepared(data: bytes) -> Prepared:
+    """The parts of a `dump_prepared` file, every field checked: sizes and counts bounded,
+    arrays exactly as long as the header says, numbers finite, faces indexing their own
+    vertices, labels valid and unique, roles those of the labels, bounds those of the
+    vertices. Raises BadPrepared for anything else; never executes or unpickles anything."""
+    if len(data) > MAX_PREPARED_BYTES:
+        raise BadPrepared(f"{len(data)} bytes (limit {MAX_PREPARED_BYTES})")
+    if not data.startswith(PREPARED_MAGIC) or len(data) < len(PREPARED_MAGIC) + 8:
+        raise BadPrepared("not a prepared-geometry file")
+    pos = len(PREPARED_MAGIC)
+    head_len = int.from_bytes(data[pos : pos + 8], "little")
+    pos += 8
+    if head_len > len(data) - pos:
+        raise BadPrepared("truncated header")
+    try:
+        header = json.loads(data[pos : pos + head_len], parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise BadPrepared(f"bad header: {e}") from None
+    pos += head_len
+    if not isinstance(header, dict) or header.get("format") != PREPARED_FORMAT:
+        raise BadPrepared("unknown format")
+    if set(header) != {"format", "parts", "warnings", "step"}:
+        raise BadPrepared(f"unexpected header fields {sorted(header)}")
+    warnings = header["warnings"]
+    if not (
+        isinstance(warnings, list)
+        and len(warnings) <= MAX_WARNINGS
+        and all(isinstance(w, str) and len(w) <= MAX_WARNING_CHARS for w in warnings)
+    ):
+        raise BadPrepared("bad warnings")
+    entries = header["parts"]
+    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_PARTS:
+        raise BadPrepared("bad part list")
+    parts, labels, n_solids = [], set(), 0
+    for entry in entries:
+        part, pos = _load_part(entry, data, pos)
+        if part.label in labels:
+            raise BadPrepared(f"duplicate label {part.label!r}")
+        labels.add(part.label)
+        n_solids += len(part.meshes)
+        if n_solids > MAX_SOLIDS:
+            raise BadPrepared("too many solids")
+        parts.append(part)
+    step_len = header["step"]
+    if step_len is None:
+        step = None
+    elif _is_int(step_len) and 0 <= step_len <= len(data) - pos:
+        step, pos = data[pos : pos + step_len], pos + step_len
+    else:
+        raise BadPrepared("bad STEP length")
+    if pos != len(data):
+        raise BadPrepared(f"{len(data) - pos} bytes after the last array")
+    return Prepared(parts=parts, warnings=list(warnings), step=step)
+
+
+def _load_part(entry: Any, data: bytes, pos: int) -> tuple[Part, int]:
+    keys = {"label", "role", "fixed", "lo", "hi", "com", "solids"}
+    if not isinstance(entry, dict) or set(entry) != keys:
+        raise BadPrepared("bad part entry")
+    label = entry["label"]
+    if not isinstance(label, str) or not LABEL_RE.match(label):
+        raise BadPrepared(f"bad label {label!r}")
+    try:
+        role = _role(label)
+    except SceneError:
+        raise BadPrepared(f"bad zone label {label!r}") from None
+    if entry["role"] != role or not isinstance(entry["fixed"], bool):
+        raise BadPrepared(f"part {label!r}: bad role or fixed flag")
+    lo, hi = _vec3(entry["lo"], label), _vec3(entry["hi"], label)
+    solids = entry["solids"]
+    if not isinstance(solids, list) or not all(
+        isinstance(s, list) and len(s) == 2 and all(_is_int(n) and n >= 0 for n in s)
+        for s in solids
+    ):
+        raise BadPrepared(f"part {label!r}: bad solid list")
+    if role != "body":  # a zone: its box only
+        if solids or entry["com"] is not None or not entry["fixed"] or np.any(hi <= lo):
+            raise BadPrepared(f"zone {label!r}: bad zone")
+        return Part(label=label, role=role, fixed=True, lo=lo, hi=hi), pos
+    if not solids or entry["com"] is None:
+        raise BadPrepared(f"part {label!r}: a body needs solids and a centre of mass")
+    meshes = []
+    for n_verts, n_faces in solids:
+        if not (4 <= n_faces <= MAX_FACES and 4 <= n_verts <= 3 * n_faces):
+            raise BadPrepared(f"part {label!r}: bad mesh size")
+        verts, pos = _array(data, pos, _F8, n_verts, label)
+        faces, pos = _array(data, pos, _I8, n_faces, label)
+        if not np.isfinite(verts).all():
+            raise BadPrepared(f"part {label!r}: non-finite vertices")
+        if faces.min() < 0 or faces.max() >= n_verts:
+            raise BadPrepared(f"part {label!r}: faces index no vertex")
+        meshes.append((verts, faces))
+    if not (
+        np.array_equal(lo, np.min([v.min(axis=0) for v, _ in meshes], axis=0))
+        and np.array_equal(hi, np.max([v.max(axis=0) for v, _ in meshes], axis=0))
+    ):
+        raise BadPrepared(f"part {label!r}: bounds are not those of its vertices")
+    com = _vec3(entry["com"], label)
+    return Part(
+        label=label, role=role, fixed=entry["fixed"], lo=lo, hi=hi, meshes=meshes, com=com
+    ), pos
+
+
+def _array(data: bytes, pos: int, dtype: np.dtype, rows: int, label: str) -> tuple[Any, int]:
+    size = rows * 3 * dtype.itemsize
+    if size > len(data) - pos:
+        raise BadPrepared(f"part {label!r}: truncated arrays")
+    # A copy: writable, and independent of the file's bytes.
+    arr = np.frombuffer(data, dtype=dtype, count=rows * 3, offset=pos).reshape(rows, 3).copy()
+    return arr.astype(dtype.newbyteorder("="), copy=False), pos + size
+
+
+def _vec3(value: Any, label: str) -> np.ndarray:
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in value)
+        and all(math.isfinite(x) for x in value)
+    ):
+        raise BadPrepared(f"part {label!r}: bad vector {value!r}")
+    return np.array(value, dtype=np.float64)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")

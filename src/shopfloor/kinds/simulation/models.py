@@ -89,6 +89,12 @@ class SimOptions(_Strict):
     overlap_tolerance_mm: float = Field(
         0.5, ge=0, le=1000, description="parts overlapping deeper than this at t=0: FAIL"
     )
+    geometry_cache: bool = Field(
+        True,
+        description="a worker reuses the parts an earlier run of the same scene source (and "
+        "the same mesh options) prepared, skipping CAD and tessellation: the source must be "
+        "deterministic; false builds the scene again (and stores nothing)",
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -222,6 +228,10 @@ class SimulationResult(BaseModel):
     Without objectives the run just runs: `COMPLETED` with its metrics, no verdict. Either
     way, a broken run is `FAIL`: a bad script or bad geometry, parts overlapping at the start,
     numerical instability, a crash, the time or memory limit of the job.
+
+    For a source scene, `metrics.geometry_cache` says whether the worker's geometry cache gave
+    the run its prepared parts (`hit`: no scene code ran; timings show a `geometry` stage in
+    place of `cad` and `tessellate`), the run built them (`miss`), or the option was `off`.
     """
 
     outcome: Outcome
@@ -300,3 +310,18 @@ class SimulationRun(_Strict):
     out_dir: str = Field("out", description="artifacts go here; relative to the run's directory")
     memory_mb: int = Field(description="a cold run applies it itself, after its pre-imports")
     progress_every_s: float = Field(gt=0, description="how often the physics loop reports")
+    geometry: str | None = Field(
+        None,
+        description="prepared parts from the worker's geometry cache (a file in the run's "
+        "directory): loaded instead of running the scene",
+    )
+    save_geometry: str | None = Field(
+        None,
+        description="where the run writes the parts it prepared, for the worker to check and "
+        "cache (relative to the run's directory, outside out_dir)",
+    )
+
+    @field_validator("geometry", "save_geometry")
+    @classmethod
+    def _in_run_dir(cls, v: str | None) -> str | None:
+        return v if v is None else safe_relpath(v, inside="the run's directory")

@@ -3,7 +3,8 @@
 The activity never runs user geometry code in the worker itself: a crash, a runaway loop or
 a memory blow-up in the scene script is contained in this child and becomes a FAIL result.
 Both modes read the same `SimulationRun` from RUN_FILE in their cwd (the run's directory) and
-write a `SimulationReport` to REPORT_FILE next to it.
+write a `SimulationReport` to REPORT_FILE next to it (and, when asked, the prepared parts for
+the worker's geometry cache: `SimulationRun.save_geometry`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def _run(run: SimulationRun) -> int:
         out=Path(run.out_dir),
         heartbeat=report_progress,
         heartbeat_every_s=run.progress_every_s,
+        geometry=Path(run.geometry) if run.geometry else None,
+        save_geometry=Path(run.save_geometry) if run.save_geometry else None,
     )
     # Written atomically: a half-written report must not be mistaken for a verdict.
     tmp = Path(REPORT_FILE + ".tmp")
@@ -50,7 +53,8 @@ def main() -> None:
     """Cold mode: `python -m shopfloor.kinds.simulation.runner run.json`, in the run's dir.
 
     It starts from the same runtime as a warm fork (the GL backend chosen, the libraries
-    imported), then limits its address space to that + the run's memory_mb, as a warm fork is.
+    imported; without build123d when it loads cached parts, as a fork of the light zygote),
+    then limits its address space to that + the run's memory_mb, as a warm fork is.
     """
     import importlib
 
@@ -60,7 +64,9 @@ def main() -> None:
 
     run = SimulationRun.model_validate_json(Path(sys.argv[1]).read_text())
     gl.select(run.options.gl_backend)
-    for module in PRE_IMPORTS:
+    # A run given cached parts needs no CAD kernel (as forks of the light zygote have none).
+    cad = run.geometry is None
+    for module in PRE_IMPORTS if cad else [m for m in PRE_IMPORTS if m != "build123d"]:
         importlib.import_module(module)
     limit_address_space(run.memory_mb)
     sys.exit(_run(run))
