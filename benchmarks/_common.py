@@ -26,7 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from shopfloor.devserver import DevServer, temporal_binary, wait_for_port
-from shopfloor.processes import free_port, stop_process
+from shopfloor.processes import die_with_parent, free_port, stop_process
 
 
 @contextmanager
@@ -39,7 +39,7 @@ def temp_dev_server() -> Iterator[tuple[DevServer, Path]]:
     with tempfile.TemporaryDirectory(prefix="shopfloor-bench-") as tmp:
         root = Path(tmp)
         server = DevServer(data_dir=root / "temporal", port=free_port(), ui_port=free_port())
-        server.start()
+        server.start(preexec_fn=die_with_parent())  # a killed benchmark leaves no server
         try:
             yield server, root
         finally:
@@ -57,7 +57,12 @@ def temp_plain_dev_server() -> Iterator[tuple[int, str]]:
             "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(free_port()),
             "--log-level", "error",
         ]  # fmt: skip
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),
+        )
         try:
             wait_for_port("127.0.0.1", port, timeout_s=60, proc=proc)
             yield proc.pid, f"127.0.0.1:{port}"
