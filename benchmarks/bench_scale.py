@@ -60,16 +60,16 @@ from _common import (
     temp_dev_server,
     timeline,
 )
-from _report import Figure, print_figures, record
-from bench_memory import (
-    _remove_work_roots,
+from _procs import (
     argv_of,
     clean_env,
     descendants,
     memory_of,
+    remove_work_roots,
     shopfloor_cli,
     start_time,
 )
+from _report import Figure, print_figures, record
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
@@ -204,7 +204,7 @@ class WorkerPool:
     async def close(self) -> None:
         for worker in list(reversed(self.workers)):
             await self.stop(worker)
-        _remove_work_roots(self._seen)
+        remove_work_roots(self._seen)
 
     def close_now(self) -> None:
         """For a cancelled run: no awaiting, just stop them all."""
@@ -214,7 +214,7 @@ class WorkerPool:
             self._seen.update(worker.seen)
             self._reap(worker.seen, worker.proc.pid)
         self.workers.clear()
-        _remove_work_roots(self._seen)
+        remove_work_roots(self._seen)
 
     @staticmethod
     def _reap(seen: dict[int, int], root: int) -> None:
