@@ -6,7 +6,7 @@ would measure each other), and records its figures in benchmarks/results/<bench>
 is measured against, and writes the table to benchmarks/results/summary.json. It measures,
 never asserts: it exits non-zero only when a benchmark itself failed to run.
 
-    .venv/bin/python benchmarks/bench_all.py [--only scripts,simulation] [--table-only]
+    .venv/bin/python benchmarks/bench_all.py [--only scripts,simulation] [--table-only] [--markdown]
 """
 
 from __future__ import annotations
@@ -86,6 +86,18 @@ def print_summary(table: dict) -> None:
         print("\n".join(notes))
 
 
+def print_markdown(table: dict) -> None:
+    """The table as Markdown, as the README quotes it."""
+    print("| figure | measured | goal | met | measured against |")
+    print("|---|---|---|---|---|")
+    for f in table["figures"]:
+        if "missing" in f:
+            print(f"| {f['bench']} | not measured | - | - | {f['missing']} |")
+            continue
+        met = {True: "yes", False: "**no**", None: "-"}[f["met"]]
+        print(f"| {f['name']} | {_value(f)} | {_goal(f)} | {met} | {f['anchor']} |")
+
+
 def _unit(value: str, unit: str) -> str:
     return f"{value}{unit}" if unit == "x" else f"{value} {unit}"
 
@@ -111,6 +123,7 @@ def main() -> int:
     parser.add_argument(
         "--table-only", action="store_true", help="print the table of the recorded results"
     )
+    parser.add_argument("--markdown", action="store_true", help="the table as Markdown too")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -123,6 +136,9 @@ def main() -> int:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
     print_summary(table)
+    if args.markdown:
+        print()
+        print_markdown(table)
     if not args.table_only:
         print(f"\nwritten to {RESULTS / 'summary.json'}; all benchmarks took "
               f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
