@@ -7,6 +7,7 @@ top-level `_common` from the benchmark's own directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import math
 import os
@@ -16,17 +17,22 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 
 from shopfloor.devserver import DevServer, temporal_binary, wait_for_port
 from shopfloor.processes import die_with_parent, free_port, stop_process
+from shopfloor.registry import JobKind, queue_for
+from shopfloor.settings import Settings
+from shopfloor.temporal import connect
+from shopfloor.worker import build_workers, kind_resources, select_kinds
 
 
 @contextmanager
@@ -44,6 +50,38 @@ def temp_dev_server() -> Iterator[tuple[DevServer, Path]]:
             yield server, root
         finally:
             server.stop()
+
+
+@dataclass
+class InProcessWorker:
+    """A temp dev server with one kind's workers in this process, as `shopfloor worker`
+    builds them (`kind_resources` + `build_workers`)."""
+
+    server: DevServer
+    root: Path  # the temp dir: the server's data and the worker's data dir
+    settings: Settings
+    client: Client
+    kind: JobKind
+    queue: str
+    plans: dict  # task queue → the worker plan (`kind_resources`)
+
+
+@asynccontextmanager
+async def in_process_worker(kind: str) -> AsyncIterator[InProcessWorker]:
+    with temp_dev_server() as (server, root):
+        settings = Settings(
+            temporal_address=server.address,
+            data_dir=root,
+            task_queue_prefix=f"bench-{uuid.uuid4().hex[:6]}-",
+        )
+        client = await connect(settings)
+        served = select_kinds([kind])
+        queue = queue_for(served[0], settings)
+        async with contextlib.AsyncExitStack() as stack:
+            plans = await stack.enter_async_context(kind_resources(settings, served))
+            for w in build_workers(client, settings, plans):
+                await stack.enter_async_context(w)
+            yield InProcessWorker(server, root, settings, client, served[0], queue, plans)
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -29,18 +28,14 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
-from _common import machine_summary, print_table, ratio, temp_dev_server  # noqa: E402
+from _common import in_process_worker, machine_summary, print_table, ratio  # noqa: E402
 from _report import Figure, print_figures, record  # noqa: E402
 
 from shopfloor.jobs import PROGRESS_EVERY_S  # noqa: E402
 from shopfloor.kinds.simulation.models import SimulationRequest, SimulationRun  # noqa: E402
 from shopfloor.kinds.simulation.runner import REPORT_FILE, RUN_FILE  # noqa: E402
-from shopfloor.registry import queue_for  # noqa: E402
 from shopfloor.sandbox import Limits, Zygote, job_environment, run_process  # noqa: E402
-from shopfloor.settings import Settings  # noqa: E402
-from shopfloor.temporal import connect  # noqa: E402
 from shopfloor.usercode import cold_module_argv  # noqa: E402
-from shopfloor.worker import build_workers, kind_resources, select_kinds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RAMP_BOX = (REPO / "examples" / "ramp_box.py").read_text()
@@ -135,44 +130,33 @@ async def cold_simulation(runs: int) -> tuple[list[float], float]:
 
 async def warm_end_to_end(runs: int) -> tuple[list[float], list[dict], float, int]:
     """Through Temporal: start SimulationWorkflow → result, with a warm in-process worker."""
-    with temp_dev_server() as (server, root):
-        settings = Settings(
-            temporal_address=server.address,
-            data_dir=root,
-            task_queue_prefix=f"bench-{uuid.uuid4().hex[:6]}-",
-        )
-        client = await connect(settings)
-        served = select_kinds(["simulation"])
-        queue = queue_for(served[0], settings)
+    async with in_process_worker("simulation") as w:
+        client, queue, result_type = w.client, w.queue, w.kind.result_model
         times, metrics = [], []
-        async with contextlib.AsyncExitStack() as stack:
-            plans = await stack.enter_async_context(kind_resources(settings, served))
-            for w in build_workers(client, settings, plans):  # as `shopfloor worker` does
-                await stack.enter_async_context(w)
-            for i in range(runs + 1):  # the first run warms caches and is not counted
-                t = time.perf_counter()
-                result = await client.execute_workflow(
-                    "SimulationWorkflow",
-                    reference_request(),
-                    id=f"bench-sim-{uuid.uuid4()}",
-                    task_queue=queue,
-                    result_type=served[0].result_model,
-                )
-                elapsed = time.perf_counter() - t
-                assert result.outcome == "SUCCESS", result.reason
-                if i:
-                    times.append(elapsed)
-                    metrics.append(result.metrics)
-            no_render = await client.execute_workflow(
+        for i in range(runs + 1):  # the first run warms caches and is not counted
+            t = time.perf_counter()
+            result = await client.execute_workflow(
                 "SimulationWorkflow",
-                reference_request(render=False),
+                reference_request(),
                 id=f"bench-sim-{uuid.uuid4()}",
                 task_queue=queue,
-                result_type=served[0].result_model,
+                result_type=result_type,
             )
-            zygote_rss = rss_mb(warm_zygote_pid())
-            frames = metrics[-1].get("frames", 0) if metrics else 0
-            return times, metrics + [no_render.metrics], zygote_rss, frames
+            elapsed = time.perf_counter() - t
+            assert result.outcome == "SUCCESS", result.reason
+            if i:
+                times.append(elapsed)
+                metrics.append(result.metrics)
+        no_render = await client.execute_workflow(
+            "SimulationWorkflow",
+            reference_request(render=False),
+            id=f"bench-sim-{uuid.uuid4()}",
+            task_queue=queue,
+            result_type=result_type,
+        )
+        zygote_rss = rss_mb(warm_zygote_pid())
+        frames = metrics[-1].get("frames", 0) if metrics else 0
+        return times, metrics + [no_render.metrics], zygote_rss, frames
 
 
 def warm_zygote_pid() -> int | None:

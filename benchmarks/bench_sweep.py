@@ -46,17 +46,13 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 from _common import (  # noqa: E402
     AllThreadsProfile,
     CpuTimes,
+    in_process_worker,
     machine_summary,
     print_table,
-    temp_dev_server,
 )
 from _report import Figure, print_figures, record  # noqa: E402
 
 from shopfloor.kinds.simulation.models import SimulationRequest, SimulationResult  # noqa: E402
-from shopfloor.registry import queue_for  # noqa: E402
-from shopfloor.settings import Settings  # noqa: E402
-from shopfloor.temporal import connect  # noqa: E402
-from shopfloor.worker import build_workers, kind_resources, select_kinds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RAMP_BOX = (REPO / "examples" / "ramp_box.py").read_text()
@@ -177,48 +173,37 @@ async def main(
 ) -> int:
     print(f"shopfloor simulation sweep benchmark — {machine_summary()}")
     sweeps: list[Sweep] = []
-    with temp_dev_server() as (server, root):
-        settings = Settings(
-            temporal_address=server.address,
-            data_dir=root,
-            task_queue_prefix=f"bench-{uuid.uuid4().hex[:6]}-",
-        )
-        client = await connect(settings)
-        served = select_kinds(["simulation"])
-        queue = queue_for(served[0], settings)
-        server_pid = server.proc.pid if server.proc else None
-        async with contextlib.AsyncExitStack() as stack:
-            plans = await stack.enter_async_context(kind_resources(settings, served))
-            slots = plans[queue].slots(settings)
-            for w in build_workers(client, settings, plans):  # as `shopfloor worker` does
-                await stack.enter_async_context(w)
-            # Warm-up: the zygote's first forks, the dev server's first workflows. Uncached
-            # runs, and cached ones of another source: the measured sweep builds its own
-            # scene once. The cached ones bring up the worker's light zygote (what cached
-            # runs fork from), as on a worker that served cached runs in the last 10 minutes.
-            light = next(a.__self__.light for a in plans[queue].activities)
-            warm_source = RAMP_BOX + "\n# another source: another cache key\n"
+    async with in_process_worker("simulation") as w:
+        client, settings, queue, plans = w.client, w.settings, w.queue, w.plans
+        server_pid = w.server.proc.pid if w.server.proc else None
+        slots = plans[queue].slots(settings)
+        # Warm-up: the zygote's first forks, the dev server's first workflows. Uncached
+        # runs, and cached ones of another source: the measured sweep builds its own
+        # scene once. The cached ones bring up the worker's light zygote (what cached
+        # runs fork from), as on a worker that served cached runs in the last 10 minutes.
+        light = next(a.__self__.light for a in plans[queue].activities)
+        warm_source = RAMP_BOX + "\n# another source: another cache key\n"
+        for i in range(warmups):
+            await run_one(client, queue, variant(1000 + i, cache=False))
+        if not fresh_light and "cache" in modes:
+            await run_one(client, queue, variant(1000, cache=True, source=warm_source))
+            deadline = time.monotonic() + 60
+            while not light.up and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             for i in range(warmups):
-                await run_one(client, queue, variant(1000 + i, cache=False))
-            if not fresh_light and "cache" in modes:
-                await run_one(client, queue, variant(1000, cache=True, source=warm_source))
-                deadline = time.monotonic() + 60
-                while not light.up and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-                for i in range(warmups):
-                    await run_one(client, queue, variant(1001 + i, cache=True, source=warm_source))
-            print(f"light zygote up before the sweeps: {light.up}")
-            for mode in modes:
-                cache = mode == "cache"
-                print(f"sweep {mode}: {n} variants on {slots} activity slots ...", flush=True)
-                profiler = CpuProfile() if profile and mode == modes[-1] else None
-                with profiler or contextlib.nullcontext():
-                    sweeps.append(
-                        await sweep(client, queue, mode, n, cache=cache, server_pid=server_pid)
-                    )
-                if profiler is not None and (stats := profiler.stats()) is not None:
-                    stats.dump_stats(profile)
-                    print(f"profile of this process during sweep {mode}: {profile}")
+                await run_one(client, queue, variant(1001 + i, cache=True, source=warm_source))
+        print(f"light zygote up before the sweeps: {light.up}")
+        for mode in modes:
+            cache = mode == "cache"
+            print(f"sweep {mode}: {n} variants on {slots} activity slots ...", flush=True)
+            profiler = CpuProfile() if profile and mode == modes[-1] else None
+            with profiler or contextlib.nullcontext():
+                sweeps.append(
+                    await sweep(client, queue, mode, n, cache=cache, server_pid=server_pid)
+                )
+            if profiler is not None and (stats := profiler.stats()) is not None:
+                stats.dump_stats(profile)
+                print(f"profile of this process during sweep {mode}: {profile}")
 
     rows = []
     for s in sweeps:

@@ -13,8 +13,9 @@ Job metrics come from a worker interceptor, so every kind gets them without code
   `shopfloor_activity_duration_seconds{kind,activity}`, `shopfloor_sandbox_kills{kind,reason}`
   (a run killed for its time, memory, disk or process limit, or cancelled), and
   `shopfloor_activity_slots_free{task_queue}` / `shopfloor_activity_slots{task_queue}`.
-- `shopfloor_zygote_starts{zygote}`: each start of a warm or cold zygote; more than one per
-  zygote in a worker's life is a restart (its process died).
+- `shopfloor_zygote_starts{zygote}`: each start of the `cold` or `warm` zygote (more than one
+  per worker's life is a restart: its process died), or of the simulation kind's `light` one
+  (started when its geometry cache has an entry, stopped when idle).
 """
 
 from __future__ import annotations
@@ -273,8 +274,7 @@ class _ZygoteStarts(logging.Filter):
         self.metrics = metrics
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "zygote ready (pid %s) with %s" and len(record.args or ()) == 2:
-            modules = record.args[1]  # type: ignore[index]
-            zygote = "warm" if modules else "cold"
+        if record.msg == "zygote %s ready (pid %s) with %s" and len(record.args or ()) == 3:
+            zygote = str(record.args[0])  # type: ignore[index]
             self.metrics.zygote_starts.with_additional_attributes({"zygote": zygote}).add(1)
         return True

@@ -55,10 +55,12 @@ class Zygote:
         modules: list[str],
         env: Mapping[str, str] | None = None,
         *,
+        name: str | None = None,
         mounts: dict[str, Any] | None = None,
         memory_cgroups: bool = False,
     ) -> None:
         self.modules = modules
+        self.name = name or ("warm" if modules else "cold")  # in logs and metrics
         self.env = dict(env or {})
         self.mounts = mounts  # `host.enter_private_mounts` options, or None
         self.memory_cgroups = memory_cgroups
@@ -113,7 +115,7 @@ class Zygote:
                 self._proc.kill()
                 raise ZygoteDied(f"zygote failed to import {self.modules}") from None
             self._sock = ours
-            log.info("zygote ready (pid %s) with %s", self._proc.pid, self.modules)
+            log.info("zygote %s ready (pid %s) with %s", self.name, self._proc.pid, self.modules)
             if "mounts_error" in self.info:
                 log.warning(
                     "zygote %s has no private view of the file system: %s",

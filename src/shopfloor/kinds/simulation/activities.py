@@ -221,7 +221,9 @@ class LightZygote:
         assert self.base.contain is not None
         options = zygote_options(self.base.contain, self.settings)
         try:
-            return await Zygote.start(self.modules, warm_environment(self.modules), **options)
+            return await Zygote.start(
+                self.modules, warm_environment(self.modules), name="light", **options
+            )
         except Exception:
             log.warning("no light zygote: cached runs fork the warm zygote", exc_info=True)
             self._failed_at = time.monotonic()
