@@ -72,7 +72,7 @@ from shopfloor.kinds.simulation.models import (
     SimulationResult,
     SimulationRun,
 )
-from shopfloor.kinds.simulation.runner import REPORT_FILE, RUN_FILE
+from shopfloor.kinds.simulation.runner import CAD_MODULES, REPORT_FILE, RUN_FILE
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import Call, Limits, SandboxOutcome, Zygote
 from shopfloor.settings import Settings
@@ -93,7 +93,6 @@ SCENE_DIR = "scene"  # parts given as files, in the run's directory
 GEOMETRY_IN, GEOMETRY_OUT = "geometry.cached", "geometry.prepared"
 GEOMETRY_CACHE_BYTES = 256 * 1024 * 1024
 GEOMETRY_WAIT_S = 5.0  # well within the activity's heartbeat timeout (10 s)
-CAD_MODULES = ("build123d",)  # what the light zygote leaves out
 # Longer than any run forked from the light zygote can last (timeout_s <= 280 s), so no run
 # still goes on when it stops.
 LIGHT_IDLE_S = 600.0

@@ -164,9 +164,11 @@ def _build(
             except SceneError as e:  # still export below: a rejected model is worth a look
                 rejected = e
         with run.stage(stage := "export"):
-            step = _export(run, built, cached.step if cached is not None else None)
-            if save_geometry is not None and cached is None and step is not False:
-                _save(save_geometry, meshes.Prepared(parts, prepare_warnings, step or None))
+            exported = _export(run, built, cached.step if cached is not None else None)
+            if save_geometry is not None and cached is None and exported is not False:
+                # Read back only for the cache: a run that saves nothing pays no extra I/O.
+                step = (run.out / "scene.step").read_bytes() if exported else None
+                _save(save_geometry, meshes.Prepared(parts, prepare_warnings, step))
         if rejected is not None:
             raise rejected
     except SceneError as e:
@@ -179,20 +181,21 @@ def _build(
     return model, data, built
 
 
-def _export(run: _Run, built: mjcf.BuiltScene, step: bytes | None) -> bytes | bool:
-    """Writes the artifacts; `step`: the STEP file a cached scene exported before. Returns the
-    STEP file's bytes, b"" when there was none to export, False when its export failed."""
+def _export(run: _Run, built: mjcf.BuiltScene, step: bytes | None) -> bool | None:
+    """Writes the artifacts; `step`: the STEP file a cached scene exported before. Returns
+    whether scene.step was written: None when there was no STEP shape, False when its export
+    failed."""
     run.write("mjcf", "scene.xml", built.xml)
     for key, name in built.mesh_files.items():
         run.write(key, name, built.assets[name])
     if step is not None:
         run.write("step", "scene.step", step)
-        return step
+        return True
     try:
         if scene.export_step(built.step_shape, run.out / "scene.step"):
             run.artifacts["step"] = "scene.step"
-            return (run.out / "scene.step").read_bytes()
-        return b""
+            return True
+        return None
     except Exception as e:  # the STEP file is a by-product; never fail the run for it
         run.warnings.append(f"STEP export failed: {type(e).__name__}: {e}")
         return False

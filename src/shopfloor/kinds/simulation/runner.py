@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 RUN_FILE = "run.json"
 REPORT_FILE = "report.json"
 PRE_IMPORTS = ("build123d", "mujoco")  # what a warm zygote has imported: a cold run does too
+CAD_MODULES = ("build123d",)  # what a run given cached parts needs not (the light zygote)
 
 
 def run_in_child(run_file: str) -> int:
@@ -66,7 +67,7 @@ def main() -> None:
     gl.select(run.options.gl_backend)
     # A run given cached parts needs no CAD kernel (as forks of the light zygote have none).
     cad = run.geometry is None
-    for module in PRE_IMPORTS if cad else [m for m in PRE_IMPORTS if m != "build123d"]:
+    for module in PRE_IMPORTS if cad else [m for m in PRE_IMPORTS if m not in CAD_MODULES]:
         importlib.import_module(module)
     limit_address_space(run.memory_mb)
     sys.exit(_run(run))
