@@ -52,7 +52,24 @@ def dev_server_argv(*, db_file: Path, port: int, ui_port: int, ip: str = "127.0.
         "journal_mode=wal",
         "--sqlite-pragma",
         "synchronous=normal",
+        *_dynamic_config(DEV_SERVER_DYNAMIC_CONFIG),
     ]
+
+
+# The dev server has one history shard, and each shard reads its new transfer and timer tasks
+# at most `*ProcessorMaxPollRPS` times a second (default 20). Every workflow and activity task
+# is such a transfer task, so at the default each dispatch waited for the next of 20 reads a
+# second: ~40 ms per dispatch, ~100 ms for a one-activity workflow (17 ms with this). A
+# cluster spreads the load over many shards; one local shard can take a read per task.
+DEV_SERVER_DYNAMIC_CONFIG = {
+    "history.transferProcessorMaxPollRPS": 1000,
+    "history.timerProcessorMaxPollRPS": 1000,
+    "history.visibilityProcessorMaxPollRPS": 1000,
+}
+
+
+def _dynamic_config(values: dict[str, object]) -> list[str]:
+    return [arg for k, v in values.items() for arg in ("--dynamic-config-value", f"{k}={v}")]
 
 
 def wait_for_port(host: str, port: int, *, timeout_s: float, proc: subprocess.Popen | None) -> None:
