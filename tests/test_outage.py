@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from temporalio.activity import ActivityCancellationDetails
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -279,10 +281,30 @@ print("done {tag}")
 """
 
 
+def _heartbeating(stack: Stack, job_id: str) -> bool:
+    """The job's run is in a heartbeating activity (handed over from its local attempt)."""
+    progress = stack.http.get(f"/jobs/{job_id}").json()["progress"]
+    return bool(progress and progress[0].get("details"))
+
+
+def _workflow_task_lost(address: str, job_id: str) -> bool:
+    async def lost() -> bool:
+        client = await Client.connect(address)
+        history = await client.get_workflow_handle(job_id).fetch_history()
+        return any(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT for e in history.events
+        )
+
+    return asyncio.run(lost())
+
+
 def test_server_killed_for_20s_each_running_script_runs_once(tmp_path: Path, effects) -> None:
     """Must-show 5: the dev server SIGKILLed for 20 s while 10 scripts with an append-only
     side effect run, then restarted on the same SQLite file: all 10 jobs complete, and each
-    script's side effect is in the file exactly once."""
+    script's side effect is in the file exactly once. Five are in heartbeating activities when
+    the server goes (their attempts time out: later attempts adopt the runs); five have just
+    started, in their local attempts (their workflow tasks time out: the tasks' retries adopt
+    the runs the local attempts handed over while the server was away)."""
     server = DevServer(data_dir=tmp_path / "temporal", port=free_port(), ui_port=free_port())
     server.start()
     # Slots for all 10 jobs, and for their retries while lost attempts still hold theirs.
@@ -293,7 +315,13 @@ def test_server_killed_for_20s_each_running_script_runs_once(tmp_path: Path, eff
         stack.start_controller()
         tags = [f"outage-{i}" for i in range(10)]
         ids = {}
-        for tag in tags:
+        for i, tag in enumerate(tags):
+            if i == 5:
+                wait_until(
+                    lambda: all(_heartbeating(stack, ids[t]) for t in tags[:5]),
+                    timeout_s=60,
+                    what="the first five runs to be handed over",
+                )
             source = OUTAGE_SCRIPT.format(effects=str(effects), tag=tag, seconds=40)
             ids[tag] = stack.submit("script", {"source": source, "timeout_s": 300})
         wait_until(
@@ -305,6 +333,7 @@ def test_server_killed_for_20s_each_running_script_runs_once(tmp_path: Path, eff
         time.sleep(20)
         server.start()
         results = {tag: stack.result(ids[tag], wait_s=300) for tag in tags}
+        lost_tasks = [t for t in tags[5:] if _workflow_task_lost(server.address, ids[t])]
     finally:
         stack.stop()
         server.stop()
@@ -313,5 +342,7 @@ def test_server_killed_for_20s_each_running_script_runs_once(tmp_path: Path, eff
         assert res["result"]["exit_code"] == 0 and f"done {tag}" in res["result"]["stdout_tail"]
     ran = {tag: lines(effects, tag, "start") for tag in tags}
     assert ran == dict.fromkeys(tags, 1), effects.read_text()
-    # The outage did lose attempts: at least one job's result came from a later attempt.
-    assert any(res["result"]["attempt"] > 1 for res in results.values()), results
+    # The outage did lose attempts: the handed-over runs' results came from later attempts,
+    # and some local attempts' workflow tasks were lost with the server.
+    assert all(results[t]["result"]["attempt"] > 1 for t in tags[:5]), results
+    assert lost_tasks, "no local attempt's workflow task was lost: the second case did not happen"

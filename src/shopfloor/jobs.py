@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from shopfloor.inputs import describe_errors
 from shopfloor.progress import WorkflowProgress
@@ -29,6 +30,21 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 PROGRESS_EVERY_S = 2.0
 
 INVALID_INPUT = "InvalidJobInput"
+
+# Local-first runs of user code (`run_job_activity(local_first=True)`): the activity starts as
+# a local activity, in the worker that runs the workflow task, so a short run costs one
+# workflow task and no activity dispatch. A run still going after the worker's hand-off budget
+# (`SHOPFLOOR_HANDOFF_AFTER_S`) is kept running and the local activity fails with HANDED_OFF,
+# naming a task queue only that worker polls; the same activity there adopts the run and
+# heartbeats as every long job does.
+LOCAL_FIRST_PATCH = "shopfloor-local-first"
+HANDED_OFF = "HandedOff"
+# Waiting for a free run slot, set-up and collection around the run's budget in the local
+# attempt (the worker decides the budget; this only bounds a local attempt that hangs).
+LOCAL_START_TO_CLOSE = timedelta(minutes=10)
+# How long a handed-off activity may wait for its worker to poll: a worker that died after
+# handing off took the run with it, and the job starts again on any worker.
+HANDOFF_SCHEDULE_TO_START = timedelta(seconds=10)
 
 # Infrastructure failures (lost worker, store hiccup) are retried; what the user sent is not.
 JOB_RETRY_POLICY = RetryPolicy(
@@ -87,6 +103,8 @@ async def run_job_activity(
     start_to_close: timedelta,
     heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
     cancelled: Callable[[R], bool] | None = None,
+    local_first: bool = False,
+    restarted: Callable[[R], R] | None = None,
 ) -> R:
     """Runs a job's main activity, named as its workers register it (so workflows never import
     activity code).
@@ -94,19 +112,67 @@ async def run_job_activity(
     On a cancel request the activity kills the job's processes, stores what it produced and
     returns a result saying so; the workflow waits for that result (it lands in history, where
     `GET /jobs/<id>/result` finds it), then ends CANCELED — the status every client (the
-    `temporal` CLI, the UI, other SDKs) shows for a cancelled job."""
-    result = await workflow.execute_activity(
-        activity_name,
-        arg,
-        result_type=result_type,
-        start_to_close_timeout=start_to_close,
-        heartbeat_timeout=heartbeat_timeout,
-        retry_policy=JOB_RETRY_POLICY,
-        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    )
+    `temporal` CLI, the UI, other SDKs) shows for a cancelled job.
+
+    `local_first`: for activities that run user code through `UserCodeRun`, which knows how
+    to hand a long run over (see LOCAL_FIRST_PATCH). Runs recorded before it replay as they
+    ran: one regular activity. Should the worker a run was handed to be gone, the job starts
+    again in an activity on the shared queue, whose attempts count from 1: `restarted` says
+    so in its result."""
+    options: dict[str, Any] = {
+        "result_type": result_type,
+        "retry_policy": JOB_RETRY_POLICY,
+        "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    }
+    regular = {
+        **options,
+        "start_to_close_timeout": start_to_close,
+        "heartbeat_timeout": heartbeat_timeout,
+    }
+    if local_first and workflow.patched(LOCAL_FIRST_PATCH):
+        try:
+            result = await workflow.execute_local_activity(
+                activity_name, arg, start_to_close_timeout=LOCAL_START_TO_CLOSE, **options
+            )
+        except (ActivityError, ApplicationError) as err:
+            queue = handed_off_to(err)
+            if queue is None:
+                raise
+            try:
+                result = await workflow.execute_activity(
+                    activity_name,
+                    arg,
+                    task_queue=queue,
+                    schedule_to_start_timeout=HANDOFF_SCHEDULE_TO_START,
+                    **regular,
+                )
+            except ActivityError as lost:
+                if not _not_picked_up(lost):
+                    raise
+                workflow.logger.warning("worker %s is gone: the job starts again", queue)
+                result = await workflow.execute_activity(activity_name, arg, **regular)
+                if restarted is not None:
+                    result = restarted(result)
+    else:
+        result = await workflow.execute_activity(activity_name, arg, **regular)
     if cancelled is not None and cancelled(result):
         raise asyncio.CancelledError("cancelled on request")
     return result
+
+
+def handed_off_to(err: ActivityError | ApplicationError) -> str | None:
+    """The task queue a local attempt handed its still-running run to, if that is how it
+    ended. (A local activity's non-retryable failure reaches the workflow as the
+    ApplicationError itself, not wrapped in an ActivityError as a regular one's does.)"""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    if isinstance(cause, ApplicationError) and cause.type == HANDED_OFF and cause.details:
+        return str(cause.details[0])
+    return None
+
+
+def _not_picked_up(err: ActivityError) -> bool:
+    cause = err.cause
+    return isinstance(cause, ActivityTimeout) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 
 class ReportsProgress:

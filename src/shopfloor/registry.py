@@ -106,6 +106,9 @@ class JobKind:
     input_from_file: Callable[[Path, dict[str, Any]], BaseModel] | None = None
     # Deployment policy the model alone cannot know (e.g. the env allow-list). Raises InputRejected.
     check_input: Callable[[Any, Settings], None] | None = None
+    # Its workflow runs its activity local-first (`jobs.run_job_activity(local_first=True)`):
+    # the worker then also polls a task queue of its own, where long runs are handed over.
+    local_first: bool = False
     # Heavy modules a warm worker imports once at start-up (e.g. build123d, mujoco), in order;
     # `module:function` also calls a warm-up whose state forks inherit (a GL context).
     warm_imports: Sequence[str] = field(default_factory=tuple)
@@ -252,3 +255,13 @@ def kind_for_workflow_type(workflow_type: str) -> JobKind | None:
 
 def queue_for(kind: JobKind, settings: Settings) -> str:
     return settings.task_queue_prefix + kind.task_queue
+
+
+def kind_slots(kind: JobKind, settings: Settings) -> int:
+    """What a kind runs at once in one worker process: the settings' value for it, else its
+    own, else the settings' default."""
+    return (
+        settings.worker_concurrency.get(kind.name)
+        or kind.max_concurrent_activities
+        or settings.worker_max_concurrent_activities
+    )

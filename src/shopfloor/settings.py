@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     # the heartbeat timeout) is kept this long for the next attempt on this worker to adopt,
     # instead of the user's code starting again; then killed. 0: no adoption.
     adoption_window_s: float = Field(60.0, ge=0, le=3600)
+    # Scripts and simulations start as local activities, in the worker that runs the job's
+    # workflow task: a short run costs one workflow task and no activity dispatch. A run still
+    # going after this long is handed to a heartbeating activity on this worker's own task
+    # queue, which takes it over as it runs. 0 (or no adoption): every run starts in that
+    # activity.
+    handoff_after_s: float = Field(1.0, ge=0, le=60)
     # Signed artifact links (for browsers, when api_token is set): key (default: derived from
     # api_token) and lifetime.
     link_secret: SecretStr | None = None

@@ -15,6 +15,13 @@ check, `out/` collected safely into the artifact store, clean-up however the run
 A run outlives an attempt that Temporal lost (a server away longer than the heartbeat
 timeout): it is kept on this worker for `adoption_window_s`, and the next attempt of the same
 activity that arrives here adopts it (`Runs`) instead of starting the user's code again.
+
+Local-first (`jobs.run_job_activity(local_first=True)`): in a local activity, a run still
+going after `handoff_after_s` is kept the same way, under the job's hand-off key, and the
+attempt fails with HANDED_OFF naming `handoff_queue(...)`, a queue only this worker process
+polls; the activity there adopts the run and heartbeats. Should the local attempt's result
+be lost with its workflow task (a server away), the task's retry on this worker adopts the
+run or its result the same way.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import contextvars
 import logging
 import os
 import shutil
+import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +45,14 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from shopfloor.artifacts import ArtifactStore, Collected
 from shopfloor.jobs import (
+    HANDED_OFF,
     PROGRESS_EVERY_S,
     ensure_cancel_was_requested,
     heartbeat_progress,
     invalid_input,
 )
 from shopfloor.observability.tracing import span
-from shopfloor.registry import WorkerContext
+from shopfloor.registry import JobKind, WorkerContext, kind_slots, queue_for
 from shopfloor.sandbox import (
     Call,
     Limits,
@@ -63,6 +73,66 @@ from shopfloor.settings import Settings
 log = logging.getLogger("shopfloor.sandbox")
 R = TypeVar("R")
 UID_LOCK_DIR = Path("/run/shopfloor-sandbox/uids")
+# Names this worker process among all workers: its hand-off queues are its alone.
+_WORKER_TAG = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def handoff_queue(task_queue: str) -> str:
+    """The task queue beside `task_queue` that only this worker process polls: where its local
+    attempts hand over the runs they leave running."""
+    return f"{task_queue}@{_WORKER_TAG}"
+
+
+def _shared_queue(task_queue: str) -> str:
+    suffix = f"@{_WORKER_TAG}"
+    return task_queue.removesuffix(suffix)
+
+
+class RunSlots:
+    """How many runs of user code one worker process has going at once, per task queue: the
+    queue's slots (`registry.kind_slots`). A run holds its slot from its start until it is
+    freed, whichever attempt supervises it meanwhile (local, handed over, adopting), so the
+    bound holds however many activity and local-activity slots the queue's Workers have."""
+
+    def __init__(self, settings: Settings, served: Sequence[JobKind]) -> None:
+        self._sizes: dict[str, int] = {}
+        for kind in served:
+            queue = queue_for(kind, settings)
+            self._sizes[queue] = max(self._sizes.get(queue, 0), kind_slots(kind, settings))
+        self._default = settings.worker_max_concurrent_activities
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    def _semaphore(self, task_queue: str) -> asyncio.Semaphore:
+        queue = _shared_queue(task_queue)
+        if queue not in self._semaphores:
+            self._semaphores[queue] = asyncio.Semaphore(self._sizes.get(queue, self._default))
+        return self._semaphores[queue]
+
+    async def take(
+        self, task_queue: str, *, while_waiting: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Waits for a slot (calling `while_waiting` every PROGRESS_EVERY_S meanwhile: an
+        activity heartbeats); returns what gives it back (once)."""
+        semaphore = self._semaphore(task_queue)
+        taking = asyncio.ensure_future(semaphore.acquire())
+        try:
+            while not taking.done():
+                await asyncio.wait({taking}, timeout=PROGRESS_EVERY_S)
+                if not taking.done():
+                    while_waiting()
+        except BaseException:
+            if not taking.cancel() and not taking.cancelled() and taking.exception() is None:
+                semaphore.release()  # taken just as we were cancelled
+            raise
+        given = False
+
+        def give_back() -> None:
+            nonlocal given
+            if not given:
+                given = True
+                semaphore.release()
+
+        return give_back
 
 
 @dataclass
@@ -126,6 +196,8 @@ class Zygotes:
     warm: Zygote | None  # None when no served kind has heavy imports
     contain: Containment | None = None
     runs: Runs | None = None  # kept for later attempts (None: no adoption)
+    handoff_after_s: float = 0.0  # a local attempt's run goes on in an activity after this
+    slots: RunSlots | None = None  # None: runs are not counted (outside a worker)
 
 
 def warm_environment(modules: list[str]) -> dict[str, str]:
@@ -172,7 +244,14 @@ async def zygotes(ctx: WorkerContext) -> AsyncIterator[Zygotes]:
             try:
                 runs = Runs(ctx.settings.adoption_window_s)
                 try:
-                    yield Zygotes(cold=cold, warm=warm, contain=contain, runs=runs)
+                    yield Zygotes(
+                        cold=cold,
+                        warm=warm,
+                        contain=contain,
+                        runs=runs,
+                        handoff_after_s=ctx.settings.handoff_after_s,
+                        slots=RunSlots(ctx.settings, ctx.served),
+                    )
                 finally:
                     await runs.close()  # runs nobody adopted: killed and freed
             finally:
@@ -193,6 +272,7 @@ class _Execution:
     def __init__(self, zygotes: Zygotes, path: Path, lease: UidLease | None) -> None:
         self.zygotes, self.path, self.lease = zygotes, path, lease
         self.task: asyncio.Task[SandboxOutcome] | None = None
+        self.give_back_slot: Callable[[], None] | None = None  # its `RunSlots` slot
         self.owner = 0  # the attempt that owns it (0: not in an activity)
         self.heartbeat: Callable[[Progress], None] | None = None  # the owner's, if any
         self.waiter: asyncio.Task | None = None  # the owner's activity task, while it waits
@@ -215,6 +295,8 @@ class _Execution:
             if not self.task.cancelled():
                 self.task.exception()  # seen: it was this run's, and it is over
         remove_run_dir(self.path)
+        if self.give_back_slot is not None:
+            self.give_back_slot()
         lease, self.lease = self.lease, None
         if lease is not None:
             zygotes = (self.zygotes.cold, self.zygotes.warm)
@@ -245,15 +327,36 @@ class Runs:
         await self.results.close()
 
 
-ActivityKey = tuple[str, str, str]  # workflow id, run id, activity id
+ActivityKey = tuple[str, str, str]  # workflow id, run id, activity id (or "handoff:" + type)
 
 
-def _this_activity() -> tuple[ActivityKey | None, int]:
+@dataclass(frozen=True)
+class _Attempt:
+    key: ActivityKey  # what its run is kept under
+    attempt: int
+    local: bool
+    task_queue: str
+    handoff_key: ActivityKey  # where a local attempt of the same job leaves its run
+
+
+def _this_activity() -> _Attempt | None:
     try:
         info = activity.info()
     except RuntimeError:  # not in an activity: nothing to adopt
-        return None, 0
-    return (info.workflow_id, info.workflow_run_id, info.activity_id), info.attempt
+        return None
+    handoff: ActivityKey = (
+        info.workflow_id or "",
+        info.workflow_run_id or "",
+        f"handoff:{info.activity_type}",
+    )
+    own: ActivityKey = (info.workflow_id or "", info.workflow_run_id or "", info.activity_id)
+    return _Attempt(
+        key=handoff if info.is_local else own,
+        attempt=info.attempt,
+        local=info.is_local,
+        task_queue=info.task_queue,
+        handoff_key=handoff,
+    )
 
 
 def _heartbeat_here() -> Callable[[Progress], None] | None:
@@ -311,7 +414,10 @@ class UserCodeRun:
         self.path = Path()
         self.adopted = False
         self.earlier_result: Any = None
-        self._key, self._attempt = _this_activity()
+        self._this = _this_activity()
+        self._key = self._this.key if self._this is not None else None
+        self._attempt = self._this.attempt if self._this is not None else 0
+        self._local = self._this is not None and self._this.local
         self._runs = zygotes.runs if self._key is not None else None
         self._exec: _Execution | None = None
         self._held = False  # in `Runs`, where a later attempt may claim it
@@ -321,13 +427,18 @@ class UserCodeRun:
         runs, key = self._runs, self._key
         if runs is not None and key is not None:
             earlier = runs.executions.claim(key, self._attempt)
+            handed_over = False
+            if earlier is None and self._this is not None and not self._local:
+                earlier = self._take_handed_over(runs, self._this)
+                handed_over = earlier is not None
             if earlier is not None:
-                self._adopt(earlier)
+                self._adopt(earlier, handed_over=handed_over)
                 return self
             self.earlier_result = runs.results.claim(key, self._attempt)
             if self.earlier_result is not None:
                 # Kept on, should this attempt's completion be lost too.
-                runs.results.detach(key, self._attempt, self.earlier_result)
+                attempt = 0 if self._local else self._attempt
+                runs.results.hold(key, attempt, self.earlier_result, detached=True)
                 log.warning(
                     "attempt %d of %s returns the result of an earlier attempt's run on this "
                     "worker (Temporal did not get it)",
@@ -335,10 +446,66 @@ class UserCodeRun:
                     key,
                 )
                 return self
-        self._exec = await self._new_execution()
+        if self._local and not self._can_hand_off():
+            raise self._handed_off("the worker keeps no runs for adoption")
+        give_back = await self._take_slot()
+        try:
+            self._exec = await self._new_execution()
+        except BaseException:
+            if give_back is not None:
+                give_back()
+            raise
+        self._exec.give_back_slot = give_back
         self._exec.owner = self._attempt
         self.path = self._exec.path
         return self
+
+    async def _take_slot(self) -> Callable[[], None] | None:
+        slots, this = self.zygotes.slots, self._this
+        if slots is None or this is None:
+            return None
+        # A local attempt cannot heartbeat; an activity says what it waits for.
+        waiting = {"waiting": "for a free run slot on this worker"}
+        return await slots.take(
+            this.task_queue,
+            while_waiting=(lambda: None) if this.local else lambda: activity.heartbeat(waiting),
+        )
+
+    def _can_hand_off(self) -> bool:
+        runs = self._runs
+        return runs is not None and runs.executions.enabled and self.zygotes.handoff_after_s > 0
+
+    def _take_handed_over(self, runs: Runs, this: _Attempt) -> _Execution | None:
+        """The run a local attempt of this job left going for this activity, now kept under
+        this attempt's own key (where a later attempt finds it, should this one be lost)."""
+        handed = runs.executions.claim(this.handoff_key, this.attempt)
+        if handed is not None:
+            runs.executions.release(this.handoff_key, this.attempt, handed)
+            runs.executions.hold(this.key, this.attempt, handed)
+        return handed
+
+    def _handed_off(self, why: str) -> ApplicationError:
+        """The local attempt ends here; the activity on this worker's own queue goes on."""
+        assert self._this is not None
+        queue = handoff_queue(self._this.task_queue)
+        return ApplicationError(
+            f"{why}: handed to {queue}",
+            queue,
+            type=HANDED_OFF,
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        )
+
+    def _hand_off(self, ex: _Execution) -> ApplicationError:
+        """Keeps the still-running `ex` for the activity on this worker's own queue (or a retry
+        of this local attempt, should its workflow task be lost)."""
+        assert self._runs is not None and self._key is not None
+        ex.heartbeat = ex.waiter = None
+        ex.owner = 0
+        # Owned by "attempt 0": any attempt of the activity, or of this local one, claims it.
+        self._runs.executions.hold(self._key, 0, ex, detached=True)
+        self._detached = True
+        return self._handed_off(f"still running after {self.zygotes.handoff_after_s:g}s")
 
     async def _new_execution(self) -> _Execution:
         contain = self.contain
@@ -365,13 +532,16 @@ class UserCodeRun:
             raise
         return _Execution(self.zygotes, path, lease)
 
-    def _adopt(self, earlier: _Execution) -> None:
-        log.warning(
-            "attempt %d of %s adopts the run an earlier attempt (%d) started on this worker",
-            self._attempt,
-            self._key,
-            earlier.owner,
-        )
+    def _adopt(self, earlier: _Execution, *, handed_over: bool = False) -> None:
+        if handed_over:  # the normal course of a run longer than the local budget
+            log.debug("attempt %d of %s takes over its local run", self._attempt, self._key)
+        else:
+            log.warning(
+                "attempt %d of %s adopts the run an earlier attempt (%d) started on this worker",
+                self._attempt,
+                self._key,
+                earlier.owner,
+            )
         stale = earlier.waiter
         earlier.owner = self._attempt
         earlier.heartbeat = earlier.waiter = None
@@ -423,10 +593,15 @@ class UserCodeRun:
             if self._runs is not None and self._key is not None:
                 self._runs.executions.hold(self._key, self._attempt, ex)
                 self._held = True
-        ex.heartbeat = _heartbeat_here()
+        # A local attempt cannot heartbeat; its run reports progress once handed over.
+        ex.heartbeat = None if self._local else _heartbeat_here()
         ex.waiter = asyncio.current_task()
         assert ex.task is not None
         try:
+            if self._local:
+                await asyncio.wait({ex.task}, timeout=self.zygotes.handoff_after_s)
+                if not ex.task.done():
+                    raise self._hand_off(ex)
             outcome = await asyncio.shield(ex.task)
         except asyncio.CancelledError:
             if not self._owns():
@@ -511,7 +686,9 @@ class UserCodeRun:
         away as the activity completes, then the attempt timed out), the next attempt on this
         worker returns it (`earlier_result`) instead of running the code again."""
         if self._runs is not None and self._key is not None:
-            self._runs.results.hold(self._key, self._attempt, result, detached=True)
+            # A local attempt's retry comes as attempt 1 again (its workflow task was lost).
+            attempt = 0 if self._local else self._attempt
+            self._runs.results.hold(self._key, attempt, result, detached=True)
         return result
 
     def ran_warm(self, warm: Script | Call | None) -> bool:

@@ -19,10 +19,11 @@ from shopfloor.jobs import PROGRESS_EVERY_S
 from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
 from shopfloor.observability.metrics import install as install_metrics
 from shopfloor.observability.tracing import setup_tracing, shutdown_tracing, temporal_interceptors
-from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kinds
+from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kind_slots, kinds
 from shopfloor.sandbox import protect_from_same_user
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
+from shopfloor.usercode import handoff_queue
 
 log = logging.getLogger("shopfloor.worker")
 STICKY_TIMEOUT = timedelta(seconds=2)
@@ -48,12 +49,7 @@ class QueuePlan:
 
     def slots(self, settings: Settings) -> int:
         """Kinds sharing a queue share its slots: the largest of their settings counts."""
-        return max(
-            settings.worker_concurrency.get(k.name)
-            or k.max_concurrent_activities
-            or settings.worker_max_concurrent_activities
-            for k in self.kinds
-        )
+        return max(kind_slots(k, settings) for k in self.kinds)
 
 
 @asynccontextmanager
@@ -91,23 +87,35 @@ def build_workers(
     *,
     metrics: JobMetrics | None = None,
 ) -> list[Worker]:
-    """Kinds that share a task queue share one Worker, as Temporal requires."""
+    """Kinds that share a task queue share one Worker, as Temporal requires. A queue whose
+    kinds run local-first also gets a Worker on this process's own hand-off queue beside it
+    (activities only). The queue's slots bound its local attempts; the runs of user code
+    themselves, however they are supervised, are bounded by `usercode.RunSlots`, so the
+    hand-off Worker has room for every run handed over plus the lost attempts of some."""
+    queues: dict[str, tuple[QueuePlan, bool, list]] = {}
+    for queue, plan in plans.items():
+        # Job metrics (docs/operations.md), one set per queue (its hand-off queue's runs
+        # count in it), and, when tracing is on, the SDK's spans.
+        interceptors = [
+            *(
+                [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
+                if metrics is not None
+                else []
+            ),
+            *temporal_interceptors(),
+        ]
+        queues[queue] = (plan, True, interceptors)
+        if any(k.local_first for k in plan.kinds):
+            queues[handoff_queue(queue)] = (plan, False, interceptors)
     return [
         Worker(
             client,
             task_queue=queue,
-            workflows=plan.workflows,
+            workflows=plan.workflows if shared else [],
             activities=plan.activities,
-            max_concurrent_activities=plan.slots(settings),
-            # Job metrics (docs/operations.md) and, when tracing is on, the SDK's spans.
-            interceptors=[
-                *(
-                    [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
-                    if metrics is not None
-                    else []
-                ),
-                *temporal_interceptors(),
-            ],
+            max_concurrent_activities=plan.slots(settings) * (1 if shared else 2),
+            max_concurrent_local_activities=plan.slots(settings),
+            interceptors=interceptors,
             graceful_shutdown_timeout=timedelta(seconds=5),
             # A workflow's next task waits this long on a dead worker's sticky queue before any
             # worker may take it (the SDK default, 10 s, stalled every job of a killed worker).
@@ -116,7 +124,7 @@ def build_workers(
             # activities send them (the SDK's default throttle is 0.8 × heartbeat timeout).
             max_heartbeat_throttle_interval=timedelta(seconds=PROGRESS_EVERY_S),
         )
-        for queue, plan in plans.items()
+        for queue, (plan, shared, interceptors) in queues.items()
     ]
 
 
@@ -145,6 +153,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
         log.info(
             "worker ready: kinds %s on queues %s",
             [k.name for k in served],
-            {w.task_queue: plans[w.task_queue].slots(settings) for w in workers},
+            {q: plan.slots(settings) for q, plan in plans.items()},
         )
         await stop.wait()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -49,11 +49,14 @@ async def record(out: Path) -> None:
         data_converter=pydantic_data_converter, dev_server_existing_path=temporal_binary()
     )
     queue = f"record-{uuid.uuid4().hex[:8]}"
-    async with env, Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[ScriptExecutionWorkflow, SimulationWorkflow],
-        activities=[run_script, run_simulation],
+    async with (
+        env,
+        Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[ScriptExecutionWorkflow, SimulationWorkflow],
+            activities=[run_script, run_simulation],
+        ),
     ):
         for name, workflow, arg in [
             ("script_v1.json", "ScriptExecutionWorkflow", SCRIPT),

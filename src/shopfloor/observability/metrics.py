@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.common import MetricMeter
-from temporalio.exceptions import CancelledError, FailureError
+from temporalio.exceptions import ApplicationError, CancelledError, FailureError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -40,6 +40,7 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
+from shopfloor.jobs import HANDED_OFF
 from shopfloor.registry import JobKind
 
 log = logging.getLogger("shopfloor.metrics")
@@ -203,6 +204,8 @@ class _ActivityMetrics(ActivityInboundInterceptor):
         except BaseException as err:
             if isinstance(err, CancelledError) or type(err).__name__ == "CancelledError":
                 outcome = "cancelled"
+            elif isinstance(err, ApplicationError) and err.type == HANDED_OFF:
+                outcome = "handed_off"  # a local attempt whose run goes on in an activity
             raise
         finally:
             self.owner._slot_taken(-1)

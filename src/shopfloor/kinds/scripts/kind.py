@@ -27,6 +27,7 @@ KIND = JobKind(
     name="script",
     summary="Run a Python script in a sandboxed subprocess; files in out/ become artifacts.",
     task_queue="simulation-task-queue",
+    local_first=True,
     workflow_type="ScriptExecutionWorkflow",
     workflows=["shopfloor.kinds.scripts.workflows:ScriptExecutionWorkflow"],
     worker="shopfloor.kinds.scripts.activities:worker",

@@ -110,7 +110,11 @@ class ScriptResult(BaseModel):
         description="files in out/ that were not stored, with why (symlinks, hard links to "
         "files outside the run, special files, bad names, a run over its disk cap)",
     )
-    attempt: int = 1
+    attempt: int = Field(
+        1,
+        description="which start of the script this result is from: 1, unless its worker was "
+        "lost mid-run and the script was started again",
+    )
     warm: bool = False
     warnings: list[str] = Field(default_factory=list)
 

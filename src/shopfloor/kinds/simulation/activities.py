@@ -331,11 +331,10 @@ class SimulationActivities:
             ):
                 if run.earlier_result is not None:  # its run finished here; Temporal lost it
                     return run.earlier_result
-                if run.adopted:  # its dir is prepared, its scene running: nothing to build
+                if run.adopted:
+                    # Its dir is prepared, its scene running. A run handed over from a local
+                    # attempt that builds its parts still saves them (`builds`, below).
                     cache = None
-                    if builds:
-                        self.geometry.done(key)  # type: ignore[arg-type]
-                        builds = False
                 else:
                     sim_run = SimulationRun(
                         scene=source

@@ -52,6 +52,7 @@ KIND = JobKind(
     name="simulation",
     summary="Simulate a build123d scene in MuJoCo: verdict, metrics, MP4 video, artifacts.",
     task_queue="simulation-task-queue",
+    local_first=True,
     workflow_type="SimulationWorkflow",
     workflows=["shopfloor.kinds.simulation.workflows:SimulationWorkflow"],
     worker="shopfloor.kinds.simulation.activities:worker",
