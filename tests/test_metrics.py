@@ -80,8 +80,12 @@ def test_counters_match_the_jobs_that_ran(observed: Stack) -> None:
     assert samples(text, "shopfloor_job_duration_seconds_count", kind="script") == 3
     assert samples(text, "shopfloor_sandbox_kills_total", kind="script", reason="timeout") == 1
     assert samples(text, "shopfloor_sandbox_kills_total") == 1
-    assert samples(text, "shopfloor_activities_finished_total", activity="run_script") == 3
-    assert samples(text, "shopfloor_activities_finished_total", activity="run_simulation") == 1
+    # One completed attempt per job; a run longer than the local budget also counts its local
+    # attempt as `handed_off` (the 1 s timeout races the 1 s budget).
+    finished = "shopfloor_activities_finished_total"
+    assert samples(text, finished, activity="run_script", outcome="completed") == 3
+    assert samples(text, finished, activity="run_simulation", outcome="completed") == 1
+    assert samples(text, finished, outcome="error") == 0
     assert samples(text, "shopfloor_zygote_starts_total", zygote="warm") == 1
     # The SDK's own runtime metrics share the endpoint: free slots per queue, among others.
     queue = observed.env["SHOPFLOOR_TASK_QUEUE_PREFIX"] + "simulation-task-queue"

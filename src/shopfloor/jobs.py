@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from shopfloor.inputs import describe_errors
@@ -45,6 +45,9 @@ LOCAL_START_TO_CLOSE = timedelta(minutes=10)
 # How long a handed-off activity may wait for its worker to poll: a worker that died after
 # handing off took the run with it, and the job starts again on any worker.
 HANDOFF_SCHEDULE_TO_START = timedelta(seconds=10)
+# On hand-off queues only: kills a run handed over for an activity that never started (the
+# job was cancelled first). Takes the activity's name.
+DROP_HANDED_OVER = "shopfloor.drop_handed_over"
 
 # Infrastructure failures (lost worker, store hiccup) are retried; what the user sent is not.
 JOB_RETRY_POLICY = RetryPolicy(
@@ -147,6 +150,11 @@ async def run_job_activity(
                     **regular,
                 )
             except ActivityError as lost:
+                if isinstance(lost.cause, CancelledError):
+                    # Cancelled before the activity started (a started one returns its run's
+                    # result, saying cancelled): the run still goes on at that worker.
+                    await _drop_handed_over(activity_name, queue)
+                    raise
                 if not _not_picked_up(lost):
                     raise
                 workflow.logger.warning("worker %s is gone: the job starts again", queue)
@@ -158,6 +166,19 @@ async def run_job_activity(
     if cancelled is not None and cancelled(result):
         raise asyncio.CancelledError("cancelled on request")
     return result
+
+
+async def _drop_handed_over(activity_name: str, queue: str) -> None:
+    try:
+        await workflow.execute_activity(
+            DROP_HANDED_OVER,
+            activity_name,
+            task_queue=queue,
+            schedule_to_close_timeout=HANDOFF_SCHEDULE_TO_START,
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+    except ActivityError:  # that worker is gone, and its runs with it
+        pass
 
 
 def handed_off_to(err: ActivityError | ApplicationError) -> str | None:

@@ -45,6 +45,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from shopfloor.artifacts import ArtifactStore, Collected
 from shopfloor.jobs import (
+    DROP_HANDED_OVER,
     HANDED_OFF,
     PROGRESS_EVERY_S,
     ensure_cancel_was_requested,
@@ -264,6 +265,27 @@ async def zygotes(ctx: WorkerContext) -> AsyncIterator[Zygotes]:
         contain.work_root.remove()
 
 
+def handoff_activities(zygotes: Zygotes) -> list[Callable]:
+    """What a hand-off queue's Worker runs besides the kinds' own activities."""
+
+    @activity.defn(name=DROP_HANDED_OVER)
+    async def drop_handed_over(activity_type: str) -> bool:
+        """Kills and frees the run a local attempt of `activity_type` handed over, when the
+        job was cancelled before the activity that would have taken the run started."""
+        info = activity.info()
+        key = (info.workflow_id or "", info.workflow_run_id or "", f"handoff:{activity_type}")
+        runs = zygotes.runs
+        handed = runs.executions.claim(key, info.attempt) if runs is not None else None
+        if handed is None or runs is None:
+            return False
+        runs.executions.release(key, info.attempt, handed)
+        log.info("job %s was cancelled before its run was taken over: killed", info.workflow_id)
+        await handed.close()
+        return True
+
+    return [drop_handed_over]
+
+
 class _Execution:
     """One start of user code and what it holds until it is freed: its job dir, its uid lease
     and the task that supervises it (the cgroups are that task's). Shared by the attempts of
@@ -275,12 +297,21 @@ class _Execution:
         self.give_back_slot: Callable[[], None] | None = None  # its `RunSlots` slot
         self.owner = 0  # the attempt that owns it (0: not in an activity)
         self.heartbeat: Callable[[Progress], None] | None = None  # the owner's, if any
+        self.last_progress: Progress | None = None
         self.waiter: asyncio.Task | None = None  # the owner's activity task, while it waits
         self.closed = False
 
     def report(self, progress: Progress) -> None:
+        self.last_progress = progress
         if self.heartbeat is not None:
             self.heartbeat(progress)
+
+    def report_to(self, heartbeat: Callable[[Progress], None] | None) -> None:
+        """Progress goes to `heartbeat` from now on, starting with the latest: a run taken
+        over from a local attempt (which cannot heartbeat) shows where it is at once."""
+        self.heartbeat = heartbeat
+        if heartbeat is not None and self.last_progress is not None:
+            heartbeat(self.last_progress)
 
     async def close(self) -> None:
         """Kills what still runs, waits for it, then frees the job dir, what the run left in
@@ -594,7 +625,7 @@ class UserCodeRun:
                 self._runs.executions.hold(self._key, self._attempt, ex)
                 self._held = True
         # A local attempt cannot heartbeat; its run reports progress once handed over.
-        ex.heartbeat = None if self._local else _heartbeat_here()
+        ex.report_to(None if self._local else _heartbeat_here())
         ex.waiter = asyncio.current_task()
         assert ex.task is not None
         try:

@@ -23,7 +23,7 @@ from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kind
 from shopfloor.sandbox import protect_from_same_user
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
-from shopfloor.usercode import handoff_queue
+from shopfloor.usercode import handoff_activities, handoff_queue, zygotes
 
 log = logging.getLogger("shopfloor.worker")
 STICKY_TIMEOUT = timedelta(seconds=2)
@@ -46,6 +46,8 @@ class QueuePlan:
     kinds: list[JobKind] = field(default_factory=list)  # whose work runs on this queue
     workflows: list[type] = field(default_factory=list)
     activities: list[Callable] = field(default_factory=list)
+    # On this process's hand-off queue beside it too (`usercode.handoff_activities`).
+    handoff_activities: list[Callable] = field(default_factory=list)
 
     def slots(self, settings: Settings) -> int:
         """Kinds sharing a queue share its slots: the largest of their settings counts."""
@@ -77,6 +79,9 @@ async def kind_resources(
                 plan.kinds.append(kind)
                 plan.workflows += [w for w in queue.workflows if w not in plan.workflows]
                 plan.activities += queue.activities
+        for plan in plans.values():
+            if any(k.local_first for k in plan.kinds):
+                plan.handoff_activities = handoff_activities(await ctx.shared(zygotes))
         yield dict(plans)
 
 
@@ -112,7 +117,7 @@ def build_workers(
             client,
             task_queue=queue,
             workflows=plan.workflows if shared else [],
-            activities=plan.activities,
+            activities=plan.activities if shared else plan.activities + plan.handoff_activities,
             max_concurrent_activities=plan.slots(settings) * (1 if shared else 2),
             max_concurrent_local_activities=plan.slots(settings),
             interceptors=interceptors,
