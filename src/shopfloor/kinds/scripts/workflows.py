@@ -15,7 +15,11 @@ with workflow.unsafe.imports_passed_through():
 OVERHEAD = timedelta(seconds=60)
 
 
-@workflow.defn(name="ScriptExecutionWorkflow")
+# Outside the SDK's workflow sandbox, which re-imports a workflow's module for every run: a
+# third of a short job's worker CPU. What runs here is `jobs.run_job_activity` and input
+# validation, deterministic by construction; the replay tests (tests/scripts/test_replay.py)
+# hold it to its recorded histories.
+@workflow.defn(name="ScriptExecutionWorkflow", sandboxed=False)
 class ScriptExecutionWorkflow:
     @workflow.run
     async def run(self, raw: Any) -> ScriptResult:

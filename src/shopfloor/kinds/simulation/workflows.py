@@ -14,7 +14,11 @@ with workflow.unsafe.imports_passed_through():
 START_TO_CLOSE = timedelta(minutes=5)
 
 
-@workflow.defn(name="SimulationWorkflow")
+# Outside the SDK's workflow sandbox, which re-imports a workflow's module for every run: a
+# third of a short job's worker CPU. What runs here is `jobs.run_job_activity` and input
+# validation, deterministic by construction; the replay tests (tests/scripts/test_replay.py)
+# hold it to its recorded histories.
+@workflow.defn(name="SimulationWorkflow", sandboxed=False)
 class SimulationWorkflow:
     @workflow.run
     async def run(self, raw: Any) -> SimulationResult:
