@@ -73,6 +73,7 @@ from _report import Figure, print_figures, record
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
+from shopfloor.jobstate import runs_in_history
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 from shopfloor.processes import die_with_parent, stop_process
 from shopfloor.registry import kind_named, queue_for
@@ -272,16 +273,16 @@ class Jobs:
 
 
 async def activity_workers(handles: list[WorkflowHandle[Any, Any]]) -> Counter[str]:
-    """Who ran each job's activity: the identity on its ActivityTaskStarted event."""
+    """Who ran each job's activity to its end (`jobstate.runs_in_history`)."""
     found: Counter[str] = Counter()
     sem = asyncio.Semaphore(16)
 
     async def one(handle: WorkflowHandle[Any, Any]) -> None:
         async with sem:
             events = (await handle.fetch_history()).events
-        for e in events:
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                found[e.activity_task_started_event_attributes.identity] += 1
+        for worker, completed in runs_in_history(events):
+            if completed:
+                found[worker] += 1
 
     await asyncio.gather(*(one(h) for h in handles))
     return found

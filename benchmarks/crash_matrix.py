@@ -50,10 +50,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.helpers: the Stack and Proc the tests use
 
-from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 from shopfloor.devserver import DevServer  # noqa: E402
+from shopfloor.jobstate import runs_in_history  # noqa: E402
 from shopfloor.processes import free_port  # noqa: E402
 from tests.helpers import Stack  # noqa: E402
 
@@ -395,7 +395,8 @@ class CrashMatrix:
         return self._report(histories, time.monotonic() - t0)
 
     async def _temporal_view(self) -> dict[str, tuple[int, int]]:
-        """job id -> (workflow runs, completed activities), as Temporal records them."""
+        """job id -> (workflow runs, completed activities, local ones included), as Temporal
+        records them."""
         client = await Client.connect(self.server.address)
         view: dict[str, tuple[int, int]] = {}
         for job in self.jobs:
@@ -403,11 +404,7 @@ class CrashMatrix:
                 continue
             runs = [w async for w in client.list_workflows(f'WorkflowId = "{job.job_id}"')]
             history = await client.get_workflow_handle(job.job_id).fetch_history()
-            done = sum(
-                1
-                for e in history.events
-                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-            )
+            done = sum(1 for _, completed in runs_in_history(history.events) if completed)
             view[job.job_id] = (len(runs), done)
         return view
 

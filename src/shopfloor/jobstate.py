@@ -6,16 +6,27 @@ Shared by the controller; everything comes from Temporal, nothing is cached here
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
 from shopfloor.progress import WorkflowProgress, is_terminal
 from shopfloor.registry import PROGRESS_QUERY, kind_for_workflow_type
 
-__all__ = ["ActivityProgress", "JobStatus", "describe_job", "is_terminal", "status_name"]
+__all__ = [
+    "ActivityProgress",
+    "JobStatus",
+    "describe_job",
+    "is_terminal",
+    "runs_in_history",
+    "status_name",
+]
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the SDK's marker of a local activity's end
 
 log = logging.getLogger("shopfloor.jobstate")
 
@@ -113,3 +124,26 @@ async def last_activity_result(client: Client, job_id: str) -> Any:
             if payloads:
                 return (await client.data_converter.decode(payloads))[0]
     return None
+
+
+def runs_in_history(events: Iterable[HistoryEvent]) -> list[tuple[str, bool]]:
+    """Each attempt of a job's activities a history records an end of, in order: the worker
+    identity that ran it, and whether it completed. A regular activity's worker is on its
+    started event; a local activity's is the worker of the workflow task that recorded its
+    marker (a local attempt that handed its run over records a failure)."""
+    runs: list[tuple[str, bool]] = []
+    started: dict[int, str] = {}
+    task_ran_by = ""
+    for e in events:
+        if e.HasField("workflow_task_started_event_attributes"):
+            task_ran_by = e.workflow_task_started_event_attributes.identity
+        elif e.HasField("activity_task_started_event_attributes"):
+            started[e.activity_task_started_event_attributes.scheduled_event_id] = (
+                e.activity_task_started_event_attributes.identity
+            )
+        elif e.HasField("activity_task_completed_event_attributes"):
+            scheduled = e.activity_task_completed_event_attributes.scheduled_event_id
+            runs.append((started.get(scheduled, ""), True))
+        elif e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER:
+            runs.append((task_ran_by, not e.marker_recorded_event_attributes.HasField("failure")))
+    return runs

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from shopfloor.devserver import DevServer
+from shopfloor.jobstate import runs_in_history
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect
 from tests.artifacts.conftest import s3_env
@@ -44,11 +45,7 @@ def _expected(tag: str) -> dict[str, bytes]:
 async def _activity_identities(address: str, job_id: str) -> set[str]:
     client = await connect(Settings(temporal_address=address))
     history = await client.get_workflow_handle(job_id).fetch_history()
-    return {
-        e.activity_task_started_event_attributes.identity
-        for e in history.events
-        if e.HasField("activity_task_started_event_attributes")
-    }
+    return {worker for worker, _ in runs_in_history(history.events)}
 
 
 def _jobs(stack: Stack, tag: str) -> tuple[str, str]:

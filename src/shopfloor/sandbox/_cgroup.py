@@ -130,6 +130,14 @@ class _Cgroup:
     def procs_file(self) -> Path:
         return self.path / "cgroup.procs"
 
+    @property
+    def join_file(self) -> Path:
+        """What a freshly forked (single-threaded) child writes "0" to, to join. `tasks`
+        moves the calling thread, which is then the whole process; unlike `cgroup.procs` it
+        spares the kernel's global threadgroup lock, whose RCU grace period made each run
+        wait ~10 ms (unless another run had just taken it)."""
+        return self.path / "tasks"
+
     def pids(self) -> list[int]:
         return _procs(self.path)
 

@@ -97,9 +97,9 @@ def enter_run(
 
     `address_space` is the RLIMIT_AS in bytes, or None when the program sets its own once its
     runtime is loaded (`limit_address_space`)."""
-    for procs in cgroup_procs:
+    for procs in cgroup_procs:  # each cgroup's `tasks` file (`_Cgroup.join_file`)
         with open(procs, "w") as f:
-            f.write("0")  # "0" moves the writing process itself
+            f.write("0")  # "0" moves the writing thread: a forked child's only one
     identity = identity or RunIdentity()
     if identity.network == "none":
         # A new network namespace has only a down loopback: no route to anything. An IPC

@@ -124,7 +124,7 @@ class _Child:
 
     @property
     def cgroup_procs(self) -> list[str]:
-        return [str(c.procs_file) for c in (self.cgroup, self.memory) if c is not None]
+        return [str(c.join_file) for c in (self.cgroup, self.memory) if c is not None]
 
     @property
     def watched(self) -> bool:
