@@ -119,8 +119,12 @@ class ArtifactStore:
         (a link count higher than the names the run has for the file), special files and
         names that are not plain, printable paths. Refused entries are listed, not dropped."""
         collected = Collected()
-        inside = _inode_names(run_dir)
-        for rel, entry_stat in _walk_no_follow(src_dir):
+        entries = _walk_no_follow(src_dir)
+        # Only a file with more than one name can be a hard link to one outside the run (a
+        # file in `src_dir` has a name in `run_dir`): the run dir is walked for those alone.
+        linked = any(st.st_nlink > 1 for _, st in entries)
+        inside = _inode_names(run_dir) if linked else {}
+        for rel, entry_stat in entries:
             name = prefix + rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             why = _refusal(rel, entry_stat, inside)
             if why is None:
@@ -221,7 +225,7 @@ def _refusal(rel: str, st: os.stat_result, inside: dict[tuple[int, int], int]) -
         return "a symlink (artifacts are regular files; links are never followed)"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if st.st_nlink > inside.get((st.st_dev, st.st_ino), 0):
+    if st.st_nlink > inside.get((st.st_dev, st.st_ino), 1):
         return "a hard link to a file outside the run"
     if len(rel) > MAX_PATH or any(len(p) > MAX_NAME for p in rel.split("/")):
         return "name too long"

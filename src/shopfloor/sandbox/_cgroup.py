@@ -48,18 +48,20 @@ def _procs(path: Path) -> list[int]:
         return []
 
 
-def _kill_all(path: Path) -> None:
+def _kill_all(path: Path) -> bool:
+    """Kills every process in the cgroup; True once it was seen empty."""
     # A fork bomb keeps forking while we kill; pids.max bounds it, a few rounds finish it.
     for _ in range(50):
         pids = _procs(path)
         if not pids:
-            return
+            return True
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.01)
+    return False
 
 
 def sweep_stale(root: Path) -> None:
@@ -96,6 +98,9 @@ class _Cgroup:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Seen empty once its run's main process had exited: nothing can join it again (only
+        # a member's fork could), so it need not be read again before it goes to the pool.
+        self._emptied = False
 
     @classmethod
     def _take(cls, configure: dict[str, str]) -> Path | None:
@@ -141,14 +146,20 @@ class _Cgroup:
     def pids(self) -> list[int]:
         return _procs(self.path)
 
-    def kill_all(self) -> None:
-        _kill_all(self.path)
+    def kill_all(self, *, run_over: bool = False) -> None:
+        """Kills every process in it. `run_over`: the run's main process has exited, so once
+        seen empty it stays so (a kill while the run starts may come before it joined)."""
+        if run_over and self._emptied:
+            return
+        emptied = _kill_all(self.path)
+        if run_over:
+            self._emptied = emptied
 
     def release(self) -> None:
         """Kills what is left in it, then returns it to the pool (removed if the pool is full)."""
-        self.kill_all()
+        self.kill_all(run_over=True)
         pool = _pools.setdefault(self.ROOT, [])
-        if not self.pids() and len(pool) < _POOL_MAX:
+        if self._emptied and len(pool) < _POOL_MAX:
             pool.append(self.path)
             return
         for _ in range(100):

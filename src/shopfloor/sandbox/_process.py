@@ -149,14 +149,14 @@ class _Child:
             stage=self.stage,
         )
 
-    def kill_tree(self, pgid: int) -> None:
+    def kill_tree(self, pgid: int, *, run_over: bool = False) -> None:
         try:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         for cgroup in (self.cgroup, self.memory):
             if cgroup is not None:
-                cgroup.kill_all()
+                cgroup.kill_all(run_over=run_over)
 
     def __enter__(self) -> _Child:
         return self
@@ -249,7 +249,7 @@ async def supervise(
             task.uncancel()
     returncode = await wait_task
     # Background children of the script must not outlive the job.
-    child.kill_tree(pgid)
+    child.kill_tree(pgid, run_over=True)
     _, pending = await asyncio.wait(readers, timeout=KILL_GRACE_S)
     for reader in pending:  # a grandchild we could not reach still holds the pipe
         reader.cancel()

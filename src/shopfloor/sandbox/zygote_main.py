@@ -20,6 +20,7 @@ import gc
 import importlib
 import json
 import os
+import pkgutil  # noqa: F401 - runpy.run_path imports it: once here, not in every child
 import runpy
 import selectors
 import signal
