@@ -734,6 +734,17 @@ class UserCodeRun:
             return Collected(uris={}, refused={"out/": "the run exceeded its disk cap"})
         return self.artifacts.collect_tree(activity.info().workflow_id, self.out, run_dir=self.path)
 
+    async def collect(self, outcome: SandboxOutcome | None = None) -> Collected:
+        """`collect_out`, off the event loop (the store may be S3) unless `out/` is empty."""
+        try:
+            with os.scandir(self.out) as entries:
+                empty = next(entries, None) is None
+        except OSError:
+            empty = False  # collect_out says what is wrong with it
+        if empty and (outcome is None or outcome.killed_reason != "disk"):
+            return Collected(uris={}, refused={})
+        return await asyncio.to_thread(self.collect_out, outcome)
+
     def store_out(self) -> dict[str, str]:
         """Every regular file under `out/` into the artifact store: relative name → URI."""
         return self.collect_out().uris

@@ -69,8 +69,11 @@ class ScriptActivities:
         disallowed = job.disallowed_env(self.ctx.settings.script_env_allowlist)
         if disallowed:
             raise invalid_input(f"environment variables not allowed here: {disallowed}")
-        # The store may be S3 (network): reads and writes run off the event loop.
-        source = await asyncio.to_thread(self._source, job)
+        # The store may be S3 (network): its reads and writes run off the event loop; what
+        # is only a few small local writes runs on it (a thread hop costs more than they do).
+        source = (
+            job.source if job.source is not None else await asyncio.to_thread(self._source, job)
+        )
         limits = Limits(
             wall_timeout_s=job.timeout_s,
             memory_mb=job.memory_mb,
@@ -83,7 +86,10 @@ class ScriptActivities:
             if run.earlier_result is not None:  # its run finished here; Temporal lost it
                 return run.earlier_result
             if not run.adopted:  # an adopted run's dir is prepared, its script running
-                await asyncio.to_thread(self._prepare, run.path, job, source)
+                if _small_and_inline(job, source):
+                    self._prepare(run.path, job, source)
+                else:
+                    await asyncio.to_thread(self._prepare, run.path, job, source)
             forked = job.warm == "auto"
             heavy = forked and bool(_HEAVY_IMPORT.search(source))
             warm = Script(path=str(run.path / "script.py"), args=job.args) if heavy else None
@@ -93,12 +99,21 @@ class ScriptActivities:
             outcome = await run.run(
                 warm=warm, plain=plain, cold=cold_python_argv("script.py", job.args)
             )
-            collected = await asyncio.to_thread(run.collect_out, outcome)
+            collected = await run.collect(outcome)
             return run.keep(
                 _result(
                     outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm(warm)
                 )
             )
+
+
+SMALL_INPUT = 256 * 1024  # bytes of script and inline files written on the event loop
+
+
+def _small_and_inline(job: ScriptInput, source: str) -> bool:
+    return all(f.uri is None for f in job.files) and (
+        len(source) + sum(len(f.content) for f in job.files) <= SMALL_INPUT
+    )
 
 
 def _result(

@@ -377,7 +377,7 @@ class SimulationActivities:
         report = _read_report(run.path / REPORT_FILE) if outcome.killed_reason != "disk" else None
         if report is None:
             return _crashed(outcome, request)
-        collected = await asyncio.to_thread(run.collect_out, outcome)
+        collected = await run.collect(outcome)
         result = report.result(collected.uris.get)
         if collected.refused:
             refused = "; ".join(collected.refused_list())
