@@ -47,6 +47,17 @@ def run_benchmarks(names: list[str]) -> dict[str, str]:
     return failed
 
 
+def cpu_speed_probe() -> float:
+    """Seconds for 10 million iterations of a pure-Python loop: how fast this (virtual)
+    machine is at the moment. The absolute figures move with it (0.79 s and 1.0 s an hour
+    apart on the same idle VM); the ratios, measured side by side, much less."""
+    t = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return round(time.perf_counter() - t, 3)
+
+
 def summary(names: list[str], failed: dict[str, str]) -> dict:
     rows = []
     for name in names:
@@ -84,6 +95,12 @@ def print_summary(table: dict) -> None:
     if notes:
         print("\nWhere it goes:")
         print("\n".join(notes))
+    speed = table.get("machine", {}).get("python_loop_s")
+    if speed:
+        print(
+            f"\nThe machine's speed (10M-iteration Python loop, `cpu_speed_probe`): "
+            f"{speed['before']} s before, {speed['after']} s after"
+        )
 
 
 def print_markdown(table: dict) -> None:
@@ -130,9 +147,12 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; known: {', '.join(BENCHMARKS)}")
     t0 = time.perf_counter()
+    speed = [] if args.table_only else [cpu_speed_probe()]
     failed = {} if args.table_only else run_benchmarks(names)
     table = summary(names, failed)
     if not args.table_only:
+        speed.append(cpu_speed_probe())
+        table["machine"]["python_loop_s"] = {"before": speed[0], "after": speed[1]}
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
     print_summary(table)
