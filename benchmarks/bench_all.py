@@ -49,8 +49,8 @@ def run_benchmarks(names: list[str]) -> dict[str, str]:
 
 def cpu_speed_probe() -> float:
     """Seconds for 10 million iterations of a pure-Python loop: how fast this (virtual)
-    machine is at the moment. The absolute figures move with it (0.79 s and 1.0 s an hour
-    apart on the same idle VM); the ratios, measured side by side, much less."""
+    machine is at the moment. The absolute figures move with it (the development VM changed
+    ~2x within an hour while idle); the ratios, measured side by side, much less."""
     t = time.perf_counter()
     total = 0
     for i in range(10_000_000):
