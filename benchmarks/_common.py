@@ -14,6 +14,7 @@ import os
 import pstats
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -401,3 +402,25 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title:
 def machine_summary() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{os.cpu_count()} CPUs, load average {load}"
+
+
+def bench_main(
+    run: Callable[[], object],
+    *,
+    failure: type[Exception],
+    interrupted: str,
+    also_interrupts: tuple[type[BaseException], ...] = (),
+) -> int:
+    """A benchmark's `main`: runs it, prints how long it took; `failure` (the stack failed to
+    come up, a job failed) is an error line and exit 1, Ctrl-C says what was cleaned up."""
+    t0 = time.perf_counter()
+    try:
+        run()
+    except failure as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, *also_interrupts):
+        print(f"\ninterrupted: {interrupted}", file=sys.stderr)
+        return 130
+    print(f"\nbenchmark took {time.perf_counter() - t0:.1f}s")
+    return 0

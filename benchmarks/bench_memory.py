@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from _common import machine_summary, print_table
+from _common import bench_main, machine_summary, print_table
 from _procs import (
     StackFailed,
     argv_of,
@@ -566,17 +566,9 @@ def _interrupt(*_: object) -> None:
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
-    t0 = time.perf_counter()
-    try:
-        run(args)
-    except StackFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: stacks stopped, temp dir removed", file=sys.stderr)
-        return 130
-    print(f"\nbenchmark took {time.perf_counter() - t0:.1f}s")
-    return 0
+    return bench_main(
+        lambda: run(args), failure=StackFailed, interrupted="stacks stopped, temp dir removed"
+    )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from typing import Any
 from _common import (
     Samples,
     _proc_cpu,
+    bench_main,
     fmt_ms,
     machine_summary,
     print_table,
@@ -755,17 +756,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    t0 = time.perf_counter()
-    try:
-        asyncio.run(run(args))
-    except BenchFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted: workers, dev server and temp dir removed", file=sys.stderr)
-        return 130
-    print(f"\nbenchmark took {time.perf_counter() - t0:.1f}s")
-    return 0
+    return bench_main(
+        lambda: asyncio.run(run(args)),
+        failure=BenchFailed,
+        interrupted="workers, dev server and temp dir removed",
+        also_interrupts=(asyncio.CancelledError,),
+    )
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ def handoff_activities(zygotes: Zygotes) -> list[Callable]:
         """Kills and frees the run a local attempt of `activity_type` handed over, when the
         job was cancelled before the activity that would have taken the run started."""
         info = activity.info()
-        key = (info.workflow_id or "", info.workflow_run_id or "", f"handoff:{activity_type}")
+        key = _handoff_key(info.workflow_id, info.workflow_run_id, activity_type)
         runs = zygotes.runs
         handed = runs.executions.claim(key, info.attempt) if runs is not None else None
         if handed is None or runs is None:
@@ -370,16 +370,18 @@ class _Attempt:
     handoff_key: ActivityKey  # where a local attempt of the same job leaves its run
 
 
+def _handoff_key(workflow_id: str | None, run_id: str | None, activity_type: str) -> ActivityKey:
+    """Where a local attempt of a job's `activity_type` leaves its run (one per workflow run:
+    the activity that takes it over has an id of its own)."""
+    return (workflow_id or "", run_id or "", f"handoff:{activity_type}")
+
+
 def _this_activity() -> _Attempt | None:
     try:
         info = activity.info()
     except RuntimeError:  # not in an activity: nothing to adopt
         return None
-    handoff: ActivityKey = (
-        info.workflow_id or "",
-        info.workflow_run_id or "",
-        f"handoff:{info.activity_type}",
-    )
+    handoff = _handoff_key(info.workflow_id, info.workflow_run_id, info.activity_type)
     own: ActivityKey = (info.workflow_id or "", info.workflow_run_id or "", info.activity_id)
     return _Attempt(
         key=handoff if info.is_local else own,
@@ -468,8 +470,7 @@ class UserCodeRun:
             self.earlier_result = runs.results.claim(key, self._attempt)
             if self.earlier_result is not None:
                 # Kept on, should this attempt's completion be lost too.
-                attempt = 0 if self._local else self._attempt
-                runs.results.hold(key, attempt, self.earlier_result, detached=True)
+                runs.results.hold(key, self._kept_as, self.earlier_result, detached=True)
                 log.warning(
                     "attempt %d of %s returns the result of an earlier attempt's run on this "
                     "worker (Temporal did not get it)",
@@ -490,6 +491,12 @@ class UserCodeRun:
         self._exec.owner = self._attempt
         self.path = self._exec.path
         return self
+
+    @property
+    def _kept_as(self) -> int:
+        """The attempt a kept result is owned by: a later attempt claims it. A local attempt's
+        retry comes as attempt 1 again (its workflow task was lost): its results are 0's."""
+        return 0 if self._local else self._attempt
 
     async def _take_slot(self) -> Callable[[], None] | None:
         slots, this = self.zygotes.slots, self._this
@@ -717,9 +724,7 @@ class UserCodeRun:
         away as the activity completes, then the attempt timed out), the next attempt on this
         worker returns it (`earlier_result`) instead of running the code again."""
         if self._runs is not None and self._key is not None:
-            # A local attempt's retry comes as attempt 1 again (its workflow task was lost).
-            attempt = 0 if self._local else self._attempt
-            self._runs.results.hold(self._key, attempt, result, detached=True)
+            self._runs.results.hold(self._key, self._kept_as, result, detached=True)
         return result
 
     def ran_warm(self, warm: Script | Call | None) -> bool:
@@ -742,7 +747,7 @@ class UserCodeRun:
         except OSError:
             empty = False  # collect_out says what is wrong with it
         if empty and (outcome is None or outcome.killed_reason != "disk"):
-            return Collected(uris={}, refused={})
+            return Collected()
         return await asyncio.to_thread(self.collect_out, outcome)
 
     def store_out(self) -> dict[str, str]:
