@@ -6,9 +6,12 @@ Both sides run the same cold script (`print("hi")`) through a cold zygote, the w
 * without: a zygote with the host's view, the job dir a plain temp dir, the run as the
   worker's uid in the host's network, a pids cgroup (as before containment), `out/` stored;
 * with: what `UserCodeRun` does now: a uid leased from the pool, a 0700 job dir of that uid
-  under the worker's 0711 root, inputs handed over, a zygote in its private mount view, a new
-  network (and IPC) namespace per run, a memory cgroup over the run, the disk cap watched,
-  `out/` collected without following links, the uid given back.
+  under the worker's 0711 root, inputs handed over, a zygote in its private mount view with
+  the runs' own root, per run: a launch request in a memfd, a pid namespace whose init
+  forks the program, new mount, network and IPC namespaces, its own /tmp, /dev/shm and
+  /proc, chroot, an empty bounding set, no_new_privs, the seccomp filter, every other fd
+  closed; a memory cgroup over the run, the disk cap watched, `out/` collected without
+  following links, the uid given back.
 
 The sides alternate job by job so machine noise hits both alike. Printed: p50/p90 per start
 on each side, the difference (the containment's cost per start, target ≤ 10 ms) and the
@@ -103,7 +106,9 @@ async def measure(jobs: int, warm: bool) -> tuple[Side, Side]:
     with tempfile.TemporaryDirectory(prefix="shopfloor-bench-") as store_dir:
         store = ArtifactStore(Path(store_dir))
         plain = await Zygote.start(modules)
-        contained = await Zygote.start(modules, mounts=mounts, memory_cgroups=caps.memory_cgroup)
+        contained = await Zygote.start(
+            modules, mounts=mounts, memory_cgroups=caps.memory_cgroup, pidns=caps.pidns
+        )
         try:
             without, with_ = Side("without containment"), Side("with containment")
             for i in range(jobs + 5):  # 5 warm-up rounds, not counted

@@ -32,10 +32,13 @@ def wait_until(predicate: Callable[[], object], *, timeout_s: float = 30, what: 
 class Proc:
     """A shopfloor CLI subprocess (`worker`, `controller`) with its own log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, *, cwd: Path | None = None
+    ) -> None:
         self.args = args
         self.env = env
         self.log = log
+        self.cwd = cwd
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> Proc:
@@ -43,6 +46,7 @@ class Proc:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "shopfloor", *self.args],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -93,11 +97,13 @@ class Stack:
         self.controller: Proc | None = None
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
-    def start_worker(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
+    def start_worker(
+        self, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
         """A worker process; `env` adds to (or overrides) the stack's environment for this
-        worker only (e.g. its own SHOPFLOOR_DATA_DIR)."""
+        worker only (e.g. its own SHOPFLOOR_DATA_DIR); `cwd`: where it runs (its `.env`)."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = Proc(["worker", *extra], {**self.env, **(env or {})}, log).start()
+        worker = Proc(["worker", *extra], {**self.env, **(env or {})}, log, cwd=cwd).start()
         self.workers.append(worker)
         wait_until(
             lambda: "worker ready" in log.read_text(errors="replace") or not worker.alive(),

@@ -222,7 +222,11 @@ def zygote_options(contain: Containment, settings: Settings) -> dict:
             "hide": sorted(hide),
             "tmp_mb": settings.sandbox_tmp_mb,
         }
-    return {"mounts": mounts, "memory_cgroups": contain.caps.memory_cgroup}
+    return {
+        "mounts": mounts,
+        "memory_cgroups": contain.caps.memory_cgroup,
+        "pidns": mounts is not None and contain.caps.pidns,
+    }
 
 
 @asynccontextmanager

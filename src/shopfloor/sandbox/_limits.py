@@ -11,15 +11,25 @@ from pathlib import Path
 from typing import Literal
 
 from shopfloor.sandbox._cgroup import PIDS_CGROUP_ROOT
+from shopfloor.sandbox._contain import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    ContainmentFailed,
+    RunRoot,
+    drop_privileges,
+    last_capability,
+    refuse_new_namespaces,
+    seccomp_available,
+    unshare,
+)
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
-CLONE_NEWNS = 0x00020000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWNET = 0x40000000
+_LAST_CAP = last_capability()  # read before fork: a run's root may have no /proc yet
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded up front: nothing heavy may run after fork
 
-__all__ = ["PIDS_CGROUP_ROOT", "Limits", "RunIdentity"]
+__all__ = ["PIDS_CGROUP_ROOT", "ContainmentFailed", "Limits", "RunIdentity", "RunRoot"]
 
 Network = Literal["none", "host"]
 
@@ -79,21 +89,20 @@ def limit_address_space(extra_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-class ContainmentFailed(OSError):
-    """A lever the worker said was there could not be applied: the run must not start."""
-
-
 def enter_run(
     limits: Limits,
     cgroup_procs: list[str],
     identity: RunIdentity | None,
     *,
     address_space: int | None,
+    run_root: RunRoot | None = None,
+    cwd: str | None = None,
 ) -> None:
     """Runs in the forked child before exec (or before user code in a zygote fork), in this
-    order: join the run's cgroups and namespaces (needs root), drop to the run's uid/gid, then
-    the limits that are the process's own (rlimits, parent-death signal, which a change of
-    uid would clear).
+    order: join the run's cgroups and namespaces (needs root), enter the run's own view of the
+    file system (`run_root`, with `cwd` its directory), drop every privilege and become the
+    run's uid/gid, then the limits that are the process's own (rlimits, parent-death signal,
+    which a change of uid would clear), and last the seccomp filter.
 
     `address_space` is the RLIMIT_AS in bytes, or None when the program sets its own once its
     runtime is loaded (`limit_address_space`)."""
@@ -101,16 +110,21 @@ def enter_run(
         with open(procs, "w") as f:
             f.write("0")  # "0" moves the writing thread: a forked child's only one
     identity = identity or RunIdentity()
+    root = os.geteuid() == 0
+    # An IPC namespace of its own (SysV shared memory, queues, POSIX message queues die with
+    # the run); no network at all unless it opted in; a mount namespace for its own root.
+    flags = CLONE_NEWIPC if root else 0
     if identity.network == "none":
-        # A new network namespace has only a down loopback: no route to anything. An IPC
-        # namespace of its own too (no SysV shared memory or queues shared with other runs).
-        if _libc.unshare(CLONE_NEWNET | CLONE_NEWIPC) != 0:
-            raise ContainmentFailed(ctypes.get_errno(), "cannot make a network namespace")
+        flags |= CLONE_NEWNET
+    if run_root is not None:
+        flags |= CLONE_NEWNS
+    if flags:
+        unshare(flags, "the run's namespaces")
+    if run_root is not None and cwd is not None:
+        run_root.enter(cwd)
+        os.chdir(cwd)
     os.umask(0o077)
-    if identity.uid is not None:
-        os.setgroups([])
-        os.setgid(identity.gid if identity.gid is not None else identity.uid)
-        os.setuid(identity.uid)
+    drop_privileges(identity.uid, identity.gid, last_cap=_LAST_CAP)
     if address_space is not None:
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     cpu = limits.effective_cpu_s
@@ -123,6 +137,8 @@ def enter_run(
         cap = limits.max_processes + _processes_of_current_user()
         resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
     set_parent_death_signal()
+    if seccomp_available():  # else the worker warned at start (`HostCapabilities.warnings`)
+        refuse_new_namespaces()
 
 
 def set_parent_death_signal() -> None:

@@ -109,7 +109,8 @@ class _Child:
         watch_dir: Path | None = None,
     ) -> None:
         self.limits = limits
-        self.cgroup = PidsCgroup.create(limits.max_processes)
+        # One more than the run asks for: its init, where it has a pid namespace of its own.
+        self.cgroup = PidsCgroup.create(limits.max_processes + 1)
         self.memory = MemoryCgroup.create(memory_bytes) if memory_bytes else None
         self.watch_dir = watch_dir if limits.disk_mb else None
         self.stdout = OutputTail(tail_bytes)

@@ -30,7 +30,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from shopfloor.sandbox._cgroup import MEMORY_CGROUP_ROOT, PIDS_CGROUP_ROOT, usable
-from shopfloor.sandbox._limits import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS
+from shopfloor.sandbox._contain import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    RunRoot,
+    interpreter_trees,
+    seccomp_available,
+)
 
 log = logging.getLogger("shopfloor.sandbox")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -45,6 +53,7 @@ class HostCapabilities:
     root: bool
     netns: bool
     mountns: bool
+    pidns: bool
     pids_cgroup: bool
     memory_cgroup: bool
     iptables: bool
@@ -55,7 +64,18 @@ class HostCapabilities:
 
     def describe(self) -> str:
         used = [name for name, on in asdict(self).items() if on]
-        return "sandbox levers: " + (", ".join(used) or "none")
+        if seccomp_available():
+            used.append("seccomp")
+        line = "sandbox levers: " + (", ".join(used) or "none")
+        if self.root and self.mountns:
+            line += (
+                "; per run: own uid, minimal root (system and interpreter trees read-only, its "
+                "own dir, /tmp, /dev/shm)"
+                + (", pid namespace" if self.pidns else "")
+                + ", IPC and mount namespaces, no_new_privs, empty bounding set, every other "
+                "fd closed"
+            )
+        return line
 
     def warnings(self) -> list[str]:
         out = []
@@ -67,7 +87,13 @@ class HostCapabilities:
         if not self.netns:
             out.append("no network namespaces: runs share the host's network")
         if not self.mountns:
-            out.append("no mount namespaces: runs may write the host's /tmp, outside their cap")
+            out.append(
+                "no mount namespaces: runs see the host's file system and may write its /tmp"
+            )
+        if not self.pidns:
+            out.append("no pid namespaces: runs see the host's processes")
+        if not seccomp_available():
+            out.append("no seccomp filter for this architecture: runs may make namespaces")
         if not self.pids_cgroup:
             out.append("no writable pids cgroup: processes are capped by RLIMIT_NPROC only")
         if not self.memory_cgroup:
@@ -92,6 +118,7 @@ def detect() -> HostCapabilities:
         root=root,
         netns=root and _try_in_child(CLONE_NEWNET | CLONE_NEWIPC),
         mountns=root and _try_in_child(CLONE_NEWNS),
+        pidns=root and _try_in_child(CLONE_NEWPID),
         pids_cgroup=root and usable(PIDS_CGROUP_ROOT),
         memory_cgroup=root and usable(MEMORY_CGROUP_ROOT),
         iptables=root and shutil.which("iptables") is not None and _iptables_works(),
@@ -195,7 +222,7 @@ def _first_blocked(path: str) -> tuple[str, str] | None:
 
 def enter_private_mounts(
     *, work_root: str, hide: list[str], tmp_mb: int, reach: list[str] | None = None
-) -> None:
+) -> RunRoot:
     """Called once by a zygote running as root: a mount namespace of its own (its children
     inherit it) where:
 
@@ -204,7 +231,9 @@ def enter_private_mounts(
       work root is bound back at its path;
     - every directory that blocks other users on the way to the interpreter (`reach`) is
       covered by a tmpfs they may enter (0711) holding only the path onward, bound back;
-    - `hide` (the data dir, the artifact store) are covered by empty, root-only tmpfs.
+    - `hide` (the data dir, the artifact store) are covered by empty, root-only tmpfs;
+    - the skeleton of the runs' own root is built (`RunRoot`): what each run sees instead of
+      all of the above.
     Nothing of this is seen outside the namespace."""
     if _libc.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
@@ -240,6 +269,8 @@ def enter_private_mounts(
             k == path or k.startswith(path.rstrip("/") + "/") for k in [work_root]
         ):
             _mount("tmpfs", path, "tmpfs", 0, "mode=0700,size=16k,nr_inodes=16")
+    trees = interpreter_trees(exclude=[os.getcwd()])
+    return RunRoot.build(trees=trees, hide=hide, work_root=work_root, tmp_mb=tmp_mb)
 
 
 def _make_mountpoint(covered: str, target: str, is_dir: bool) -> None:

@@ -39,7 +39,6 @@ START_TIMEOUT_S = 120.0
 # (kernel stacks, page tables); a runner that imports its libraries itself gets RUNNER_MB.
 CGROUP_SLACK_MB = 32
 RUNNER_MB = 1024
-INLINE_REQUEST = 16 * 1024  # larger launch requests are passed in a memfd
 
 
 class ZygoteDied(RuntimeError):
@@ -58,12 +57,14 @@ class Zygote:
         name: str | None = None,
         mounts: dict[str, Any] | None = None,
         memory_cgroups: bool = False,
+        pidns: bool = False,
     ) -> None:
         self.modules = modules
         self.name = name or ("warm" if modules else "cold")  # in logs and metrics
         self.env = dict(env or {})
         self.mounts = mounts  # `host.enter_private_mounts` options, or None
         self.memory_cgroups = memory_cgroups
+        self.pidns = pidns  # each run the init of a pid namespace of its own
         # From its ready message: rss, python_vm, python_rss (and mounts_error, if any).
         self.info: dict[str, Any] = {}
         self._proc: subprocess.Popen | None = None
@@ -95,7 +96,7 @@ class Zygote:
                     "-m",
                     "shopfloor.sandbox.zygote_main",
                     str(theirs.fileno()),
-                    json.dumps({"mounts": self.mounts} if self.mounts else {}),
+                    json.dumps(self._options()),
                     *self.modules,
                 ],
                 pass_fds=[theirs.fileno()],
@@ -123,6 +124,12 @@ class Zygote:
                     self.info["mounts_error"],
                 )
             return ours
+
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"mounts": self.mounts} if self.mounts else {}
+        if self.pidns:
+            options["pidns"] = True
+        return options
 
     def _on_message(self, sock: socket.socket, ready: asyncio.Future) -> None:
         try:
@@ -190,15 +197,12 @@ class Zygote:
                     cgroup_procs=child.cgroup_procs,
                     identity=identity,
                 )
-                fds = [w for _, w in pipes]
-                data = request.to_json()
-                if len(data) > INLINE_REQUEST:
-                    # A large request (long args, a big call argument) travels in a memfd: a
-                    # packet that big would fail with "Message too long", and be retried.
-                    fds.append(_memfd_with(data))
-                    data = b'{"memfd": true}'
+                # The request travels in a memfd that only the run's own child reads: the
+                # zygote sees its id, never its contents (nothing of it stays in the memory
+                # later forks inherit); and no request is too long for a packet.
+                fds = [w for _, w in pipes] + [_memfd_with(request.to_json())]
                 try:
-                    socket.send_fds(sock, [data], fds)
+                    socket.send_fds(sock, [json.dumps({"id": request_id}).encode()], fds)
                 finally:
                     for fd in fds:
                         os.close(fd)

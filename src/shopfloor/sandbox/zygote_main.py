@@ -3,14 +3,22 @@
 The warm zygote has imported heavy libraries and runs scripts and calls in its forks; the cold
 one has imported nothing and execs fresh programs in them. Protocol over a SOCK_SEQPACKET
 socket (fd given in argv), one JSON message per packet:
-  parent → zygote: a `LaunchRequest` (see _launch.py: id, program tagged by mode exec |
-                   script | call, cwd, env, limits, cgroup_procs, identity)
-                   with SCM_RIGHTS fds [stdout, stderr, progress]
+  parent → zygote: {"id"} with SCM_RIGHTS fds [stdout, stderr, progress, request], the last
+                   a memfd holding the `LaunchRequest` (see _launch.py: id, program tagged by
+                   mode exec | script | call, cwd, env, limits, cgroup_procs, identity)
   zygote → parent: {"ready": true, "rss", "python_vm", "python_rss"} once; {"id", "pid"} when
                    forked; {"id", "returncode"} at exit.
 
+The zygote never reads a request: only the child it forks for it does. So nothing of one job
+(its arguments, environment, source) is ever in the zygote's memory for a later fork to find.
+
+Each run's first process is the init of a pid namespace of its own (where the host allows):
+it contains the run (`_limits.enter_run`), forks the run's program, reaps, and passes the
+program's exit status back through a pipe when it ends; its end ends every process of the run.
+
 argv: the socket's fd, a JSON object of options ({"mounts": {...}} for
-`host.enter_private_mounts`, or {}), then the modules to import.
+`host.enter_private_mounts`, "pidns": true for a pid namespace per run, or {}), then the
+modules to import.
 """
 
 from __future__ import annotations
@@ -25,22 +33,29 @@ import runpy
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import traceback
 
+from shopfloor.sandbox._contain import CLONE_NEWPID, close_fds_except
 from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Program, Script
 from shopfloor.sandbox._limits import (
     MB,
     ContainmentFailed,
+    RunRoot,
     address_space_bytes,
     enter_run,
     protect_from_same_user,
     resident_bytes,
+    set_parent_death_signal,
 )
 
-MAX_MESSAGE = 64 * 1024  # larger requests come in a memfd; big job inputs as files in the cwd
-_WAKE_FDS: tuple[int, int] = (-1, -1)
+MAX_MESSAGE = 4096  # a header: the request itself comes in a memfd
+PROGRESS_FD = 3  # where a run finds its progress pipe (SHOPFLOOR_PROGRESS_FD)
+_libc = ctypes.CDLL(None, use_errno=True)
+_ROOT: list[RunRoot] = []  # the runs' own root, once built (with "mounts")
+_OWN_PIDNS: list[int] = []  # an fd of our own pid namespace, when runs get their own
 # A fresh interpreter's address space and resident size, measured once at start-up: what a
 # cold Python job starts from (its RLIMIT_AS is that + memory_mb).
 _FRESH_PYTHON = {"vm": 0, "rss": 0}
@@ -76,49 +91,60 @@ def _address_space_limit(request: LaunchRequest) -> int | None:
     return address_space_bytes() + extra
 
 
-def _child(request: LaunchRequest, fds: list[int], sock: socket.socket) -> None:
-    """Runs in the forked child; never returns."""
+def _child(fds: list[int], status_w: int) -> None:
+    """Runs in the forked child; never returns. With a pid namespace of its own it is the
+    run's init: it contains the run, forks the program and passes its exit status back."""
     code = 1
+    request: LaunchRequest | None = None
     try:
-        sock.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in _WAKE_FDS:
-            os.close(fd)
+        out, err, progress, request_fd = fds
+        with os.fdopen(request_fd, "rb") as f:
+            request = LaunchRequest.from_json(f.read())
+        # Nothing of the zygote's (its socket, its epoll fd, its wake pipe) reaches the run.
+        close_fds_except({out, err, progress, status_w})
         os.setsid()
-        out, err, progress = fds
         try:
             enter_run(
                 request.limits,
                 request.cgroup_procs,
                 request.identity,
                 address_space=_address_space_limit(request),
+                run_root=_ROOT[0] if _ROOT else None,
+                cwd=request.cwd,
             )
         except (ContainmentFailed, OSError) as failed:
             os.write(err, f"shopfloor: the run could not be contained: {failed}\n".encode())
             os._exit(126)
+        if _OWN_PIDNS:
+            _be_init(status_w)  # returns in the program's process only
+        else:
+            os.close(status_w)
+        set_parent_death_signal()
         os.dup2(out, 1)
         os.dup2(err, 2)
-        os.close(out)
-        os.close(err)
+        if progress != PROGRESS_FD:
+            os.dup2(progress, PROGRESS_FD)
+        close_fds_except({PROGRESS_FD})
         program = request.program
         if isinstance(program, Exec):
-            _exec(program, request, progress)
-        os.set_inheritable(progress, False)
+            _exec(program, request)
+        os.set_inheritable(PROGRESS_FD, False)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         os.chdir(request.cwd)
         os.environ.clear()
         os.environ.update(request.env)
-        os.environ["SHOPFLOOR_PROGRESS_FD"] = str(progress)
+        os.environ["SHOPFLOOR_PROGRESS_FD"] = str(PROGRESS_FD)
         code = _run_warm(program, request.cwd)
     except SystemExit as exit_:
         code = _exit_code(exit_)
     except BaseException as err:  # the user's code failed: its traceback is the job's stderr
-        _print_user_traceback(err, request.program)
+        _print_user_traceback(err, request.program if request else None)
         code = 1
     try:
-        if isinstance(request.program, Script):
+        if request is not None and isinstance(request.program, Script):
             _exit_like_an_interpreter()
     except BaseException:  # noqa: BLE001 - a thread's join interrupted: exit all the same
         traceback.print_exc()
@@ -129,6 +155,30 @@ def _child(request: LaunchRequest, fds: list[int], sock: socket.socket) -> None:
             except Exception:  # noqa: BLE001 - nothing useful to do while exiting
                 pass
         os._exit(code)
+
+
+def _be_init(status_w: int) -> None:
+    """The run's init (pid 1 of its namespace): forks the program — which returns from here —
+    then reaps whatever ends up its child and, when the program ends, writes its wait status
+    to `status_w` and exits, which ends every other process of the run. Already contained:
+    it runs as the run's uid, in its root, under its filter."""
+    pid = os.fork()
+    if pid == 0:
+        os.close(status_w)
+        return
+    # A signal sent from inside the namespace to its init is dropped unless init handles it:
+    # the program's processes cannot stop or interrupt this loop.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    close_fds_except({status_w})
+    while True:
+        try:
+            reaped, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if reaped == pid:
+            os.write(status_w, struct.pack("i", status))
+            os._exit(0)
 
 
 def _exit_code(exit_: SystemExit) -> int:
@@ -155,7 +205,7 @@ def _exit_like_an_interpreter() -> None:
     atexit._run_exitfuncs()
 
 
-def _print_user_traceback(err: BaseException, program: Program) -> None:
+def _print_user_traceback(err: BaseException, program: Program | None) -> None:
     """The traceback a fresh interpreter would print for a script: from the script's own
     frame on, without the zygote and runpy frames above it."""
     tb = err.__traceback__
@@ -167,11 +217,10 @@ def _print_user_traceback(err: BaseException, program: Program) -> None:
     traceback.print_exception(type(err), err, tb)
 
 
-def _exec(program: Exec, request: LaunchRequest, progress_fd: int) -> None:
+def _exec(program: Exec, request: LaunchRequest) -> None:
     """Cold: become a fresh program. The worker never forks itself (a fork of a big, threaded
     worker is slow); this small process does it for it."""
-    os.close(progress_fd)
-    os.closerange(3, 65536)
+    close_fds_except(set())
     os.chdir(request.cwd)
     argv = program.argv
     try:
@@ -194,10 +243,8 @@ def _run_warm(program: Script | Call, cwd: str) -> int:
 
 
 def serve(sock: socket.socket) -> None:
-    children: dict[int, str] = {}  # pid → request id
-    global _WAKE_FDS
+    children: dict[int, tuple[str, int]] = {}  # pid → request id, the status pipe's read end
     wake_r, wake_w = os.pipe()
-    _WAKE_FDS = (wake_r, wake_w)
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -224,21 +271,33 @@ def serve(sock: socket.socket) -> None:
                 data = b""
             if not data:  # the worker is gone: so are we (and our children, by pdeathsig)
                 return
-            if len(fds) == 4:  # {"memfd": true}: the request is in the fourth fd
-                with os.fdopen(fds.pop(), "rb") as big:
-                    data = big.read()
-            request = LaunchRequest.from_json(data)
-            pid = os.fork()
+            request_id = str(json.loads(data)["id"])
+            status_r, status_w = os.pipe()
+            pid = _fork_for_run()
             if pid == 0:
-                _child(request, fds, sock)
-            for fd in fds:
+                _child(fds, status_w)
+            for fd in (*fds, status_w):
                 os.close(fd)
-            children[pid] = request.id
-            sock.send(json.dumps({"id": request.id, "pid": pid}).encode())
+            children[pid] = (request_id, status_r)
+            sock.send(json.dumps({"id": request_id, "pid": pid}).encode())
         _reap(children, sock)
 
 
-def _reap(children: dict[int, str], sock: socket.socket) -> None:
+def _fork_for_run() -> int:
+    """fork(), the child the first process of a pid namespace of its own when runs get one;
+    ours stays as it was for the next fork."""
+    if not _OWN_PIDNS:
+        return os.fork()
+    if _libc.unshare(CLONE_NEWPID) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID)")
+    try:
+        return os.fork()
+    finally:
+        if os.getpid() != 1 and _libc.setns(_OWN_PIDNS[0], CLONE_NEWPID) != 0:
+            raise OSError(ctypes.get_errno(), "setns back to our pid namespace")
+
+
+def _reap(children: dict[int, tuple[str, int]], sock: socket.socket) -> None:
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -246,10 +305,21 @@ def _reap(children: dict[int, str], sock: socket.socket) -> None:
             return
         if pid == 0:
             return
-        request_id = children.pop(pid, None)
-        if request_id is not None:
-            message = {"id": request_id, "returncode": os.waitstatus_to_exitcode(status)}
-            sock.send(json.dumps(message).encode())
+        entry = children.pop(pid, None)
+        if entry is None:
+            continue
+        request_id, status_r = entry
+        # The program's own status, from its init; the init's when it was killed first.
+        os.set_blocking(status_r, False)
+        try:
+            relayed = os.read(status_r, 4)
+        except BlockingIOError:
+            relayed = b""
+        os.close(status_r)
+        if len(relayed) == 4:
+            status = struct.unpack("i", relayed)[0]
+        message = {"id": request_id, "returncode": os.waitstatus_to_exitcode(status)}
+        sock.send(json.dumps(message).encode())
 
 
 def _release_free_heap() -> None:
@@ -320,9 +390,11 @@ def main() -> None:
         from shopfloor.sandbox.host import enter_private_mounts
 
         try:
-            enter_private_mounts(**options["mounts"])
+            _ROOT.append(enter_private_mounts(**options["mounts"]))
         except OSError as err:  # the worker warns; runs then see the host's file system
             _INFO["mounts_error"] = str(err)
+    if options.get("pidns"):
+        _OWN_PIDNS.append(os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
     if not modules:  # the cold zygote: the runtime of its cold Python jobs
         _measure_fresh_python()
     # Thread pools started at import time (BLAS, OpenMP) do not survive fork well.
@@ -330,8 +402,6 @@ def main() -> None:
         os.environ.setdefault(var, "1")
     # Settings modules read at import time (MUJOCO_GL: the GL backend) came in our environment
     # from whoever started us (`Zygote.start(..., env=...)`).
-    from shopfloor.sandbox._limits import set_parent_death_signal
-
     set_parent_death_signal()
     for name in modules:  # `module`, or `module:function` to call once it is imported
         module, _, function = name.partition(":")
