@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import random
 import shutil
@@ -283,7 +284,14 @@ class CrashMatrix:
             data_dir=self.root / "temporal", port=free_port(), ui_port=free_port()
         )
         self.server.start()
-        self.stack = Stack(temporal_address=self.server.address, tmp=self.root)
+        # The effects file's directory is shared with every run (a run's root has nothing else
+        # of the host's to write).
+        shared = json.dumps([str(self.effects.parent)])
+        self.stack = Stack(
+            temporal_address=self.server.address,
+            tmp=self.root,
+            extra_env={"SHOPFLOOR_SANDBOX_SHARED_DIRS": shared},
+        )
         for _ in range(self.n_workers):
             self.stack.start_worker("--kind", "script")
         self.stack.start_controller()

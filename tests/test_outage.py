@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import shutil
 import tempfile
 import time
@@ -54,11 +55,15 @@ print("finished", {tag!r})
 """
 
 
+EFFECTS_BASE = REPO / ".shopfloor" / "outage"
+
+
 @pytest.fixture
 def effects() -> Iterator[Path]:
-    """An append-only file every sandboxed script may write: under the repo's `.shopfloor/`
-    (a script's /tmp is private), world-writable (it runs as a uid of its own)."""
-    base = REPO / ".shopfloor" / "outage"
+    """An append-only file every sandboxed script may write: under the repo's `.shopfloor/`,
+    in the directory the worker shares with its runs (`sandbox_shared_dirs`: a run's root has
+    nothing else of the host's to write), world-writable (it runs as a uid of its own)."""
+    base = EFFECTS_BASE
     base.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="effects-", dir=base))
     root.chmod(0o777)
@@ -83,7 +88,8 @@ async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
     """The worker side in this process: the script kind's activities on the worker's zygotes."""
     root = tmp_path_factory.mktemp("outage-artifacts")
     served = [kind_named("script")]
-    settings = Settings(data_dir=root)
+    EFFECTS_BASE.mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=root, sandbox_shared_dirs=[EFFECTS_BASE])
     async with WorkerContext(
         settings=settings, artifacts=ArtifactStore(root), served=served
     ) as ctx:
@@ -308,8 +314,11 @@ def test_server_killed_for_20s_each_running_script_runs_once(tmp_path: Path, eff
     server = DevServer(data_dir=tmp_path / "temporal", port=free_port(), ui_port=free_port())
     server.start()
     # Slots for all 10 jobs, and for their retries while lost attempts still hold theirs.
-    slots = {"SHOPFLOOR_WORKER_MAX_CONCURRENT_ACTIVITIES": "32"}
-    stack = Stack(temporal_address=server.address, tmp=tmp_path, extra_env=slots)
+    env = {
+        "SHOPFLOOR_WORKER_MAX_CONCURRENT_ACTIVITIES": "32",
+        "SHOPFLOOR_SANDBOX_SHARED_DIRS": json.dumps([str(EFFECTS_BASE)]),
+    }
+    stack = Stack(temporal_address=server.address, tmp=tmp_path, extra_env=env)
     try:
         stack.start_worker("--kind", "script")
         stack.start_controller()

@@ -106,8 +106,12 @@ class Settings(BaseSettings):
     sandbox_root: Path | None = None
     # Bytes a run may have in its work dir, out/ included (a job may ask for less).
     sandbox_disk_mb: int = Field(1024, ge=1)
-    # Size of each of the private /tmp, /var/tmp and /dev/shm the runs of a zygote see.
+    # Size of each run's own /tmp and /dev/shm (in memory, charged to the run's memory cgroup).
     sandbox_tmp_mb: int = Field(64, ge=1)
+    # Directories bound read-write, at their own paths, into every run's otherwise minimal
+    # root: a scratch or data directory the operator means runs to share. None by default:
+    # whatever is listed here, every run may read and write.
+    sandbox_shared_dirs: list[Path] = Field(default_factory=list)
     # Jobs asking for `network: host` are refused unless the worker can filter it (iptables:
     # no loopback, no Temporal frontend, no controller); true lets them run unfiltered.
     sandbox_unfiltered_network: bool = False

@@ -221,6 +221,7 @@ def zygote_options(contain: Containment, settings: Settings) -> dict:
             "work_root": str(contain.work_root.path),
             "hide": sorted(hide),
             "tmp_mb": settings.sandbox_tmp_mb,
+            "shared": [str(p.resolve()) for p in settings.sandbox_shared_dirs],
         }
     return {
         "mounts": mounts,

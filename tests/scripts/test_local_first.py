@@ -196,10 +196,12 @@ async def script_workers(
 ) -> AsyncIterator[tuple[str, list[Worker]]]:
     """The script kind's Workers as `shopfloor worker` builds them, in this process; without
     `handoff` the hand-off queue's Worker is built but not run (the caller runs it)."""
+    outage.EFFECTS_BASE.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         temporal_address="unused",
         data_dir=tmp_path,
         task_queue_prefix=f"lf-{uuid.uuid4().hex[:8]}-",
+        sandbox_shared_dirs=[outage.EFFECTS_BASE],
     )
     served = [kind_named("script")]
     async with kind_resources(settings, served) as plans, contextlib.AsyncExitStack() as stack:

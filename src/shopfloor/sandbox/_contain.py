@@ -28,6 +28,7 @@ import os
 import platform
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,7 @@ class RunRoot:
         hide: list[str],
         work_root: str,
         tmp_mb: int,
+        shared: Sequence[str] = (),
         path: str = SKELETON,
     ) -> RunRoot:
         """Once per zygote, in its private mount namespace (as root)."""
@@ -151,6 +153,12 @@ class RunRoot:
         for tree in trees:
             if not os.path.exists(path + tree):  # not inside one bound already
                 _bind_read_only(tree, path + tree)
+        for directory in shared:  # read-write: the operator's choice (sandbox_shared_dirs)
+            if os.path.isdir(directory):
+                os.makedirs(path + directory, exist_ok=True)
+                mount(directory, path + directory, None, MS_BIND | MS_REC, None)
+                flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
+                mount(None, path + directory, None, flags, None)
         for hidden in hide:  # a data dir inside a bound tree stays out of sight
             if os.path.isdir(path + hidden):
                 mount("tmpfs", path + hidden, "tmpfs", MS_RDONLY, "mode=0700,size=4k")
@@ -161,7 +169,7 @@ class RunRoot:
             os.makedirs(path + work_root, mode=0o711, exist_ok=True)
         # Bound read-only at the end: runs share the skeleton, none may change it.
         mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
-        under_tmp = tuple(t for t in trees if _within(t, "/tmp"))
+        under_tmp = tuple(t for t in [*trees, *shared] if _within(t, "/tmp"))
         return cls(path=path, tmp_mb=tmp_mb, tmp_trees=under_tmp)
 
     def enter(self, run_dir: str) -> None:
@@ -173,7 +181,7 @@ class RunRoot:
         try:
             mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777," + size)
             for tree, fd in kept.items():
-                os.makedirs(root + tree, mode=0o755)
+                os.makedirs(root + tree, mode=0o755, exist_ok=True)
                 mount(f"/proc/self/fd/{fd}", root + tree, None, MS_BIND | MS_REC, None)
         finally:
             for fd in kept.values():

@@ -221,7 +221,12 @@ def _first_blocked(path: str) -> tuple[str, str] | None:
 
 
 def enter_private_mounts(
-    *, work_root: str, hide: list[str], tmp_mb: int, reach: list[str] | None = None
+    *,
+    work_root: str,
+    hide: list[str],
+    tmp_mb: int,
+    reach: list[str] | None = None,
+    shared: list[str] | None = None,
 ) -> RunRoot:
     """Called once by a zygote running as root: a mount namespace of its own (its children
     inherit it) where:
@@ -240,7 +245,7 @@ def enter_private_mounts(
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
     # Bound back into a covered /tmp: the work root, and the interpreter and the code runs
     # import when they live there (a checkout or a venv under /tmp, as in CI's fresh clone).
-    keep: list[str] = sorted({work_root, *(reach or interpreter_paths())})
+    keep: list[str] = sorted({work_root, *(reach or interpreter_paths()), *(shared or [])})
 
     def cover(directory: str, data: str) -> None:
         inside = [k for k in keep if k.startswith(directory.rstrip("/") + "/")]
@@ -270,7 +275,9 @@ def enter_private_mounts(
         ):
             _mount("tmpfs", path, "tmpfs", 0, "mode=0700,size=16k,nr_inodes=16")
     trees = interpreter_trees(exclude=[os.getcwd()])
-    return RunRoot.build(trees=trees, hide=hide, work_root=work_root, tmp_mb=tmp_mb)
+    return RunRoot.build(
+        trees=trees, hide=hide, work_root=work_root, tmp_mb=tmp_mb, shared=shared or []
+    )
 
 
 def _make_mountpoint(covered: str, target: str, is_dir: bool) -> None:
