@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -83,6 +84,15 @@ class Settings(BaseSettings):
     gateway_token: SecretStr | None = None
     gateway_timeout_s: float = 300.0
 
+    # Egress (shopfloor.egress): requests made on a job's behalf (phased `http` steps, gateway
+    # and model URLs) never reach loopback, private, link-local or metadata addresses unless
+    # named here: hosts, addresses or CIDRs, optionally with a port, comma-separated
+    # (`127.0.0.1:18789,10.0.0.0/8`). The control plane's ports stay shut whatever is named.
+    egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # More ports of this deployment that jobs must never reach on an internal address (the
+    # stack lists every worker's metrics port here).
+    egress_deny_ports: Annotated[list[int], NoDecode] = Field(default_factory=list)
+
     # Pipelines (kind `pipeline`). Directories of pipeline definitions (YAML) beside the shipped
     # ones: a worker polls `<name>-queue` for each pipeline found there, the controller starts
     # them by name. Processes and logs of the process runtime live under `pipeline_run_dir`
@@ -155,6 +165,26 @@ class Settings(BaseSettings):
                 "token (an empty one would make every client send an illegal header)"
             )
         return token
+
+    @field_validator("egress_allow", "egress_deny_ports", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part for part in text.replace(" ", ",").split(",") if part]
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress_entries(cls, entries: list[str]) -> list[str]:
+        from shopfloor.egress import parse_allow
+
+        parse_allow(entries)  # a bad entry stops the worker at start, naming it
+        return entries
 
     @property
     def embedded(self) -> bool:

@@ -14,6 +14,7 @@ import httpx
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
+from shopfloor.egress import EgressPolicy
 from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
 from shopfloor.killswitch import read_state, refuse_if_on
 from shopfloor.kinds.agents.agents import Agent
@@ -43,9 +44,10 @@ class AgentActivities:
     def __init__(self, settings: Settings, artifacts: ArtifactStore) -> None:
         self.settings = settings
         self.artifacts = artifacts
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+        policy = EgressPolicy.from_settings(settings)
+        self.http = policy.client(timeout=httpx.Timeout(600.0, connect=10.0))
         self.mock = MockAgent()
-        self.anthropic = AnthropicAgent(settings)
+        self.anthropic = AnthropicAgent(settings, policy=policy)
         self.agents: dict[str, Agent] = {
             "mock-agent": self.mock,
             "anthropic-agent": self.anthropic,
