@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     max_request_mb: int = Field(32, ge=1, le=4096)
     # When set, every controller route except /healthz needs `Authorization: Bearer <token>`.
     api_token: SecretStr | None = None
+    # Host names the controller answers to (the Host header; DNS rebinding sends another);
+    # the host of SHOPFLOOR_CONTROLLER_URL and a specific SHOPFLOOR_CONTROLLER_HOST are added.
+    # "*" answers any (behind a proxy that checks it).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"]
+    )
+    # Without a token the controller listens on loopback only; true lets it listen elsewhere
+    # open to anyone who reaches it (docs/security.md).
+    allow_open_api: bool = False
 
     # Production: mTLS to a self-hosted cluster, or an API key for Temporal Cloud.
     tls_cert: Path | None = None
@@ -166,7 +175,7 @@ class Settings(BaseSettings):
             )
         return token
 
-    @field_validator("egress_allow", "egress_deny_ports", mode="before")
+    @field_validator("egress_allow", "egress_deny_ports", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -237,6 +246,18 @@ class Settings(BaseSettings):
         if self.temporal_ui_url:
             return self.temporal_ui_url.rstrip("/")
         return f"http://127.0.0.1:{self.dev_ui_port}" if self.embedded else None
+
+    @property
+    def controller_hosts(self) -> frozenset[str]:
+        """The Host names (lowercase, no port, no brackets) the controller answers to."""
+        from urllib.parse import urlsplit
+
+        hosts = {h.strip("[]").lower() for h in self.allowed_hosts}
+        if self.controller_url:
+            hosts.add((urlsplit(self.controller_url).hostname or "").lower())
+        if self.controller_host not in ("0.0.0.0", "::", ""):
+            hosts.add(self.controller_host.strip("[]").lower())
+        return frozenset(hosts - {""})
 
     @property
     def public_controller_url(self) -> str:
