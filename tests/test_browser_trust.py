@@ -64,13 +64,11 @@ def test_cross_site_posts_are_refused_without_a_token(stack: Stack, path: str) -
         r = stack.http.post(path, headers=headers, json={})
         assert r.status_code == 403, (path, headers, r.status_code, r.text)
         assert "cross-site request refused" in r.json()["detail"]
-
-
-def test_same_origin_and_non_browser_requests_still_work(stack: Stack) -> None:
-    own = {"Origin": stack.url, "Sec-Fetch-Site": "same-origin"}
-    for headers in (own, {}):  # a page of our own; curl and the CLI send neither header
-        r = stack.http.post("/jobs/script-0123/cancel", headers=headers)
-        assert r.status_code == 404, r.text  # reached the route: no such job
+    if path.endswith("/cancel"):  # and what is not forged still gets through
+        own = {"Origin": stack.url, "Sec-Fetch-Site": "same-origin"}
+        for headers in (own, {}):  # a page of our own; curl and the CLI send neither header
+            r = stack.http.post(path, headers=headers)
+            assert r.status_code == 404, r.text  # reached the route: no such job
 
 
 def test_only_configured_hosts_are_served(stack: Stack) -> None:
