@@ -90,7 +90,12 @@ def main() -> int:
             from gateway import Gateway
 
             server = Gateway().serve(0)
-            os.environ["SHOPFLOOR_GATEWAY_URL"] = f"http://127.0.0.1:{server.server_address[1]}"
+            address = f"127.0.0.1:{server.server_address[1]}"
+            os.environ["SHOPFLOOR_GATEWAY_URL"] = f"http://{address}"
+            # Workers refuse loopback for jobs' requests unless allow-listed (shopfloor.egress):
+            # open exactly this gateway's port, nothing else on this machine.
+            allowed = os.environ.get("SHOPFLOOR_EGRESS_ALLOW", "")
+            os.environ["SHOPFLOOR_EGRESS_ALLOW"] = ",".join(filter(None, [allowed, address]))
         start_detached_stack()
         started_here = True
         # Interrupted before the end: stop what the demo started; nothing is left behind.

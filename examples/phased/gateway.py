@@ -3,7 +3,8 @@
 Run it for the poetry-research demo (and the tests use it as their gateway):
 
     python examples/phased/gateway.py --port 18789 --token demo-token
-    SHOPFLOOR_GATEWAY_URL=http://127.0.0.1:18789 SHOPFLOOR_GATEWAY_TOKEN=demo-token shopfloor up
+    SHOPFLOOR_GATEWAY_URL=http://127.0.0.1:18789 SHOPFLOOR_GATEWAY_TOKEN=demo-token \
+    SHOPFLOOR_EGRESS_ALLOW=127.0.0.1:18789 shopfloor up    # workers refuse loopback unless named
     curl -s -X POST localhost:8000/jobs/poetry-research -H 'content-type: application/json' \
          -d '{"wait": "20s"}'        # then: shopfloor status <job id>
 

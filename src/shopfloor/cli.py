@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from shopfloor.client import ControllerError, ShopfloorClient
 from shopfloor.processes import stop_process
 from shopfloor.registry import kind_named, kinds, load
-from shopfloor.settings import get_settings
+from shopfloor.settings import Settings, get_settings
 
 # Exit codes, the same for every command (README: "Exit codes").
 EXIT_PASSED = 0  # the job passed (or the command did what it was asked)
@@ -103,6 +103,9 @@ def up(
     from shopfloor.stack import Stack, StackError, pid_file
 
     settings = get_settings()
+    problem, _ = bind_check(settings)
+    if problem:  # before anything starts: the controller would refuse to, over and over
+        fail(problem, 2)
     if detach:
         _up_detached(settings, workers)
         return
@@ -253,6 +256,36 @@ def worker(
         fail(str(err))
 
 
+def bind_check(settings: Settings) -> tuple[str | None, str | None]:
+    """(why the controller must not start, what to say when it starts). Without a token the
+    API is open to whoever reaches it: loopback only, unless explicitly told otherwise."""
+    import ipaddress
+
+    if settings.api_token is not None:
+        return None, None
+    host = settings.controller_host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None, (
+            f"no SHOPFLOOR_API_TOKEN: the API is open to anyone on this machine; listening on "
+            f"{host}:{settings.controller_port} (loopback) only"
+        )
+    if settings.allow_open_api:
+        return None, (
+            f"no SHOPFLOOR_API_TOKEN and SHOPFLOOR_ALLOW_OPEN_API=true: the API on "
+            f"{host}:{settings.controller_port} is open to anyone who reaches it"
+        )
+    return (
+        f"refusing to listen on {host} without SHOPFLOOR_API_TOKEN: anyone who reaches it "
+        "could run jobs. Set SHOPFLOOR_API_TOKEN, listen on 127.0.0.1, or set "
+        "SHOPFLOOR_ALLOW_OPEN_API=true to run it open on purpose",
+        None,
+    )
+
+
 @app.command()
 def controller(log_format: LogFormat = None) -> None:
     """Run the HTTP controller (stateless; any number of replicas)."""
@@ -262,6 +295,13 @@ def controller(log_format: LogFormat = None) -> None:
 
     _configure_logs(log_format)
     settings = get_settings()
+    problem, note = bind_check(settings)
+    if problem:
+        fail(problem, 2)
+    if note:
+        from shopfloor.display import err_console
+
+        err_console.print(note, markup=False, highlight=False, soft_wrap=True)
     uvicorn.run(
         create_app(settings),
         host=settings.controller_host,

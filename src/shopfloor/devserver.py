@@ -45,6 +45,11 @@ def dev_server_argv(*, db_file: Path, port: int, ui_port: int, ip: str = "127.0.
         str(port),
         "--ui-port",
         str(ui_port),
+        # Fixed, not random: the egress policy keeps jobs off these (shopfloor.egress).
+        "--http-port",
+        str(port + 10),
+        "--metrics-port",
+        str(port + 11),
         "--log-level",
         "error",
         # WAL + synchronous=normal: ~2.5x throughput, still durable if the process is killed.

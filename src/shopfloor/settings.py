@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,15 @@ class Settings(BaseSettings):
     max_request_mb: int = Field(32, ge=1, le=4096)
     # When set, every controller route except /healthz needs `Authorization: Bearer <token>`.
     api_token: SecretStr | None = None
+    # Host names the controller answers to (the Host header; DNS rebinding sends another);
+    # the host of SHOPFLOOR_CONTROLLER_URL and a specific SHOPFLOOR_CONTROLLER_HOST are added.
+    # "*" answers any (behind a proxy that checks it).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"]
+    )
+    # Without a token the controller listens on loopback only; true lets it listen elsewhere
+    # open to anyone who reaches it (docs/security.md).
+    allow_open_api: bool = False
 
     # Production: mTLS to a self-hosted cluster, or an API key for Temporal Cloud.
     tls_cert: Path | None = None
@@ -82,6 +92,15 @@ class Settings(BaseSettings):
     gateway_url: str | None = None
     gateway_token: SecretStr | None = None
     gateway_timeout_s: float = 300.0
+
+    # Egress (shopfloor.egress): requests made on a job's behalf (phased `http` steps, gateway
+    # and model URLs) never reach loopback, private, link-local or metadata addresses unless
+    # named here: hosts, addresses or CIDRs, optionally with a port, comma-separated
+    # (`127.0.0.1:18789,10.0.0.0/8`). The control plane's ports stay shut whatever is named.
+    egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # More ports of this deployment that jobs must never reach on an internal address (the
+    # stack lists every worker's metrics port here).
+    egress_deny_ports: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     # Pipelines (kind `pipeline`). Directories of pipeline definitions (YAML) beside the shipped
     # ones: a worker polls `<name>-queue` for each pipeline found there, the controller starts
@@ -160,6 +179,26 @@ class Settings(BaseSettings):
             )
         return token
 
+    @field_validator("egress_allow", "egress_deny_ports", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part for part in text.replace(" ", ",").split(",") if part]
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress_entries(cls, entries: list[str]) -> list[str]:
+        from shopfloor.egress import parse_allow
+
+        parse_allow(entries)  # a bad entry stops the worker at start, naming it
+        return entries
+
     @property
     def embedded(self) -> bool:
         return not self.temporal_address
@@ -211,6 +250,18 @@ class Settings(BaseSettings):
         if self.temporal_ui_url:
             return self.temporal_ui_url.rstrip("/")
         return f"http://127.0.0.1:{self.dev_ui_port}" if self.embedded else None
+
+    @property
+    def controller_hosts(self) -> frozenset[str]:
+        """The Host names (lowercase, no port, no brackets) the controller answers to."""
+        from urllib.parse import urlsplit
+
+        hosts = {h.strip("[]").lower() for h in self.allowed_hosts}
+        if self.controller_url:
+            hosts.add((urlsplit(self.controller_url).hostname or "").lower())
+        if self.controller_host not in ("0.0.0.0", "::", ""):
+            hosts.add(self.controller_host.strip("[]").lower())
+        return frozenset(hosts - {""})
 
     @property
     def public_controller_url(self) -> str:

@@ -67,21 +67,31 @@ class Stack:
         env["SHOPFLOOR_DATA_DIR"] = str(settings.data_dir.resolve())
         cli = [sys.executable, "-m", "shopfloor"]
         self.children = [
-            Child(f"worker-{i + 1}", [*cli, "worker"], self._worker_env(env, i))
+            Child(f"worker-{i + 1}", [*cli, "worker"], self._worker_env(env, i, workers))
             for i in range(workers)
         ] + [Child("controller", [*cli, "controller"], env)]
         self._stopping = False
 
-    def _worker_env(self, env: dict[str, str], index: int) -> dict[str, str]:
-        """Each worker its own metrics port (base, base + 1, …): one port, one process."""
+    def _worker_env(self, env: dict[str, str], index: int, workers: int) -> dict[str, str]:
+        """Each worker its own metrics port (base, base + 1, …): one port, one process. Every
+        worker's jobs are kept off all of them (the egress policy knows only its own)."""
         base = self.settings.worker_metrics_port
-        return {**env, "SHOPFLOOR_WORKER_METRICS_PORT": str(base + index)} if base else env
+        if not base:
+            return env
+        others = [*self.settings.egress_deny_ports, *range(base, base + workers)]
+        return {
+            **env,
+            "SHOPFLOOR_WORKER_METRICS_PORT": str(base + index),
+            "SHOPFLOOR_EGRESS_DENY_PORTS": ",".join(map(str, others)),
+        }
 
     def ports(self) -> dict[str, int]:
         ports = {"controller (SHOPFLOOR_CONTROLLER_PORT)": self.settings.controller_port}
         if self.devserver is not None:
             ports["Temporal dev server (SHOPFLOOR_DEV_SERVER_PORT)"] = self.devserver.port
             ports["Temporal UI (SHOPFLOOR_DEV_UI_PORT)"] = self.devserver.ui_port
+            ports["Temporal HTTP API (SHOPFLOOR_DEV_SERVER_PORT + 10)"] = self.devserver.port + 10
+            ports["Temporal metrics (SHOPFLOOR_DEV_SERVER_PORT + 11)"] = self.devserver.port + 11
         return ports
 
     def check_ports(self) -> None:

@@ -15,6 +15,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from shopfloor.artifacts import store_for
+from shopfloor.idguard import JobIdInterceptor
 from shopfloor.jobs import PROGRESS_EVERY_S
 from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
 from shopfloor.observability.metrics import install as install_metrics
@@ -102,6 +103,7 @@ def build_workers(
         # Job metrics (docs/operations.md), one set per queue (its hand-off queue's runs
         # count in it), and, when tracing is on, the SDK's spans.
         interceptors = [
+            JobIdInterceptor(),  # first: a job with an id that is not its own runs nothing
             *(
                 [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
                 if metrics is not None

@@ -42,6 +42,7 @@ def agent_stack(
         extra_env={
             "SHOPFLOOR_ANTHROPIC_API_KEY": SECRET,
             "SHOPFLOOR_ANTHROPIC_BASE_URL": fake_llm.url,
+            "SHOPFLOOR_EGRESS_ALLOW": fake_llm.url.removeprefix("http://"),
         },
     )
     s.start_worker("--kind", "agent")

@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,6 +27,7 @@ def settings(fake: FakeLLM) -> Settings:
         anthropic_model="claude-test-model",
         agent_gateway_url=f"{fake.url}/agent/step",
         agent_gateway_token=SecretStr("gw-" + KEY),
+        egress_allow=[fake.url.removeprefix("http://")],  # the fake LLM is on loopback
     )
 
 
@@ -132,3 +134,20 @@ async def test_gateway_agent_rate_limit_then_ok_with_bearer_token(
     assert fake.requests[0]["headers"]["authorization"] == f"Bearer gw-{KEY}"
     assert fake.requests[1]["body"]["stepId"] == "greet-1"
     assert result.usage.input_tokens == 3
+
+
+@pytest.mark.parametrize("agent_type", ["anthropic-agent", "gateway-agent"])
+async def test_model_and_gateway_urls_on_loopback_are_refused_unless_allow_listed(
+    env: WorkflowEnvironment, tmp_path: Path, agent_type: str
+) -> None:
+    """The egress policy covers the SDK's own HTTP stack and the gateway agent: a base URL on
+    loopback that the worker's allow-list does not name is a clear failure, and nothing
+    reaches the server. Before the policy both reached it."""
+    with FakeLLM() as fake:
+        refusing = settings(fake).model_copy(update={"egress_allow": []})
+        async with agent_worker(env.client, tmp_path, refusing) as w:
+            result = await w.run({**anthropic_goal("ok"), "agentType": agent_type})
+    error = result.steps[0].error  # the seed's spec gives up on the step (as with no key)
+    assert error is not None and "egress refused" in error.message
+    assert "loopback address" in error.message
+    assert fake.requests == []

@@ -168,7 +168,10 @@ def test_settings_pick_the_store(s3_endpoint: str, s3_bucket: str, tmp_path: Pat
 
 
 def test_controller_routes_on_s3(s3_endpoint: str, s3_bucket: str) -> None:
-    settings = _settings(s3_endpoint, s3_bucket, "routes", api_token="tok")
+    # `testserver`: the in-process client's Host (the controller answers only named hosts).
+    settings = _settings(
+        s3_endpoint, s3_bucket, "routes", api_token="tok", allowed_hosts=["testserver"]
+    )
     auth = {"Authorization": "Bearer tok"}
     with TestClient(create_app(settings)) as client:
         body = os.urandom(3 * MiB)

@@ -26,7 +26,11 @@ def module_gateway() -> Iterator:
 
 
 def gateway_env(gateway) -> dict[str, str]:
-    return {"SHOPFLOOR_GATEWAY_URL": gateway.url, "SHOPFLOOR_GATEWAY_TOKEN": TOKEN}
+    return {
+        "SHOPFLOOR_GATEWAY_URL": gateway.url,
+        "SHOPFLOOR_GATEWAY_TOKEN": TOKEN,
+        "SHOPFLOOR_EGRESS_ALLOW": gateway.url.removeprefix("http://"),  # a local gateway
+    }
 
 
 @pytest.fixture(scope="module")

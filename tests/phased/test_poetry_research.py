@@ -25,6 +25,7 @@ def settings_for(tmp_path: Path, gateway, *, token: str = TOKEN) -> Settings:
         data_dir=tmp_path,
         gateway_url=gateway.url,
         gateway_token=token,
+        egress_allow=[gateway.url.removeprefix("http://")],  # the gateway is on loopback
         task_queue_prefix=f"tq-{uuid.uuid4().hex[:8]}-",
     )
 

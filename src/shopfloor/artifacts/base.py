@@ -14,13 +14,15 @@ import io
 import mimetypes
 import os
 import re
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from shopfloor.ids import job_id_problem
+
 SCHEME = "artifact://"
+UPLOADS = "uploads"  # the system area of uploads: a name no job id may take (shopfloor.ids)
 MAX_NAME = 255
 MAX_PATH = 1024
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -63,6 +65,11 @@ class ArtifactStore:
     # -- addressing ------------------------------------------------------------------------
     @staticmethod
     def uri(job_id: str, name: str) -> str:
+        """Where job `job_id` keeps `name`: only ever under its own id, and never in a system
+        area (an id like `uploads` or `a/b` would write over what is not the job's)."""
+        problem = job_id_problem(job_id)
+        if problem:
+            raise ArtifactError(f"not a job's artifact area {job_id[:100]!r}: {problem}")
         return f"{SCHEME}{job_id}/{_store_name(name)}"
 
     @staticmethod
@@ -149,7 +156,9 @@ class ArtifactStore:
     def put_upload(self, name: str, data: bytes) -> str:
         """Content-addressed upload (inputs): the same bytes always get the same URI."""
         digest = hashlib.sha256(data).hexdigest()[:32]
-        return self.put_bytes("uploads", f"{digest}/{_store_name(name)}", data)
+        uri = _upload_uri(digest, name)
+        self._put_stream(uri, io.BytesIO(data))
+        return uri
 
     def put_upload_file(self, name: str, src: Path, *, sha256: str | None = None) -> str:
         """`put_upload` for bytes in a file (streamed, never all in memory); `sha256` (hex),
@@ -160,18 +169,48 @@ class ArtifactStore:
                 while chunk := f.read(_COPY_CHUNK):
                     h.update(chunk)
             sha256 = h.hexdigest()
-        return self.put_file("uploads", f"{sha256[:32]}/{_store_name(name)}", src)
+        uri = _upload_uri(sha256[:32], name)
+        with open(src, "rb") as source:
+            self._put_stream(uri, source)
+        return uri
 
     # -- reading -----------------------------------------------------------------------------
     def read_bytes(self, uri: str) -> bytes:
         with self.open(uri) as f:
-            return f.read()
+            data = f.read()
+        verify_upload(uri, hashlib.sha256(data))
+        return data
 
     def copy_to(self, uri: str, dest: Path) -> None:
         """The artifact's bytes into a new file `dest` (a copy: the store stays out of reach
         of whoever reads `dest`). Raises ArtifactError when there is none."""
+        digest = hashlib.sha256()
         with self.open(uri) as source, open(dest, "xb") as out:
-            shutil.copyfileobj(source, out, _COPY_CHUNK)
+            while chunk := source.read(_COPY_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        try:
+            verify_upload(uri, digest)
+        except ArtifactError:
+            dest.unlink()
+            raise
+
+
+def _upload_uri(digest: str, name: str) -> str:
+    return f"{SCHEME}{UPLOADS}/{digest}/{_store_name(name)}"
+
+
+def verify_upload(uri: str, digest: hashlib._Hash) -> None:
+    """An upload is addressed by its content: bytes read from `uploads/<digest>/…` must have
+    that digest (whatever wrote them there, a job's input never runs substituted bytes).
+    Other artifacts are not checked."""
+    rel = uri.removeprefix(SCHEME)
+    area, _, rest = rel.partition("/")
+    if area != UPLOADS:
+        return
+    expected = rest.partition("/")[0].lower()
+    if len(expected) < 32 or not digest.hexdigest().startswith(expected):
+        raise ArtifactError(f"upload {uri} does not match its digest: refused (it was altered)")
 
 
 def media_type_of(name: str) -> str:

@@ -11,7 +11,9 @@ Every call blocks (boto3): callers on an event loop run them in a thread.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -20,7 +22,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shopfloor.artifacts.base import ArtifactError, ArtifactStore, disposition, media_type_of
+from shopfloor.artifacts.base import (
+    ArtifactError,
+    ArtifactStore,
+    disposition,
+    media_type_of,
+    verify_upload,
+)
 
 MiB = 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
@@ -168,6 +176,15 @@ class S3ArtifactStore(ArtifactStore):
                 if code in _MISSING:
                     raise ArtifactError(f"no such artifact: {uri}") from err
                 raise OSError(f"reading {uri} from {self.url} failed: {err}") from err
+        digest = hashlib.sha256()
+        with open(dest, "rb") as done:
+            while chunk := done.read(1024 * 1024):
+                digest.update(chunk)
+        try:
+            verify_upload(uri, digest)
+        except ArtifactError:
+            Path(dest).unlink()
+            raise
 
     # -- links -------------------------------------------------------------------------------
     def presigned_url(self, uri: str, *, ttl_s: int) -> str:

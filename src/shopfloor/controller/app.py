@@ -11,9 +11,9 @@ from fastapi import FastAPI
 
 from shopfloor.artifacts import store_for
 from shopfloor.controller import dashboard
-from shopfloor.controller.deps import TemporalConnection
+from shopfloor.controller.deps import AuthThrottle, TemporalConnection
 from shopfloor.controller.errors import install_error_handlers
-from shopfloor.controller.guard import RequestGuard
+from shopfloor.controller.guard import BrowserGuard, RequestGuard
 from shopfloor.controller.routes import artifacts, docs, jobs, kinds, meta
 from shopfloor.controller.routes.interact import interaction_router
 from shopfloor.controller.routes.submit import submit_router
@@ -40,14 +40,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.artifacts = store_for(settings)
     install_error_handlers(app, settings.target_address)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_mb * 2**20)
+    # Before any body is read: a foreign Host, a forged cross-site request, a malformed path.
+    app.add_middleware(
+        BrowserGuard, hosts=settings.controller_hosts, public_url=settings.public_controller_url
+    )
     # Outermost: metrics and the server span see every request, refused ones too.
     setup_tracing(settings, "controller")
     app.state.http_metrics = HttpMetrics()
+    app.state.auth_throttle = AuthThrottle()
     app.add_middleware(ObservedHTTP, metrics=app.state.http_metrics)
     app.state.temporal = TemporalConnection(settings, instrument=traced_client)
 
     app.include_router(meta.router)
     app.include_router(docs.router)
+    app.mount(docs.ASSETS_URL, docs.assets, name="docs-assets")  # public library code
     app.include_router(kinds.router)
     every_kind = list(registered_kinds().values())
     for kind in every_kind:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import secrets
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -70,29 +73,131 @@ SESSION_COOKIE = "shopfloor_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class AuthThrottle:
+    """Wrong credentials, per client address: the first `free` cost nothing; after them each
+    wrong one locks the client out for a delay that doubles (1 s, 2 s, 4 s… up to `max_s`).
+    While locked out, a credential is not even checked (429): guessing gets no answer. A
+    right one ends the count. In memory, per controller process: a restart forgets, which
+    only shortens a wait."""
+
+    def __init__(
+        self, *, free: int = 5, base_s: float = 1.0, max_s: float = 300.0, clock=time.monotonic
+    ) -> None:
+        self.free, self.base_s, self.max_s, self.clock = free, base_s, max_s, clock
+        self._clients: dict[str, tuple[int, float]] = {}  # address → (failures, locked until)
+
+    def wait_s(self, client: str) -> float:
+        _, until = self._clients.get(client, (0, 0.0))
+        return max(0.0, until - self.clock())
+
+    def failed(self, client: str) -> None:
+        failures = self._clients.get(client, (0, 0.0))[0] + 1
+        over = failures - self.free
+        delay = min(self.base_s * 2 ** (over - 1), self.max_s) if over > 0 else 0.0
+        if len(self._clients) >= 10_000 and client not in self._clients:
+            self._clients.pop(next(iter(self._clients)))  # bounded: the oldest goes
+        self._clients[client] = (failures, self.clock() + delay)
+
+    def succeeded(self, client: str) -> None:
+        self._clients.pop(client, None)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _throttle(request: Request) -> AuthThrottle:
+    state = request.app.state
+    if not hasattr(state, "auth_throttle"):  # an app assembled without create_app (tests)
+        state.auth_throttle = AuthThrottle()
+    return state.auth_throttle
+
+
+def _count(request: Request, metric: str, via: str) -> None:
+    metrics = getattr(request.app.state, "http_metrics", None)
+    if metrics is not None:
+        getattr(metrics, metric).labels(via).inc()
+
+
+def throttled(request: Request, via: str) -> None:
+    """429 (with Retry-After) while this client is locked out for wrong credentials."""
+    wait = _throttle(request).wait_s(client_address(request))
+    if wait > 0:
+        _count(request, "auth_throttled", via)
+        raise HTTPException(
+            429,
+            f"too many wrong credentials from this address: try again in {wait:.0f} s",
+            {"Retry-After": str(max(1, round(wait)))},
+        )
+
+
+def credential_result(request: Request, via: str, ok: bool) -> None:
+    if ok:
+        _throttle(request).succeeded(client_address(request))
+    else:
+        _throttle(request).failed(client_address(request))
+        _count(request, "auth_failures", via)
+
+
 def _session_key(settings: Settings) -> bytes:
     """What signs session cookies: the session secret, else derived from the API token (a new
     token ends every session)."""
     secret = settings.session_secret or settings.api_token
     assert secret is not None
-    return hmac.new(b"shopfloor-session-v1", secret.get_secret_value().encode(), "sha256").digest()
+    return hmac.new(b"shopfloor-session-v2", secret.get_secret_value().encode(), "sha256").digest()
+
+
+def _session_mac(settings: Settings, expires: str, sid: str) -> str:
+    return hmac.new(
+        _session_key(settings), f"session:{expires}:{sid}".encode(), "sha256"
+    ).hexdigest()
+
+
+def _revoked_dir(settings: Settings) -> Path:
+    return settings.data_dir / "sessions-revoked"
 
 
 def new_session(settings: Settings, now: float | None = None) -> str:
-    """A cookie value: its expiry and a MAC over it. It holds no token and no state."""
-    expires = int((now or time.time()) + settings.session_ttl_s)
-    mac = hmac.new(_session_key(settings), f"session:{expires}".encode(), "sha256").hexdigest()
-    return f"{expires}.{mac}"
+    """A cookie value: its expiry, a random session id and a MAC over both. It holds no token;
+    logging out revokes its id (`revoke_session`)."""
+    expires = str(int((now or time.time()) + settings.session_ttl_s))
+    sid = secrets.token_hex(16)
+    return f"{expires}.{sid}.{_session_mac(settings, expires, sid)}"
+
+
+def _session_id(settings: Settings, value: str | None, now: float | None = None) -> str | None:
+    """The id of a genuine, unexpired session cookie, else None."""
+    if settings.api_token is None or not value:
+        return None
+    expires, _, rest = value.partition(".")
+    sid, _, mac = rest.partition(".")
+    if not expires.isdigit() or int(expires) < (now or time.time()) or len(sid) != 32:
+        return None
+    if not hmac.compare_digest(mac.encode(), _session_mac(settings, expires, sid).encode()):
+        return None
+    return sid if sid.isalnum() else None
 
 
 def valid_session(settings: Settings, value: str | None, now: float | None = None) -> bool:
-    if settings.api_token is None or not value:
-        return False
-    expires, _, mac = value.partition(".")
-    if not expires.isdigit() or int(expires) < (now or time.time()):
-        return False
-    expected = hmac.new(_session_key(settings), f"session:{expires}".encode(), "sha256")
-    return hmac.compare_digest(mac.encode(), expected.hexdigest().encode())
+    sid = _session_id(settings, value, now)
+    return sid is not None and not (_revoked_dir(settings) / sid).exists()
+
+
+def revoke_session(settings: Settings, value: str | None) -> None:
+    """Logging out ends the session on the server too: a copy of the cookie (stolen, or still
+    in another tab) is refused from now on. Revoked ids are files under the data dir (shared
+    by the controller replicas of one machine), kept until the session would have expired."""
+    sid = _session_id(settings, value)
+    if sid is None:
+        return
+    revoked = _revoked_dir(settings)
+    revoked.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in revoked.iterdir():  # a short list: ids of sessions that have not yet expired
+        with contextlib.suppress(OSError, ValueError):
+            if float(old.read_text() or 0) < now:
+                old.unlink()
+    (revoked / sid).write_text(value.partition(".")[0])  # type: ignore[union-attr]
 
 
 def same_origin(request: Request, settings: Settings) -> bool:
@@ -109,26 +214,46 @@ def same_origin(request: Request, settings: Settings) -> bool:
     return bool(netloc) and netloc in allowed
 
 
+def bearer_ok(request: Request, given: str | None) -> bool | None:
+    """None without a bearer token; else whether it is right (counted, throttled: 429 while
+    this client is locked out). Once per request."""
+    if given is None:
+        return None
+    cached = getattr(request.state, "bearer_ok", None)
+    if cached is not None:
+        return cached
+    settings: Settings = request.app.state.settings
+    assert settings.api_token is not None
+    throttled(request, "bearer")
+    # Constant time: how long a wrong token takes must not tell how much of it was right.
+    ok = hmac.compare_digest(given.encode(), settings.api_token.get_secret_value().encode())
+    credential_result(request, "bearer", ok)
+    request.state.bearer_ok = ok
+    return ok
+
+
+def given_bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    return header.removeprefix("Bearer ").strip() if header else None
+
+
 def require_token(
+    request: Request,
     settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(description="alternative to the header")] = None,
-    request: Request = None,  # type: ignore[assignment]  # injected; None when called directly
 ) -> None:
     """The bearer token (header or `?token=`), or the dashboard's session cookie."""
     if settings.api_token is None:
         return
-    expected = settings.api_token.get_secret_value().encode()
     given = authorization.removeprefix("Bearer ").strip() if authorization else token
-    cookie = request.cookies.get(SESSION_COOKIE) if request is not None else None
-    if given is None and valid_session(settings, cookie):
+    if given is None and valid_session(settings, request.cookies.get(SESSION_COOKIE)):
         # A browser's cookie rides along on any request to us, even one another site makes it
         # send: changes need a request from our own pages.
         if request.method not in SAFE_METHODS and not same_origin(request, settings):
             raise HTTPException(403, "cross-site request refused (Origin/Referer is not ours)")
         return
-    # Constant time: how long a wrong token takes must not tell how much of it was right.
-    if given is None or not hmac.compare_digest(given.encode(), expected):
+    if not bearer_ok(request, given):
         raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 

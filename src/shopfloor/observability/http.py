@@ -47,6 +47,18 @@ class HttpMetrics:
         self.in_flight = Gauge(
             "shopfloor_http_in_flight", "requests being answered now", registry=self.registry
         )
+        self.auth_failures = Counter(
+            "shopfloor_auth_failures",
+            "wrong credentials (bearer tokens, dashboard logins), by how they came",
+            ["via"],
+            registry=self.registry,
+        )
+        self.auth_throttled = Counter(
+            "shopfloor_auth_throttled",
+            "credentials refused unchecked (429) while their client waits after wrong ones",
+            ["via"],
+            registry=self.registry,
+        )
 
 
 def route_of(scope: Scope) -> str:

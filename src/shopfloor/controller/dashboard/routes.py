@@ -31,8 +31,13 @@ from shopfloor import killswitch
 from shopfloor.controller.dashboard import views
 from shopfloor.controller.deps import (
     SESSION_COOKIE,
+    bearer_ok,
+    credential_result,
+    given_bearer,
     new_session,
+    revoke_session,
     same_origin,
+    throttled,
     valid_session,
 )
 from shopfloor.inputs import describe_errors
@@ -64,10 +69,7 @@ def signed_in(request: Request) -> bool:
         return True
     if valid_session(settings, request.cookies.get(SESSION_COOKIE)):
         return True
-    header = request.headers.get("authorization", "")
-    given = header.removeprefix("Bearer ").strip()
-    expected = settings.api_token.get_secret_value()
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+    return bool(bearer_ok(request, given_bearer(request)))  # wrong ones count (throttled)
 
 
 class LoginNeeded(Exception):
@@ -159,9 +161,15 @@ async def login(request: Request) -> Response:
     target = _safe_next(form.get("next", "/"))
     if settings.api_token is None:
         return back(target)
+    try:
+        throttled(request, "login")  # locked out: the token is not even checked
+    except HTTPException as err:
+        return render(request, "login.html", 429, next=target, error=err.detail)
     given = form.get("token", "").strip().encode()
     expected = settings.api_token.get_secret_value().encode()
-    if not hmac.compare_digest(given, expected):
+    ok = hmac.compare_digest(given, expected)
+    credential_result(request, "login", ok)
+    if not ok:
         return render(request, "login.html", 401, next=target, error="That is not the token.")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
@@ -179,6 +187,8 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await form_of(request)
+    # Revoked on the server, not only forgotten by this browser: a copy stays refused.
+    revoke_session(_settings(request), request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -14,6 +14,7 @@ import httpx
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
+from shopfloor.egress import EgressPolicy
 from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
 from shopfloor.killswitch import read_state, refuse_if_on
 from shopfloor.kinds.agents.agents import Agent
@@ -43,9 +44,10 @@ class AgentActivities:
     def __init__(self, settings: Settings, artifacts: ArtifactStore) -> None:
         self.settings = settings
         self.artifacts = artifacts
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+        policy = EgressPolicy.from_settings(settings)
+        self.http = policy.client(timeout=httpx.Timeout(600.0, connect=10.0))
         self.mock = MockAgent()
-        self.anthropic = AnthropicAgent(settings)
+        self.anthropic = AnthropicAgent(settings, policy=policy)
         self.agents: dict[str, Agent] = {
             "mock-agent": self.mock,
             "anthropic-agent": self.anthropic,
@@ -83,15 +85,17 @@ class AgentActivities:
             beat.cancel()
             with suppress(asyncio.CancelledError):
                 await beat
-        return await asyncio.to_thread(self._small, request, reply)  # the store may be S3
+        # A job writes under its own id only (the workflow's, not what the request says).
+        own = activity.info().workflow_id
+        return await asyncio.to_thread(self._small, own, request, reply)  # the store may be S3
 
-    def _small(self, request: AgentRequest, reply: AgentReply) -> AgentReply:
+    def _small(self, job_id: str, request: AgentRequest, reply: AgentReply) -> AgentReply:
         """Long outputs go to the artifact store; the history keeps a preview and the URI.
         The name is fixed per step and attempt, so a retried activity overwrites, not adds."""
         if reply.output is None or len(reply.output) <= INLINE_OUTPUT_CHARS:
             return reply
         name = f"{request.goal_id}/steps/{request.step_id}-attempt{request.attempt}.txt"
-        uri = self.artifacts.put_bytes(request.job_id, name, reply.output.encode())
+        uri = self.artifacts.put_bytes(job_id, name, reply.output.encode())
         return reply.model_copy(
             update={"output": reply.output[:INLINE_OUTPUT_CHARS], "output_uri": uri}
         )
@@ -106,10 +110,12 @@ class AgentActivities:
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:
         """`{goalId}/artifacts/{key}.json` under the job's artifact folder (seed 002's layout)."""
 
+        own = activity.info().workflow_id  # a job writes under its own id only
+
         def store() -> dict[str, str]:
             return {
                 key: self.artifacts.put_bytes(
-                    job.job_id,
+                    own,
                     f"{job.goal_id}/artifacts/{key}.json",
                     json.dumps(value, indent=2, default=str).encode(),
                 )

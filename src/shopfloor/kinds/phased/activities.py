@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 from temporalio import activity
 
+from shopfloor.egress import EgressPolicy, EgressRefused
 from shopfloor.jobs import invalid_input
 from shopfloor.killswitch import read_state, refuse_if_on
 from shopfloor.kinds.phased.gateway import (
@@ -25,11 +26,16 @@ from shopfloor.kinds.phased.models import (
 )
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 
+MAX_REDIRECTS = 5
+
 
 @asynccontextmanager
 async def http_pool(ctx: WorkerContext) -> AsyncIterator[httpx.AsyncClient]:
-    """One connection pool per worker process for every kind's outgoing HTTP."""
-    async with httpx.AsyncClient(follow_redirects=False) as client:
+    """One connection pool per worker process for every kind's outgoing HTTP, every
+    connection checked by the egress policy (redirects too: each hop is a new connection)."""
+    async with EgressPolicy.from_settings(ctx.settings).client(
+        follow_redirects=False, max_redirects=MAX_REDIRECTS
+    ) as client:
         yield client
 
 
@@ -66,6 +72,8 @@ class PhasedActivities:
                 ),
                 what,
             )
+        except EgressRefused as err:
+            raise err.final(what) from None
         except httpx.HTTPError as err:
             raise network_error(err, what) from err
         raise_for_status(response, what, expected=[200, 201, 202, 204])
@@ -92,9 +100,14 @@ class PhasedActivities:
                     headers=request.headers,
                     json=request.body,
                     timeout=self.ctx.settings.gateway_timeout_s,
+                    follow_redirects=True,
                 ),
                 what,
             )
+        except EgressRefused as err:
+            raise err.final(what) from None
+        except httpx.InvalidURL as err:  # e.g. `0177.0.0.1`: httpx refuses what it cannot parse
+            raise invalid_input(f"{what}: invalid URL: {err}") from None
         except httpx.HTTPError as err:
             raise network_error(err, what) from err
         raise_for_status(response, what, expected=request.expect_status)

@@ -8,6 +8,7 @@ the worker's settings, never from job input.
   prompt too long / 413    → CONTEXT_EXCEEDED
   5xx, 529, network        → raised: the activity is retried with backoff
   other 4xx (bad key, …)   → FAIL (PROVIDER_ERROR): a retry cannot fix it
+  refused by the egress policy (shopfloor.egress) → FAIL, naming the rule
   stop_reason max_tokens   → PARTIAL: the next call goes on from the text so far
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from shopfloor.egress import EgressPolicy, EgressRefused
 from shopfloor.kinds.agents.agents.prompt import SYSTEM, user_prompt
 from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
 from shopfloor.retry_after import retry_after_s
@@ -27,14 +29,18 @@ _TOO_LONG = ("prompt is too long", "context window", "too many tokens", "context
 
 
 class AnthropicAgent:
-    def __init__(self, settings: Settings, *, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, settings: Settings, *, policy: EgressPolicy, timeout_s: float = 600.0
+    ) -> None:
         self.settings = settings
+        self.policy = policy
         self.timeout_s = timeout_s
         self._client: anthropic.AsyncAnthropic | None = None
 
     def client(self) -> anthropic.AsyncAnthropic:
         # Imported on first use: a worker that never runs an Anthropic step does not need it.
         import anthropic
+        import httpx2  # the SDK's own HTTP stack: the egress policy guards its connections
 
         if self._client is None:
             key = self.settings.anthropic_api_key
@@ -45,6 +51,7 @@ class AnthropicAgent:
                 base_url=self.settings.anthropic_base_url,
                 max_retries=0,
                 timeout=self.timeout_s,
+                http_client=self.policy.client(lib=httpx2, timeout=self.timeout_s),
             )
         return self._client
 
@@ -82,6 +89,10 @@ class AnthropicAgent:
                 retry_after_s=retry_after_s(err.response.headers),
                 usage=Usage(calls=1),
             )
+        except anthropic.APIConnectionError as err:
+            if isinstance(err.__cause__, EgressRefused):  # the same URL is refused every time
+                return self._fail(request, str(err.__cause__))
+            raise
         except anthropic.APIStatusError as err:
             if err.status_code >= 500:
                 raise  # 500, 529 overloaded: worth retrying

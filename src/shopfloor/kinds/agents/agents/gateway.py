@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from shopfloor.egress import EgressRefused
 from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
 from shopfloor.retry_after import retry_after_s
 from shopfloor.settings import Settings
@@ -37,7 +38,10 @@ class GatewayAgent:
             token = self.settings.agent_gateway_token.get_secret_value()
             headers["Authorization"] = f"Bearer {token}"
         body = request.model_dump(mode="json", exclude={"job_id"})
-        response = await self.http.post(url, json=body, headers=headers)
+        try:
+            response = await self.http.post(url, json=body, headers=headers)
+        except EgressRefused as err:  # the same URL is refused every time: no retry
+            return self._reply(request, ReplyStatus.FAIL, error=str(err))
         if response.status_code == 429:
             return self._reply(
                 request,
