@@ -55,6 +55,17 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
 
 
+def _passage(path: str) -> None:
+    """The way to a directory bound back inside a cover: every missing directory on it made
+    0711 (passable, not listable: the cover's other contents, e.g. sibling services' names)."""
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        here = "/" + "/".join(parts[:i])
+        if not os.path.isdir(here):
+            os.mkdir(here, 0o711)
+            os.chmod(here, 0o711)  # whatever the umask
+
+
 def enter_private_mounts(covers: list, binds: list[str], files: list[str]) -> None:
     """`covers`: [path, tmpfs options] in order, outermost first (one already under an earlier
     cover no longer exists there: skipped); `binds`: directories bound back at their path
@@ -68,7 +79,7 @@ def enter_private_mounts(covers: list, binds: list[str], files: list[str]) -> No
         if os.path.isdir(path) and not os.path.islink(path):
             _mount("tmpfs", path, "tmpfs", 0, data)
     for path, fd in kept.items():
-        os.makedirs(path, mode=0o711, exist_ok=True)  # inside a cover: its own empty tmpfs
+        _passage(path)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
         os.close(fd)
     for path in files:

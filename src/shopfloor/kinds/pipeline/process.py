@@ -306,7 +306,9 @@ class ProcessRuntime:
                 "env": {**BASE_ENV, "HOME": cwd, **spec.env, MARKER: marker_of(ref)},
             }
             if self.sandbox.mounts:
-                binds = self.sandbox.bind_for(cwd)
+                # A home is bound back as is (it is the service's own); a definition's cwd
+                # only where that uncovers nothing hidden.
+                binds = self.sandbox.bind_for(cwd) if spec.cwd else [cwd]
                 options["mounts"] = {
                     "covers": self.sandbox.covers(binds),
                     "binds": binds,
