@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     # capped at this many processes; health-check commands run like scripts, with these small
     # limits. More loopback ports no run or service may reach (e.g. the metrics ports of the
     # other workers of a stack): the frontend, controller, UI and own metrics port always.
+    # (`pipeline_run_as = ""` no longer means root: as "per-service", a pool uid each.)
     pipeline_service_memory_mb: int = Field(2048, ge=16)
     pipeline_service_max_processes: int = Field(512, ge=1)
     pipeline_check_memory_mb: int = Field(256, ge=16)
