@@ -117,6 +117,18 @@ class Settings(BaseSettings):
     # Docker Engine API address for the docker runtime (unset → DOCKER_HOST / the local socket).
     pipeline_docker_host: str | None = None
 
+    # Containing pipeline services and health-check commands (issue 19). Services run as a
+    # uid leased from the sandbox pool, in a memory cgroup of this size (MB) and a pids cgroup
+    # capped at this many processes; health-check commands run like scripts, with these small
+    # limits. More loopback ports no run or service may reach (e.g. the metrics ports of the
+    # other workers of a stack): the frontend, controller, UI and own metrics port always.
+    # (`pipeline_run_as = ""` no longer means root: as "per-service", a pool uid each.)
+    pipeline_service_memory_mb: int = Field(2048, ge=16)
+    pipeline_service_max_processes: int = Field(512, ge=1)
+    pipeline_check_memory_mb: int = Field(256, ge=16)
+    pipeline_check_max_processes: int = Field(16, ge=1)
+    sandbox_protected_ports: list[int] = Field(default_factory=list)
+
     # Containing user code (scripts, scenes): see the README, "What contains a run".
     # Runs get uids from this range (no /etc/passwd entries needed) when the worker is root.
     sandbox_uid_base: int = Field(200000, ge=1000)

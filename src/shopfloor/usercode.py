@@ -39,6 +39,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -68,7 +69,13 @@ from shopfloor.sandbox import (
 )
 from shopfloor.sandbox._identity import UidLease, UidPool, WorkRoot, give_to, remove_run_dir
 from shopfloor.sandbox.adoption import Adoptions
-from shopfloor.sandbox.host import HostCapabilities, detect, install_network_filter
+from shopfloor.sandbox.host import (
+    HostCapabilities,
+    detect,
+    install_network_filter,
+    listener_of,
+    listening_ports,
+)
 from shopfloor.settings import Settings
 
 log = logging.getLogger("shopfloor.sandbox")
@@ -171,7 +178,9 @@ def containment(settings: Settings, caps: HostCapabilities | None = None) -> Con
     if caps.iptables and uids is not None:
         last = settings.sandbox_uid_base + settings.sandbox_uid_count - 1
         forbidden = [settings.target_address, settings.public_controller_url]
-        network_opt_in = install_network_filter((settings.sandbox_uid_base, last), forbidden)
+        network_opt_in = install_network_filter(
+            (settings.sandbox_uid_base, last), forbidden, protected_ports(settings)
+        )
     warnings = caps.warnings()
     clash = uids_taken(settings.sandbox_uid_base, settings.sandbox_uid_count) if uids else []
     if clash:
@@ -189,6 +198,26 @@ def containment(settings: Settings, caps: HostCapabilities | None = None) -> Con
         network_opt_in=network_opt_in,
         warnings=warnings,
     )
+
+
+def protected_ports(settings: Settings) -> list[int]:
+    """Loopback ports no run (nor pipeline service) may reach: the Temporal frontend and every
+    port of the local process serving it (a dev server's HTTP API, UI and metrics ports are
+    random unless given; its internal services listen too), the Temporal UI, the controller,
+    the worker's metrics port, and any the deployment adds."""
+    ports = {settings.controller_port, *settings.sandbox_protected_ports}
+    for address in (settings.target_address, settings.public_controller_url, settings.temporal_ui):
+        found = urlsplit(address if "://" in address else f"tcp://{address}") if address else None
+        if found is not None and found.port is not None:
+            ports.add(found.port)
+            listener = listener_of(found.port)
+            if listener is not None and listener != os.getpid():
+                ports |= listening_ports(listener)
+    if settings.embedded:
+        ports.add(settings.dev_ui_port)
+    if settings.worker_metrics_port:
+        ports.add(settings.worker_metrics_port)
+    return sorted(ports)
 
 
 @dataclass(frozen=True)

@@ -95,20 +95,3 @@ def test_shipped_and_configured_definitions(tmp_path: Path) -> None:
     assert len(problems) == 1 and "bad.yaml" in problems[0]
     demo = load_definition(REPO / "examples" / "pipelines" / "demo.yaml")
     assert demo.service("store").cwd == str(REPO / "examples" / "pipelines")
-
-
-def test_each_service_gets_a_stable_uid_of_its_own() -> None:
-    from shopfloor.kinds.pipeline.models import ServiceRef, ServiceSpec
-    from shopfloor.kinds.pipeline.process import SERVICE_UID_BASE, service_uid
-
-    def ref(pipeline: str, name: str, token: str) -> ServiceRef:
-        spec = ServiceSpec(name=name, command=["true"])
-        return ServiceRef(pipeline=pipeline, run_token=token, service=spec)
-
-    uids = {
-        name: service_uid(ref("demo", name, "run1")) for name in ("collector", "store", "dashboard")
-    }
-    assert len(set(uids.values())) == 3 and all(u >= SERVICE_UID_BASE for u in uids.values())
-    # The same service keeps its uid across runs and workers; another pipeline's does not share it.
-    assert service_uid(ref("demo", "store", "run2")) == uids["store"]
-    assert service_uid(ref("other", "store", "run1")) != uids["store"]

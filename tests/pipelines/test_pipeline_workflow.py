@@ -15,7 +15,6 @@ from shopfloor.kinds.pipeline.models import (
     RestartService,
     ServiceRestarted,
 )
-from shopfloor.kinds.pipeline.process import SERVICE_UID_BASE, SERVICE_UID_COUNT
 from shopfloor.settings import Settings
 from tests.pipelines.support import alive, definition, events, log_of, marked, service, start
 
@@ -59,13 +58,16 @@ async def test_order_gating_parallel_branches_and_reverse_stop(
     # Parallel branches: b and c were both starting at the same time.
     assert max(b["started"][0], c["started"][0]) < min(b["healthy"][0], c["healthy"][0])
 
-    # Contained: each service leads its own session and process group, under a uid of its own.
+    # Contained: each service leads its own session and process group, under a uid of its own
+    # leased from the pool of run uids.
     pids = {x.name: x.pid for x in st.services}
     uids = {name: _procfs.uid_of(pid) for name, pid in pids.items()}
+    pool = range(s.sandbox_uid_base, s.sandbox_uid_base + s.sandbox_uid_count)
     for name, pid in pids.items():
         proc = _procfs.stat(pid)
         assert proc is not None and proc.pgid == pid and proc.sid == pid, name
-        assert SERVICE_UID_BASE <= uids[name] < SERVICE_UID_BASE + SERVICE_UID_COUNT, name
+        assert uids[name] in pool, name
+    assert len(set(uids.values())) == len(uids)
 
     await handle.signal("stop")
     result = await handle.result()

@@ -10,8 +10,9 @@ Levers, each used when present (the worker logs which, and warns about what is m
   dir and artifact store are hidden, and the interpreter is reachable for the run's uid even
   when it lives under a directory only root may enter (e.g. /root/.pyenv);
 - cgroup v1 `pids` and `memory`: a process cap and a memory cap over a run's whole tree;
-- iptables (owner match): a run that opts in to the host's network cannot reach loopback
-  (the Temporal dev server, the controller) nor the configured Temporal frontend.
+- iptables (owner match): a run that opts in to the host's network (and every pipeline
+  service) cannot reach the Temporal frontend, its server's other ports, the controller nor
+  the metrics ports; the rest of loopback is open to it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ctypes
 import ipaddress
 import logging
 import os
+import shlex
 import shutil
 import socket
 import stat
@@ -125,7 +127,7 @@ def detect() -> HostCapabilities:
     )
 
 
-# -- opt-in network: no loopback, no Temporal frontend, no controller -------------------------
+# -- opt-in network: loopback except the control plane's ports; no Temporal frontend ----------
 
 
 def _iptables_works() -> bool:
@@ -145,11 +147,80 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return parts.hostname, parts.port
 
 
-def network_filter_rules(uid_range: tuple[int, int], forbidden: list[str]) -> list[list[str]]:
-    """iptables OUTPUT rules for the run uids: nothing over loopback (the dev server, the
-    controller and anything else local), nothing to the forbidden addresses (host:port)."""
+def _listening_sockets() -> dict[int, int]:
+    """Socket inode → port, of every TCP socket listening on this host (v4 and v6)."""
+    found: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":  # TCP_LISTEN
+                found[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def listener_of(port: int) -> int | None:
+    """The pid of the local process listening on TCP `port`, if any (root sees every one)."""
+    inodes = {inode for inode, p in _listening_sockets().items() if p == port}
+    if not inodes:
+        return None
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and _socket_inodes(int(entry.name)) & inodes:
+            return int(entry.name)
+    return None
+
+
+def listening_ports(pid: int) -> set[int]:
+    """Every TCP port the process listens on. For the Temporal dev server that is its frontend,
+    its HTTP API, UI and metrics (random unless given) and its internal services' ports."""
+    listening = _listening_sockets()
+    return {listening[i] for i in _socket_inodes(pid) if i in listening}
+
+
+_RULE_TAG = "shopfloor-filter"
+
+
+def _tag() -> str:
+    """Names the rules of this worker process (boot and pid): a worker that starts removes the
+    rules of workers that are gone, as it removes their work roots."""
+    from shopfloor.sandbox._identity import boot_id
+
+    return f"{_RULE_TAG}:{boot_id()}:{os.getpid()}"
+
+
+def network_filter_rules(
+    uid_range: tuple[int, int], forbidden: list[str], protected_ports: list[int] | None = None
+) -> list[list[str]]:
+    """iptables OUTPUT rules for the run uids: over loopback, none of `protected_ports` (the
+    Temporal frontend and everything its server listens on, the controller, metrics ports);
+    nothing to the forbidden addresses (host:port) elsewhere. The rest of loopback stays open:
+    pipeline services listen on it and talk to each other (otel → loki → grafana), and their
+    health checks reach them there. Traffic to any of this host's own addresses goes over
+    `lo`, so a port is shut on all of them."""
     owner = ["-m", "owner", "--uid-owner", f"{uid_range[0]}-{uid_range[1]}"]
-    rules = [["-o", "lo", *owner, "-j", "REJECT"]]
+    tag = ["-m", "comment", "--comment", _tag()]
+    rules = [
+        ["-o", "lo", "-p", "tcp", "--dport", str(port), *owner, *tag, "-j", "REJECT"]
+        for port in sorted(set(protected_ports or []))
+    ]
     for address in forbidden:
         hp = _host_port(address)
         if hp is None:
@@ -160,19 +231,52 @@ def network_filter_rules(uid_range: tuple[int, int], forbidden: list[str]) -> li
             continue
         for ip in sorted(ips):
             if ipaddress.ip_address(ip).is_loopback:
-                continue  # covered by the loopback rule
-            rules.append(["-d", ip, "-p", "tcp", "--dport", str(hp[1]), *owner, "-j", "REJECT"])
+                continue  # covered by the loopback rules (its port is protected)
+            rules.append(
+                ["-d", ip, "-p", "tcp", "--dport", str(hp[1]), *owner, *tag, "-j", "REJECT"]
+            )
     return rules
 
 
-def install_network_filter(uid_range: tuple[int, int], forbidden: list[str]) -> bool:
-    """Adds the rules once (idempotent: a rule already there is not added again)."""
+def _stale_rules(tool: str, uid_range: tuple[int, int]) -> list[list[str]]:
+    """Rules of workers that are gone (their ports may be anyone's now), and the blanket
+    loopback rule of earlier versions for this range (it shut services off loopback)."""
+    try:
+        listed = subprocess.run([tool, "-S", "OUTPUT"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    from shopfloor.sandbox._identity import boot_id
+
+    legacy = f"-o lo -m owner --uid-owner {uid_range[0]}-{uid_range[1]} -j REJECT"
+    stale = []
+    for line in listed.stdout.splitlines():
+        if not line.startswith("-A OUTPUT "):
+            continue
+        rule = line.removeprefix("-A OUTPUT ")
+        if rule.startswith(legacy):
+            stale.append(rule.split())
+            continue
+        if _RULE_TAG + ":" not in rule:
+            continue
+        boot, _, pid = rule.split(_RULE_TAG + ":", 1)[1].split()[0].strip('"').partition(":")
+        if boot != boot_id() or (pid.isdigit() and not Path(f"/proc/{pid}").exists()):
+            stale.append(shlex.split(rule))
+    return stale
+
+
+def install_network_filter(
+    uid_range: tuple[int, int], forbidden: list[str], protected_ports: list[int] | None = None
+) -> bool:
+    """Adds this worker's rules (idempotent: a rule already there is not added again), then
+    removes those of workers that are gone. Rules outlive the worker on purpose: pipeline
+    services it started keep running, and stay filtered."""
     ok = True
     for tool in ("iptables", "ip6tables"):
         if shutil.which(tool) is None:
             ok = ok and tool == "ip6tables"
             continue
-        rules = network_filter_rules(uid_range, forbidden if tool == "iptables" else [])
+        v4 = tool == "iptables"
+        rules = network_filter_rules(uid_range, forbidden if v4 else [], protected_ports)
         for rule in rules:
             check = subprocess.run([tool, "-C", "OUTPUT", *rule], capture_output=True)
             if check.returncode == 0:
@@ -180,7 +284,9 @@ def install_network_filter(uid_range: tuple[int, int], forbidden: list[str]) -> 
             added = subprocess.run([tool, "-I", "OUTPUT", "1", *rule], capture_output=True)
             if added.returncode != 0:
                 log.warning("%s: cannot add %s: %s", tool, rule, added.stderr.decode().strip())
-                ok = ok and tool == "ip6tables"
+                ok = ok and not v4
+        for rule in _stale_rules(tool, uid_range):
+            subprocess.run([tool, "-D", "OUTPUT", *rule], capture_output=True)
     return ok
 
 

@@ -1,42 +1,120 @@
-"""Runs a process service: joins its cgroup, drops to its user, then execs the command.
+"""Runs a process service: contains it, drops to its uid, then execs the command.
 
-Started by the worker as `python -I -S _launch.py OPTIONS_JSON ARGV…` in a new session, so
-the service is the leader of its own session and process group. It runs as a script (no
-package import): it must start fast and touch nothing of the worker's. Joining the cgroup
-happens here, before the exec, so that nothing the service forks can escape it; and before
-dropping privileges, because only root may write the cgroup.
+Started by the worker as `python -I -S _launch.py ARGV…` in a new session, so the service is
+the leader of its own session and process group. Its options (JSON) come in the environment
+variable SHOPFLOOR_LAUNCH, not on the command line that every user may read; the service's own
+environment is among them, so nothing it sets (LD_PRELOAD…) reaches this root process. It runs
+as a script (no package import): it must start fast and touch nothing of the worker's. As
+root, in order:
+
+- joins the service's cgroups (pids, memory): nothing it forks can leave them, and only root
+  may write them;
+- a mount namespace of its own, where the worker's secrets are covered by empty root-only
+  tmpfs (the data dir, the artifact store, the checkout with its `.env`, /root), /tmp,
+  /var/tmp and /dev/shm are small private tmpfs, the Temporal SQLite files read as empty, and
+  only the service's own directory is bound back in; and an IPC namespace of its own;
+- its uid/gid (leased by the worker from the machine-wide pool: the flock'd lease file stays
+  open in the service across the exec, so the uid is its own for as long as it lives, across
+  worker restarts), and no_new_privs (no setuid binary gives anything back);
+- its working directory, entered only now: a cwd taken before the mounts would keep a way
+  (`..`) to what they cover.
 """
 
+import ctypes
 import json
 import os
 import sys
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+PR_SET_NO_NEW_PRIVS = 38
+_libc = ctypes.CDLL(None, use_errno=True)
 
-def resolve(command: str) -> str:
+
+def resolve(command: str, path: str) -> str:
     """The executable's path, found before privileges are dropped: afterwards this very
     interpreter may no longer read its own standard library (e.g. under a 0700 /root)."""
     if "/" in command:
         return command
-    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+    for directory in path.split(os.pathsep):
         candidate = os.path.join(directory, command)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return command
 
 
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None):
+    def enc(v: str | None) -> bytes | None:
+        return v.encode() if v is not None else None
+
+    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def _passage(path: str) -> None:
+    """The way to a directory bound back inside a cover: every missing directory on it made
+    0711 (passable, not listable: the cover's other contents, e.g. sibling services' names)."""
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        here = "/" + "/".join(parts[:i])
+        if not os.path.isdir(here):
+            os.mkdir(here, 0o711)
+            os.chmod(here, 0o711)  # whatever the umask
+
+
+def enter_private_mounts(covers: list, binds: list[str], files: list[str]) -> None:
+    """`covers`: [path, tmpfs options] in order, outermost first (one already under an earlier
+    cover no longer exists there: skipped); `binds`: directories bound back at their path
+    (opened before anything covers them); `files`: covered with /dev/null."""
+    if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    # Opened in the new namespace (a bind from another namespace's mount is refused).
+    kept = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in binds}
+    for path, data in covers:
+        if os.path.isdir(path) and not os.path.islink(path):
+            _mount("tmpfs", path, "tmpfs", 0, data)
+    for path, fd in kept.items():
+        _passage(path)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+        os.close(fd)
+    for path in files:
+        if os.path.isfile(path):
+            _mount("/dev/null", path, None, MS_BIND, None)
+
+
 def main() -> None:
-    options = json.loads(sys.argv[1])
-    argv = sys.argv[2:]
-    executable = resolve(argv[0])
-    if options.get("cgroup"):
-        with open(os.path.join(options["cgroup"], "cgroup.procs"), "w") as procs:
+    options = json.loads(os.environ["SHOPFLOOR_LAUNCH"])
+    env = options["env"]
+    argv = sys.argv[1:]
+    executable = resolve(argv[0], env.get("PATH", os.defpath))
+    for cgroup in options.get("cgroups", []):
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
-    if options.get("uid") is not None:
-        os.setgroups([])
-        os.setgid(options["gid"])
-        os.setuid(options["uid"])
     try:
-        os.execv(executable, argv)
+        if options.get("mounts"):
+            mounts = options["mounts"]
+            enter_private_mounts(mounts["covers"], mounts["binds"], mounts["files"])
+        if options.get("uid") is not None:
+            os.setgroups([])
+            os.setgid(options["gid"])
+            os.setuid(options["uid"])
+        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    except OSError as err:
+        print(f"shopfloor: cannot contain the service: {err}", file=sys.stderr, flush=True)
+        os._exit(126)
+    try:
+        os.chdir(options.get("cwd") or "/")
+    except OSError as err:
+        print(f"shopfloor: cannot enter {options.get('cwd')!r}: {err.strerror}", file=sys.stderr)
+        os._exit(126)
+    try:
+        os.execve(executable, argv, env)
     except OSError as err:
         print(f"shopfloor: cannot run {argv[0]!r}: {err.strerror}", file=sys.stderr, flush=True)
         os._exit(127)

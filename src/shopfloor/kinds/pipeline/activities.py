@@ -22,6 +22,7 @@ from temporalio import activity
 from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
 from shopfloor.kinds.pipeline.definition import known_definitions
 from shopfloor.kinds.pipeline.docker_runtime import DockerRuntime
+from shopfloor.kinds.pipeline.health import ContainedChecks
 from shopfloor.kinds.pipeline.models import (
     PipelineDefinition,
     Probe,
@@ -31,10 +32,11 @@ from shopfloor.kinds.pipeline.models import (
     StopReport,
     start_timeout_s,
 )
-from shopfloor.kinds.pipeline.process import ProcessRuntime
+from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox
 from shopfloor.kinds.pipeline.runtime import Runtime
 from shopfloor.registry import ActivitiesIterator, KindWork, QueueWork, WorkerContext
 from shopfloor.settings import Settings
+from shopfloor.usercode import Zygotes, zygotes
 
 # A service with no health check must still be running after this long to count as started
 # (a command that fails at once exits within it).
@@ -51,7 +53,8 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
     from shopfloor.kinds.pipeline.workflows import LogsPipelineWorkflow, PipelineWorkflow
 
     settings = ctx.settings
-    acts = PipelineActivities(settings)
+    # The worker's zygotes, shared with the script kinds: health-check commands run in them.
+    acts = PipelineActivities(settings, await ctx.shared(zygotes))
     workflows = [PipelineWorkflow, LogsPipelineWorkflow]
     known, _ = known_definitions(settings)
     own_queue = "pipeline-task-queue"
@@ -99,12 +102,17 @@ async def _heartbeating(what: str) -> AsyncIterator[None]:
 
 
 class PipelineActivities:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, zygotes: Zygotes) -> None:
         self.settings = settings
+        checks = ContainedChecks(zygotes, settings)
+        uids = zygotes.contain.uids if zygotes.contain is not None else None
         self.process = ProcessRuntime(
-            settings.pipeline_runtime_dir, run_as=settings.pipeline_run_as
+            settings.pipeline_runtime_dir,
+            run_as=settings.pipeline_run_as,
+            sandbox=service_sandbox(settings, uids),
+            checks=checks,
         )
-        self.docker = DockerRuntime(_docker_client(settings))
+        self.docker = DockerRuntime(_docker_client(settings), checks=checks)
 
     @property
     def workflow_side(self) -> list[Callable]:

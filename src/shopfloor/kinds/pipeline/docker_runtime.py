@@ -16,7 +16,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 
-from shopfloor.kinds.pipeline.health import check_health
+from shopfloor.kinds.pipeline.health import CommandChecks, check_health
 from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
 
 LABEL_PIPELINE = "shopfloor.pipeline"
@@ -53,9 +53,12 @@ def _port_key(key: str) -> tuple[int, str]:
 
 
 class DockerRuntime:
-    def __init__(self, connect: Callable[[], docker.DockerClient]) -> None:
+    def __init__(
+        self, connect: Callable[[], docker.DockerClient], *, checks: CommandChecks | None = None
+    ) -> None:
         # Connecting is lazy: a worker whose pipelines use no containers needs no engine.
         self._connect = connect
+        self.checks = checks  # health-check commands run on this host, contained
         self._client: docker.DockerClient | None = None
         self._lock = asyncio.Lock()
 
@@ -164,7 +167,7 @@ class DockerRuntime:
                 log_tail=await self._logs(api, cid),
             )
         if ref.service.health:
-            error = await check_health(ref.service.health)
+            error = await check_health(ref.service.health, commands=self.checks)
         elif state.get("Health"):  # the image's own HEALTHCHECK
             status = state["Health"].get("Status")
             error = None if status == "healthy" else f"container health: {status}"

@@ -1,15 +1,34 @@
-"""Health checks: an HTTP status, an accepting TCP port, or a command that exits 0."""
+"""Health checks: an HTTP status, an accepting TCP port, or a command that exits 0.
+
+A command comes from the pipeline's definition, which anyone who may start a pipeline writes:
+it runs contained exactly like a script job (`ContainedChecks`), never as the worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+from typing import Protocol
 
 import httpx
 
 from shopfloor.kinds.pipeline.models import HealthCheck
+from shopfloor.sandbox import Limits, SandboxOutcome, job_environment
+from shopfloor.sandbox._identity import remove_run_dir
+from shopfloor.settings import Settings
+from shopfloor.usercode import Zygotes, remove_files_of
+
+CHECK_PATH = "/usr/local/bin:/usr/bin:/bin"  # a check's PATH: the scrubbed job environment's
+TAIL_BYTES = 4096  # of a check's output: an error shows its last line
 
 
-async def check_health(check: HealthCheck) -> str | None:
+class CommandChecks(Protocol):
+    async def run(self, argv: list[str], timeout_s: float) -> str | None:
+        """None when the command exited 0, else what was wrong (one line)."""
+        ...
+
+
+async def check_health(check: HealthCheck, *, commands: CommandChecks | None) -> str | None:
     """None when healthy, else what was wrong (one line: it ends up in status and errors)."""
     try:
         if check.http:
@@ -17,7 +36,9 @@ async def check_health(check: HealthCheck) -> str | None:
         if check.tcp:
             return await _tcp(check.tcp, check.timeout_s)
         assert check.command
-        return await _command(check.command, check.timeout_s)
+        if commands is None:
+            return "command checks cannot run here: this worker has no sandbox for them"
+        return await commands.run(check.command, check.timeout_s)
     except TimeoutError:
         return f"{check.kind} check timed out after {check.timeout_s:g}s"
     except OSError as err:
@@ -45,17 +66,66 @@ async def _tcp(address: str, timeout_s: float) -> str | None:
     return None
 
 
-async def _command(argv: list[str], timeout_s: float) -> str | None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode != 0:
-        last = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        return f"{argv[0]} exited {proc.returncode}: {last[0][:200]}".rstrip(": ")
-    return None
+class ContainedChecks:
+    """Check commands through the worker's cold zygote, as a script job runs: a uid of its own
+    leased from the machine-wide pool for the check's duration, a fresh 0700 run dir as cwd
+    and HOME, the scrubbed job environment, small limits (memory, processes, disk, time) with
+    cgroups, the zygote's private view of the file system, and the host's network filtered
+    away from the control plane (`network: host` of a script: services are on loopback)."""
+
+    def __init__(self, zygotes: Zygotes, settings: Settings) -> None:
+        self.zygotes = zygotes
+        self.memory_mb = settings.pipeline_check_memory_mb
+        self.max_processes = settings.pipeline_check_max_processes
+
+    async def run(self, argv: list[str], timeout_s: float) -> str | None:
+        # The zygote execs without a PATH search: found here, in the job environment's PATH.
+        executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=CHECK_PATH)
+        if executable is None:
+            return f"{argv[0]}: command not found"
+        contain = self.zygotes.contain
+        assert contain is not None, "a worker's zygotes come with their containment"
+        lease = contain.uids.acquire() if contain.uids is not None else None
+        uid, gid = (lease.uid, lease.gid) if lease else (None, None)
+        try:
+            path = contain.work_root.new_run_dir(uid, gid)
+            try:
+                outcome = await self.zygotes.cold.run_exec(
+                    [executable, *argv[1:]],
+                    cwd=path,
+                    env=job_environment(path, {}),
+                    limits=Limits(
+                        wall_timeout_s=timeout_s,
+                        memory_mb=self.memory_mb,
+                        max_processes=self.max_processes,
+                        file_size_mb=16,
+                        disk_mb=min(16, contain.disk_mb),
+                    ),
+                    identity=contain.identity(lease, "host" if contain.network_opt_in else "none"),
+                    watch_dir=path,
+                    tail_bytes=TAIL_BYTES,
+                )
+            finally:
+                remove_run_dir(path)
+        finally:
+            if lease is not None and contain.uids is not None:
+                zygotes = (self.zygotes.cold, self.zygotes.warm)
+                remove_files_of(lease.uid, [z.pid for z in zygotes if z is not None])
+                contain.uids.release(lease)
+        return _verdict(argv[0], timeout_s, outcome)
+
+
+def _verdict(command: str, timeout_s: float, outcome: SandboxOutcome) -> str | None:
+    if outcome.timed_out or outcome.killed_reason == "timeout":
+        return f"command check timed out after {timeout_s:g}s"
+    if outcome.exit_code == 0 and not outcome.killed_reason:
+        return None
+    lines = (outcome.stdout + outcome.stderr).strip().splitlines()
+    last = lines[-1][:200] if lines else ""
+    if outcome.killed_reason:
+        how = f"killed ({outcome.killed_reason})"
+    elif outcome.exit_code is None:
+        how = f"killed by {outcome.signal}"
+    else:
+        how = f"exited {outcome.exit_code}"
+    return f"{command} {how}: {last}".rstrip(": ")

@@ -5,33 +5,43 @@ workers come and go), writes stdout/stderr to `<run dir>/<pipeline>/<service>.lo
 identified by a marker in its environment plus a pidfile holding its pid and /proc start time.
 So a start retried after a worker crash finds the running service instead of starting a second.
 
-When the worker runs as root, services run as an unprivileged uid of their own (by default;
-`pipeline_run_as` may name one user for all instead) and in a
-pids cgroup of their own when /sys/fs/cgroup/pids is writable: stopping a service then kills
-everything it forked, even children that left its session, whichever worker does the stopping.
+A service runs whatever its definition says, and anyone who may start a pipeline writes one:
+on a root worker it is contained like a job run (`ServiceSandbox`, applied by `_launch.py`).
+Its uid is leased from the machine-wide pool of run uids (so the network filter and everything
+else that holds for runs holds for it), for as long as it lives: the lease's flock'd file stays
+open in the service. It gets a scrubbed environment, a pids and (where there is one) a memory
+cgroup of its own (stopping a service kills everything it forked, even children that left its
+session, whichever worker does the stopping), no_new_privs, IPC and mount namespaces of its
+own where the worker's data, artifacts, checkout, /root and the Temporal database are hidden,
+and a home directory of its own when its definition names no `cwd`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from shopfloor.kinds.pipeline import _procfs
-from shopfloor.kinds.pipeline.health import check_health
+from shopfloor.kinds.pipeline.health import CommandChecks, check_health
 from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
 from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES
+from shopfloor.sandbox._identity import UidLease, UidPool
+from shopfloor.sandbox.host import listener_of
+from shopfloor.settings import Settings
 
 MARKER = "SHOPFLOOR_PIPELINE_SERVICE"
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids/shopfloor-pipelines")
+MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory/shopfloor-pipelines")
 LAUNCHER = Path(__file__).with_name("_launch.py")
 # What a service's environment starts from: nothing of the worker's (its settings hold keys).
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -41,24 +51,18 @@ def marker_of(ref: ServiceRef) -> str:
     return f"{ref.pipeline}/{ref.service.name}/{ref.run_token}"
 
 
-# `pipeline_run_as = "per-service"`: each service its own uid/gid, derived from its pipeline
-# and name (stable across workers and restarts, so a retried start or a stop from another
-# worker agrees), in a range apart from the job runs' pool. Services then cannot signal or
-# read each other, as job runs cannot.
+# `pipeline_run_as = "per-service"` (or ""): each service a uid of its own from the run pool.
 PER_SERVICE = "per-service"
-SERVICE_UID_BASE, SERVICE_UID_COUNT = 201_000, 1_000
-
-
-def service_uid(ref: ServiceRef) -> int:
-    digest = hashlib.sha256(f"{ref.pipeline}/{ref.service.name}".encode()).digest()
-    return SERVICE_UID_BASE + int.from_bytes(digest[:4], "big") % SERVICE_UID_COUNT
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def _user(name: str) -> tuple[int, int] | None:
-    """The uid/gid services run as: only a root worker can (and must) drop privileges."""
+    """The one user the operator named for all services (root is never one)."""
     if os.geteuid() != 0 or not name or name == PER_SERVICE:
         return None
     entry = pwd.getpwnam(name)
+    if entry.pw_uid == 0:
+        raise ValueError("SHOPFLOOR_PIPELINE_RUN_AS names root: services never run as root")
     return entry.pw_uid, entry.pw_gid
 
 
@@ -72,14 +76,126 @@ def _cgroups_usable(root: Path | None) -> Path | None:
     return root
 
 
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class ServiceSandbox:
+    """What contains services on this worker, decided once at start (`service_sandbox`)."""
+
+    uids: UidPool | None = None  # the machine-wide pool of run uids (root workers)
+    hidden: tuple[str, ...] = ()  # directories covered by an empty root-only tmpfs
+    # Covered directories from which a definition's `cwd` may be bound back (the checkout,
+    # where example definitions live, and the private /tmp): never the data dir, the artifact
+    # store or /root, never a directory holding anything hidden.
+    reachable: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # files read as empty (/dev/null over them)
+    tmp_mb: int = 64
+    memory_mb: int | None = None
+    max_processes: int | None = None
+
+    @property
+    def mounts(self) -> bool:
+        return bool(self.hidden)
+
+    def covers(self, binds: list[str]) -> list[list[str]]:
+        """The tmpfs mounts, outermost first: a cover with a directory bound back inside lets
+        the service's uid pass through (0711) to it, and holds only the way there."""
+        out = []
+        for path in sorted({*self.hidden, *PRIVATE_TMP}, key=lambda p: len(Path(p).parts)):
+            if path in PRIVATE_TMP:
+                data = f"mode=1777,size={self.tmp_mb}m,nr_inodes=16k"
+            elif any(_inside(b, path) for b in binds):
+                data = "mode=0711,size=1m,nr_inodes=1k"
+            else:
+                data = "mode=0700,size=16k,nr_inodes=16"
+            out.append([path, data])
+        return out
+
+    def bind_for(self, cwd: str) -> list[str]:
+        """[cwd] when it lies under a cover and must be bound back, [] when the service sees it
+        as it is; PermissionError when it would uncover something hidden."""
+        covering = [c for c in (*self.hidden, *PRIVATE_TMP) if _inside(cwd, c)]
+        if not covering or not self.mounts:
+            return []
+        secret = [h for h in (*self.hidden, *self.files) if _inside(h, cwd)]
+        if secret or not all(c in self.reachable for c in covering):
+            raise PermissionError(
+                f"cwd {cwd} is not reachable by services: it is, or holds, what the worker hides "
+                "from them (its data dir, artifact store, checkout root, /root)"
+            )
+        return [cwd]
+
+
+def temporal_files(settings: Settings) -> list[str]:
+    """The SQLite files of a Temporal server on this machine (the embedded dev server's, or
+    one a test started): what it has open, found through the process on the frontend port."""
+    address = settings.target_address.rsplit(":", 1)
+    pid = listener_of(int(address[1])) if len(address) == 2 and address[1].isdigit() else None
+    found = set()
+    if pid is not None:
+        try:
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target.endswith((".db", ".db-wal", ".db-shm", ".sqlite")):
+                    found.add(target)
+        except OSError:
+            pass
+    embedded = (settings.data_dir / "temporal.db").resolve()
+    found |= {f"{embedded}{suffix}" for suffix in ("", "-wal", "-shm")}
+    return sorted(found)
+
+
+def service_sandbox(settings: Settings, uids: UidPool | None) -> ServiceSandbox:
+    """Root workers contain services; others cannot (services then run as the worker's user)."""
+    if os.geteuid() != 0:
+        return ServiceSandbox()
+    checkout = os.getcwd()  # where the worker runs: its `.env` and, by default, its data
+    hidden = {
+        str(settings.data_dir.resolve()),
+        str(settings.artifact_root),
+        str(settings.pipeline_runtime_dir),
+        "/root",
+    }
+    reachable = set(PRIVATE_TMP)
+    if checkout != "/":
+        hidden.add(checkout)
+        reachable.add(checkout)
+    files = [*temporal_files(settings), os.path.join(checkout, ".env")]
+    if settings.tls_key is not None:
+        files.append(str(settings.tls_key.resolve()))
+    return ServiceSandbox(
+        uids=uids,
+        hidden=tuple(sorted(hidden)),
+        reachable=tuple(sorted(reachable)),
+        files=tuple(files),
+        tmp_mb=settings.sandbox_tmp_mb,
+        memory_mb=settings.pipeline_service_memory_mb,
+        max_processes=settings.pipeline_service_max_processes,
+    )
+
+
 class ProcessRuntime:
     def __init__(
-        self, run_dir: Path, *, run_as: str = "", cgroup_root: Path | None = CGROUP_ROOT
+        self,
+        run_dir: Path,
+        *,
+        run_as: str = "",
+        cgroup_root: Path | None = CGROUP_ROOT,
+        memory_cgroup_root: Path | None = MEMORY_CGROUP_ROOT,
+        sandbox: ServiceSandbox | None = None,
+        checks: CommandChecks | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.user = _user(run_as)
-        self.per_service = run_as == PER_SERVICE and os.geteuid() == 0
+        self.sandbox = sandbox or ServiceSandbox()
+        self.checks = checks  # how health-check commands run (contained); None: refused
         self.cgroup_root = _cgroups_usable(cgroup_root)
+        self.memory_cgroup_root = _cgroups_usable(memory_cgroup_root)
         # Services this worker started: polled so that they are reaped when they exit (a
         # zombie is no service), and to say how they ended.
         self._children: dict[str, subprocess.Popen] = {}
@@ -92,10 +208,14 @@ class ProcessRuntime:
     def _pidfile(self, ref: ServiceRef) -> Path:
         return self.run_dir / ref.pipeline / f"{ref.service.name}.pid"
 
-    def _cgroup(self, ref: ServiceRef) -> Path | None:
-        if self.cgroup_root is None:
-            return None
-        return self.cgroup_root / f"{ref.pipeline}.{ref.run_token}" / ref.service.name
+    def _cgroups(self, ref: ServiceRef) -> list[Path]:
+        roots = (self.cgroup_root, self.memory_cgroup_root)
+        return [r / f"{ref.pipeline}.{ref.run_token}" / ref.service.name for r in roots if r]
+
+    def _home(self, ref: ServiceRef) -> Path:
+        """A service's own directory when its definition names no cwd: fresh at each start,
+        under a root-only directory (it reaches it only where its mounts bind it back)."""
+        return self.run_dir / ref.pipeline / "homes" / ref.service.name
 
     # -- the runtime interface ----------------------------------------------------------------
 
@@ -108,7 +228,8 @@ class ProcessRuntime:
             return Probe(
                 alive=False, healthy=False, error=self._how_it_ended(ref), log_tail=self._tail(ref)
             )
-        error = await check_health(ref.service.health) if ref.service.health else None
+        health = ref.service.health
+        error = await check_health(health, commands=self.checks) if health else None
         return Probe(
             alive=True,
             healthy=error is None,
@@ -173,29 +294,78 @@ class ProcessRuntime:
         assert spec.command, "process services have a command (the model checks)"
         log_path = self.log_path(ref)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        cgroup = self._cgroup(ref)
-        if cgroup is not None:
-            cgroup.mkdir(parents=True, exist_ok=True)
-        uid_gid = (service_uid(ref),) * 2 if self.per_service else self.user
-        options = {
-            "cgroup": str(cgroup) if cgroup else None,
-            "uid": uid_gid[0] if uid_gid else None,
-            "gid": uid_gid[1] if uid_gid else None,
+        lease = self.sandbox.uids.acquire() if self.sandbox.uids and not self.user else None
+        try:
+            uid_gid = (lease.uid, lease.gid) if lease else self.user
+            cwd = self._place(ref, uid_gid)
+            options = {
+                "cgroups": [str(c) for c in self._make_cgroups(ref)],
+                "uid": uid_gid[0] if uid_gid else None,
+                "gid": uid_gid[1] if uid_gid else None,
+                "cwd": cwd,
+                "env": {**BASE_ENV, "HOME": cwd, **spec.env, MARKER: marker_of(ref)},
+            }
+            if self.sandbox.mounts:
+                # A home is bound back as is (it is the service's own); a definition's cwd
+                # only where that uncovers nothing hidden.
+                binds = self.sandbox.bind_for(cwd) if spec.cwd else [cwd]
+                options["mounts"] = {
+                    "covers": self.sandbox.covers(binds),
+                    "binds": binds,
+                    "files": list(self.sandbox.files),
+                }
+            return self._spawn(ref, options, lease)
+        finally:
+            if lease is not None:
+                UidPool.release(lease)  # the service holds it now (or the start failed)
+
+    def _place(self, ref: ServiceRef, uid_gid: tuple[int, int] | None) -> str:
+        """The service's working directory: its definition's, or a fresh home of its own."""
+        if ref.service.cwd:
+            return os.path.realpath(ref.service.cwd)
+        home = self._home(ref)
+        if uid_gid is None:
+            home.mkdir(parents=True, exist_ok=True)
+            return str(home)
+        # Root-only on the way: the home is reachable only by the service, through its mounts.
+        home.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(home.parent, 0o700)
+        shutil.rmtree(home, ignore_errors=True)  # what an earlier instance (or uid) left
+        home.mkdir(mode=0o700)
+        os.chown(home, *uid_gid)
+        return str(home)
+
+    def _make_cgroups(self, ref: ServiceRef) -> list[Path]:
+        cgroups = self._cgroups(ref)
+        limits = {
+            "pids.max": self.sandbox.max_processes,
+            "memory.limit_in_bytes": self.sandbox.memory_mb and self.sandbox.memory_mb * 2**20,
         }
-        cwd = spec.cwd or "/"
-        env = {**BASE_ENV, "HOME": cwd, **spec.env, MARKER: marker_of(ref)}
-        with open(log_path, "ab") as log:
+        for cgroup in cgroups:
+            cgroup.mkdir(parents=True, exist_ok=True)
+            for name, value in limits.items():
+                if value and (cgroup / name).exists():
+                    (cgroup / name).write_text(str(value))
+        return cgroups
+
+    def _spawn(self, ref: ServiceRef, options: dict, lease: UidLease | None) -> ServiceHandle:
+        spec = ref.service
+        with open(self.log_path(ref), "ab") as log:
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
             log.write(f"--- shopfloor: starting {spec.name} at {stamp}\n".encode())
             log.flush()
             child = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(options), *spec.command],
-                cwd=cwd,
-                env=env,
+                [sys.executable, "-I", "-S", str(LAUNCHER), *spec.command],
+                cwd="/",  # the launcher enters the service's own once its mounts are made
+                # Nothing of the service's own environment reaches this root launcher.
+                env={**BASE_ENV, MARKER: marker_of(ref), "SHOPFLOOR_LAUNCH": json.dumps(options)},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # The uid's lease: inherited across the exec, held as long as the service (or
+                # anything it forked) lives.
+                pass_fds=(lease.fd,) if lease else (),
             )
         self._children[marker_of(ref)] = child
         started = _procfs.stat(child.pid)
@@ -223,17 +393,21 @@ class ProcessRuntime:
             _signal_group(pid, signal.SIGKILL)
         self._kill_leftovers(ref)
         self._pidfile(ref).unlink(missing_ok=True)
+        if not ref.service.cwd:
+            shutil.rmtree(self._home(ref), ignore_errors=True)
         child = self._children.pop(marker_of(ref), None)
         if child is not None:
             child.wait()
         return StopReport(was_running=pid is not None)
 
     def _kill_leftovers(self, ref: ServiceRef) -> None:
-        """SIGKILL whatever is left of the service: its cgroup's processes (even those that
+        """SIGKILL whatever is left of the service: its cgroups' processes (even those that
         left its session or changed their environment) and anything carrying its marker."""
-        cgroup = self._cgroup(ref)
+        cgroups = self._cgroups(ref)
         for _ in range(100):
-            pids = _cgroup_pids(cgroup) | {p.pid for p in _procfs.marked(MARKER, marker_of(ref))}
+            pids = {p.pid for p in _procfs.marked(MARKER, marker_of(ref))}
+            for cgroup in cgroups:
+                pids |= _cgroup_pids(cgroup)
             if not pids:
                 break
             for pid in pids:
@@ -243,7 +417,7 @@ class ProcessRuntime:
                     pass
             time.sleep(0.02)
             self._reap()
-        if cgroup is not None:
+        for cgroup in cgroups:
             for path in (cgroup, cgroup.parent):
                 try:
                     path.rmdir()
