@@ -785,8 +785,8 @@ class UserCodeRun:
         disk cap by apparent size (checked before anything is stored): its `outcome` is
         then marked `disk` too."""
         if outcome is not None and outcome.killed_reason == "disk":
-            cap = f"its disk cap of {self.limits.disk_mb} MB (disk_mb)"
-            return Collected(refused={"out/": f"the run exceeded {cap}: nothing was stored"})
+            # What was found, and the cap, are in the outcome's warnings.
+            return Collected(refused={"out/": "the run exceeded its disk cap"})
         caps = {}
         if self.limits.disk_mb:
             caps["max_bytes"] = self.limits.disk_mb * MB
