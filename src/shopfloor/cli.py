@@ -100,12 +100,14 @@ def up(
     """Start the embedded stack: Temporal dev server (unless SHOPFLOOR_TEMPORAL_ADDRESS is set),
     the controller and the workers. Ctrl-C, SIGTERM or SIGHUP stop them all."""
     from shopfloor.display import console
+    from shopfloor.filemodes import make_private
     from shopfloor.stack import Stack, StackError, pid_file
 
     settings = get_settings()
     problem, _ = bind_check(settings)
     if problem:  # before anything starts: the controller would refuse to, over and over
         fail(problem, 2)
+    make_private(settings, create_data_dir=True)
     if detach:
         _up_detached(settings, workers)
         return
@@ -244,10 +246,12 @@ def worker(
     log_format: LogFormat = None,
 ) -> None:
     """Run a worker process (all job kinds unless --kind is given)."""
+    from shopfloor.filemodes import make_private
     from shopfloor.worker import run_worker
 
     _configure_logs(log_format)
     settings = get_settings()
+    make_private(settings)
     if kind:
         settings = settings.model_copy(update={"worker_kinds": kind})
     try:
@@ -292,6 +296,7 @@ def controller(log_format: LogFormat = None) -> None:
     import uvicorn
 
     from shopfloor.controller import create_app
+    from shopfloor.filemodes import make_private
 
     _configure_logs(log_format)
     settings = get_settings()
@@ -302,6 +307,7 @@ def controller(log_format: LogFormat = None) -> None:
         from shopfloor.display import err_console
 
         err_console.print(note, markup=False, highlight=False, soft_wrap=True)
+    make_private(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.controller_host,

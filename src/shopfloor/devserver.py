@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shopfloor.filemodes import PRIVATE_UMASK, private_dir
 from shopfloor.processes import kill_process, stop_process
 from shopfloor.settings import Settings
 
@@ -110,13 +112,23 @@ class DevServer:
         return self.data_dir / "temporal.db"
 
     @property
+    def log_file(self) -> Path:
+        return self.data_dir / "temporal.log"
+
+    def _db_companions(self) -> list[Path]:
+        return [self.db_file.with_name(self.db_file.name + end) for end in ("-wal", "-shm")]
+
+    @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(
         self, *, timeout_s: float = 60.0, preexec_fn: Callable[[], None] | None = None
     ) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        for made_before in (self.db_file, *self._db_companions(), self.log_file):
+            if made_before.exists():  # by a version that left them 0644
+                os.chmod(made_before, 0o600)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 raise DevServerError(
@@ -125,7 +137,7 @@ class DevServer:
                 )
         except OSError:
             pass
-        log = open(self.data_dir / "temporal.log", "ab")  # noqa: SIM115 - lives with the process
+        log = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.proc = subprocess.Popen(
             dev_server_argv(db_file=self.db_file, port=self.port, ui_port=self.ui_port),
             stdout=log,
@@ -133,8 +145,11 @@ class DevServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to `shopfloor up`, which stops us in order
             preexec_fn=preexec_fn,
+            # The database (and its WAL) holds every job's input and result: 0600, whoever
+            # starts the server (`up` has this umask already; a test or a script may not).
+            umask=PRIVATE_UMASK,
         )
-        log.close()
+        os.close(log)
         wait_for_port("127.0.0.1", self.port, timeout_s=timeout_s, proc=self.proc)
 
     def stop(self, *, timeout_s: float = 10.0) -> None:

@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     sandbox_uid_count: int = Field(1000, ge=1, le=1_000_000)
     # Where each worker keeps its runs' directories (default: the system's temp dir).
     sandbox_root: Path | None = None
-    # Bytes a run may have in its work dir, out/ included (a job may ask for less).
+    # Bytes a run may have in its work dir, out/ included, unless the job asks for another
+    # amount (up to max_job_disk_mb, below).
     sandbox_disk_mb: int = Field(1024, ge=1)
     # Size of each run's own /tmp and /dev/shm (in memory, charged to the run's memory cgroup).
     sandbox_tmp_mb: int = Field(64, ge=1)
@@ -156,6 +157,39 @@ class Settings(BaseSettings):
     # queue, which takes it over as it runs. 0 (or no adoption): every run starts in that
     # activity.
     handoff_after_s: float = Field(1.0, ge=0, le=60)
+    # -- Ceilings on what a job may ask for, and on what it may leave (issue 19) ---------------
+    # The most a script or simulation job may ask for, whichever client started it: the
+    # controller answers 422 above them, and a worker fails such a job at once (non-retryable)
+    # by its own values, never trusting that a controller checked. Sized for a 2-core, 24 GB
+    # worker running a few jobs at once; raise them on bigger machines.
+    max_job_memory_mb: int = Field(8192, ge=64)
+    max_job_processes: int = Field(256, ge=1)
+    max_job_timeout_s: float = Field(6 * 3600, gt=0)
+    # A job may ask for up to this much disk (`disk_mb`); one that asks for none gets
+    # `sandbox_disk_mb`.
+    max_job_disk_mb: int = Field(10 * 1024, ge=1)
+    # Files a run may leave in out/ to become artifacts; more (or more bytes than its disk cap,
+    # by apparent size) and the run fails with reason `disk`, storing nothing.
+    max_artifacts: int = Field(10_000, ge=1)
+
+    def over_ceiling(self, job: object) -> str | None:
+        """Why `job` (any kind's input) asks for more than this deployment allows, naming the
+        field and the ceiling; None when it does not. Fields a kind has not are not checked."""
+        ceilings = {
+            "memory_mb": (self.max_job_memory_mb, "MAX_JOB_MEMORY_MB"),
+            "max_processes": (self.max_job_processes, "MAX_JOB_PROCESSES"),
+            "timeout_s": (self.max_job_timeout_s, "MAX_JOB_TIMEOUT_S"),
+            "disk_mb": (self.max_job_disk_mb, "MAX_JOB_DISK_MB"),
+        }
+        for name, (ceiling, setting) in ceilings.items():
+            asked = getattr(job, name, None)
+            if asked is not None and asked > ceiling:
+                return (
+                    f"{name}: {asked:g} is over this deployment's ceiling of {ceiling:g} "
+                    f"(SHOPFLOOR_{setting})"
+                )
+        return None
+
     # Signed artifact links (for browsers, when api_token is set): key (default: derived from
     # api_token) and lifetime.
     link_secret: SecretStr | None = None

@@ -33,6 +33,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -68,6 +69,7 @@ from shopfloor.sandbox import (
     run_fresh,
 )
 from shopfloor.sandbox._identity import UidLease, UidPool, WorkRoot, give_to, remove_run_dir
+from shopfloor.sandbox._limits import MB
 from shopfloor.sandbox.adoption import Adoptions
 from shopfloor.sandbox.host import (
     HostCapabilities,
@@ -83,6 +85,15 @@ R = TypeVar("R")
 UID_LOCK_DIR = Path("/run/shopfloor-sandbox/uids")
 # Names this worker process among all workers: its hand-off queues are its alone.
 _WORKER_TAG = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def refuse_over_ceilings(job: object, settings: Settings) -> None:
+    """Fails the job at once (non-retryable) when it asks for more than this worker's
+    ceilings (`Settings.over_ceiling`): the worker holds to its own settings whichever
+    client started the job, never trusting that a controller checked."""
+    why = settings.over_ceiling(job)
+    if why is not None:
+        raise invalid_input(why)
 
 
 def handoff_queue(task_queue: str) -> str:
@@ -150,7 +161,9 @@ class Containment:
     caps: HostCapabilities
     work_root: WorkRoot
     uids: UidPool | None
-    disk_mb: int
+    disk_mb: int  # a run's disk cap when its job asks for none
+    max_disk_mb: int  # the most a job may ask for
+    max_artifacts: int  # files a run may leave in out/
     network_opt_in: bool  # whether `network: host` may run (filtered, or allowed unfiltered)
     warnings: list[str] = field(default_factory=list)
 
@@ -194,7 +207,9 @@ def containment(settings: Settings, caps: HostCapabilities | None = None) -> Con
         caps=caps,
         work_root=work_root,
         uids=uids,
-        disk_mb=settings.sandbox_disk_mb,
+        disk_mb=min(settings.sandbox_disk_mb, settings.max_job_disk_mb),
+        max_disk_mb=settings.max_job_disk_mb,
+        max_artifacts=settings.max_artifacts,
         network_opt_in=network_opt_in,
         warnings=warnings,
     )
@@ -436,6 +451,30 @@ def _heartbeat_here() -> Callable[[Progress], None] | None:
     return lambda progress: context.run(heartbeat_progress, progress)
 
 
+def _collecting_heartbeat() -> Callable[[int, int], None] | None:
+    """`collect_tree`'s progress as heartbeats of the calling activity (called on its event
+    loop), sent from the thread that collects every PROGRESS_EVERY_S: storing thousands of
+    files can take longer than the heartbeat timeout."""
+    try:
+        if activity.info().is_local:
+            return None  # a local attempt cannot heartbeat
+    except RuntimeError:
+        return None
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    last = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            last = time.monotonic()
+            details = {"collecting": "out/", "stored": done, "of": total}
+            # An async activity's heartbeat must be sent from its event loop.
+            loop.call_soon_threadsafe(context.run, activity.heartbeat, details)
+
+    return report
+
+
 def _attempt_lost() -> bool:
     """This attempt was cancelled because Temporal gave up on it (heartbeat timeout, or it no
     longer knows the attempt: a server that was away), not on request nor because the worker
@@ -475,7 +514,9 @@ class UserCodeRun:
         self.network = network
         self.contain = zygotes.contain
         if self.contain is not None:
-            disk = min(limits.disk_mb or self.contain.disk_mb, self.contain.disk_mb)
+            # The activity refused a job over the ceiling (`refuse_over_ceilings`); the cap
+            # holds for any caller.
+            disk = min(limits.disk_mb or self.contain.disk_mb, self.contain.max_disk_mb)
             limits = Limits(**{**limits.__dict__, "disk_mb": disk})
         self.limits = limits
         self.path = Path()
@@ -765,13 +806,37 @@ class UserCodeRun:
         """Whether `run(warm=warm, ...)` forks the warm zygote."""
         return warm is not None and self.zygotes.warm is not None
 
-    def collect_out(self, outcome: SandboxOutcome | None = None) -> Collected:
+    def collect_out(
+        self,
+        outcome: SandboxOutcome | None = None,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Collected:
         """The regular files under `out/` into the artifact store (names → URIs), and what
         was refused (symlinks, hard links to files outside the run, special files, bad
-        names). A run stopped for its disk cap keeps nothing: it may be half-written."""
+        names). A run stopped for its disk cap keeps nothing: it may be half-written. Nor
+        does one whose out/ holds more files than `max_artifacts`, or more bytes than its
+        disk cap by apparent size (checked before anything is stored): its `outcome` is
+        then marked `disk` too."""
         if outcome is not None and outcome.killed_reason == "disk":
-            return Collected(uris={}, refused={"out/": "the run exceeded its disk cap"})
-        return self.artifacts.collect_tree(activity.info().workflow_id, self.out, run_dir=self.path)
+            # What was found, and the cap, are in the outcome's warnings.
+            return Collected(refused={"out/": "the run exceeded its disk cap"})
+        caps = {}
+        if self.limits.disk_mb:
+            caps["max_bytes"] = self.limits.disk_mb * MB
+        if self.contain is not None:
+            caps["max_files"] = self.contain.max_artifacts
+        collected = self.artifacts.collect_tree(
+            activity.info().workflow_id,
+            self.out,
+            run_dir=self.path,
+            on_progress=on_progress,
+            **caps,
+        )
+        if collected.over_cap is not None and outcome is not None:
+            outcome.killed_reason = "disk"
+            outcome.warnings.append(f"disk: out/ has {collected.over_cap}")
+        return collected
 
     async def collect(self, outcome: SandboxOutcome | None = None) -> Collected:
         """`collect_out`, off the event loop (the store may be S3) unless `out/` is empty."""
@@ -782,7 +847,9 @@ class UserCodeRun:
             empty = False  # collect_out says what is wrong with it
         if empty and (outcome is None or outcome.killed_reason != "disk"):
             return Collected()
-        return await asyncio.to_thread(self.collect_out, outcome)
+        return await asyncio.to_thread(
+            self.collect_out, outcome, on_progress=_collecting_heartbeat()
+        )
 
     def store_out(self) -> dict[str, str]:
         """Every regular file under `out/` into the artifact store: relative name → URI."""

@@ -15,6 +15,7 @@ import mimetypes
 import os
 import re
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -27,6 +28,7 @@ MAX_NAME = 255
 MAX_PATH = 1024
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _COPY_CHUNK = 1024 * 1024
+MB = 1024 * 1024
 
 _INLINE_IMAGES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"}
 _INLINE_OTHER = {"text/plain", "text/csv", "application/json"}
@@ -34,10 +36,12 @@ _INLINE_OTHER = {"text/plain", "text/csv", "application/json"}
 
 @dataclass
 class Collected:
-    """What `collect_tree` stored (name → URI) and what it refused (name → why)."""
+    """What `collect_tree` stored (name → URI) and what it refused (name → why).
+    `over_cap` says which cap the tree went past, when it did: then nothing of it is stored."""
 
     uris: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    over_cap: str | None = None
 
     def refused_list(self) -> list[str]:
         return [f"{name}: {why}" for name, why in sorted(self.refused.items())]
@@ -118,40 +122,84 @@ class ArtifactStore:
         return self.collect_tree(job_id, src_dir, run_dir=src_dir, prefix=prefix).uris
 
     def collect_tree(
-        self, job_id: str, src_dir: Path, *, run_dir: Path, prefix: str = ""
+        self,
+        job_id: str,
+        src_dir: Path,
+        *,
+        run_dir: Path,
+        prefix: str = "",
+        max_bytes: int | None = None,
+        max_files: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> Collected:
         """Stores the regular files under `src_dir`, a directory written by untrusted code
         that has stopped running. Never follows a symlink (lstat, O_NOFOLLOW, a walk that
         does not enter linked directories); refuses hard links to files outside `run_dir`
         (a link count higher than the names the run has for the file), special files and
-        names that are not plain, printable paths. Refused entries are listed, not dropped."""
+        names that are not plain, printable paths. Refused entries are listed, not dropped.
+
+        All or nothing against the caps: more than `max_files` entries (refused ones too:
+        each is a line of the result) or more than `max_bytes` of files by apparent size (a
+        sparse file is read, and stored, dense) store nothing, checked before anything is
+        stored; a file that grows past them while being stored removes what was stored.
+        `on_progress(done, total)` is called before each entry (a collection can be long: an
+        activity heartbeats from it)."""
+        entries = _walk_no_follow(src_dir, limit=max_files)
+        over = _over_caps(entries, max_bytes, max_files)
+        if over is not None:
+            return Collected(refused={f"{prefix}{src_dir.name}/": over}, over_cap=over)
+        budget = [max_bytes] if max_bytes is not None else None
         collected = Collected()
-        entries = _walk_no_follow(src_dir)
         # Only a file with more than one name can be a hard link to one outside the run (a
         # file in `src_dir` has a name in `run_dir`): the run dir is walked for those alone.
         linked = any(st.st_nlink > 1 for _, st in entries)
         inside = _inode_names(run_dir) if linked else {}
-        for rel, entry_stat in entries:
+        for i, (rel, entry_stat) in enumerate(entries):
+            if on_progress is not None:
+                on_progress(i, len(entries))
             name = prefix + rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             why = _refusal(rel, entry_stat, inside)
             if why is None:
                 try:
-                    collected.uris[name] = self._put_regular(job_id, name, src_dir / rel)
-                except (OSError, ArtifactError) as err:
+                    collected.uris[name] = self._put_regular(job_id, name, src_dir / rel, budget)
+                except Exception as err:
+                    # However the backend passed _OverBudget on (S3 reads in threads of its own).
+                    if budget is not None and budget[0] < 0:
+                        self._remove_all(collected.uris.values())
+                        over = (
+                            f"files grew past the run's disk cap of {max_bytes / MB:g} MB "
+                            "(disk_mb) while they were stored: nothing of it was kept"
+                        )
+                        return Collected(refused={f"{prefix}{src_dir.name}/": over}, over_cap=over)
+                    if not isinstance(err, OSError | ArtifactError):
+                        raise
                     why = f"not stored: {err}"
             if why is not None:
                 collected.refused[name] = why
         return collected
 
-    def _put_regular(self, job_id: str, name: str, src: Path) -> str:
+    def _put_regular(
+        self, job_id: str, name: str, src: Path, budget: list[int] | None = None
+    ) -> str:
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as source:
             st = os.fstat(source.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise ArtifactError("not a regular file")
             uri = self.uri(job_id, name)
-            self._put_stream(uri, source)
+            self._put_stream(uri, source if budget is None else _Budgeted(source, budget))
             return uri
+
+    def _remove_all(self, uris: Iterable[str]) -> None:
+        for uri in list(uris):
+            try:
+                self._delete(uri)
+            except (OSError, ArtifactError):
+                pass  # best effort: the store's own error already failed the collection
+
+    def _delete(self, uri: str) -> None:
+        """Removes an artifact (none there: nothing to do)."""
+        raise NotImplementedError
 
     def put_upload(self, name: str, data: bytes) -> str:
         """Content-addressed upload (inputs): the same bytes always get the same URI."""
@@ -225,12 +273,54 @@ def disposition(media_type: str) -> str:
     return "inline" if media_type in _INLINE_OTHER else "attachment"
 
 
-def _walk_no_follow(top: Path) -> list[tuple[str, os.stat_result]]:
+class _OverBudget(Exception):
+    pass
+
+
+class _Budgeted(io.RawIOBase):
+    """A file read through a byte budget shared by a whole collection: the read that would go
+    past it raises _OverBudget (a file that grows after the walk measured it)."""
+
+    def __init__(self, source: BinaryIO, budget: list[int]) -> None:
+        self.source, self.budget = source, budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        data = self.source.read(len(buffer))
+        self.budget[0] -= len(data)
+        if self.budget[0] < 0:
+            raise _OverBudget
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _over_caps(
+    entries: list[tuple[str, os.stat_result]], max_bytes: int | None, max_files: int | None
+) -> str | None:
+    """Which cap a tree goes past, naming the cap and what was found; None: within both."""
+    if max_files is not None and len(entries) > max_files:
+        return (
+            f"more than {max_files} files, over the cap on artifacts "
+            "(SHOPFLOOR_MAX_ARTIFACTS): nothing of it was stored"
+        )
+    size = sum(st.st_size for _, st in entries if stat.S_ISREG(st.st_mode))
+    if max_bytes is not None and size > max_bytes:
+        return (
+            f"{size / MB:.1f} MB of files (apparent size), over the run's disk cap of "
+            f"{max_bytes / MB:g} MB (disk_mb): nothing of it was stored"
+        )
+    return None
+
+
+def _walk_no_follow(top: Path, *, limit: int | None = None) -> list[tuple[str, os.stat_result]]:
     """(relative POSIX path, lstat) of every non-directory under `top`, sorted; directories
-    are entered only when they are real directories (not symlinks)."""
+    are entered only when they are real directories (not symlinks). Stops once it has found
+    more than `limit`."""
     found: list[tuple[str, os.stat_result]] = []
     stack = [""]
-    while stack:
+    while stack and (limit is None or len(found) <= limit):
         rel_dir = stack.pop()
         try:
             with os.scandir(top / rel_dir if rel_dir else top) as it:

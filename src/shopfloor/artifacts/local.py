@@ -25,7 +25,9 @@ class LocalArtifactStore(ArtifactStore):
     def _put_stream(self, uri: str, source: BinaryIO) -> None:
         """Writes to a temp file beside the destination, then renames it into place."""
         dest = self.path_for(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        _private_dirs(dest.parent)
+        # mkstemp makes the file 0600 whatever the umask: artifacts are the worker's and the
+        # controller's to read, no other user's.
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -34,6 +36,9 @@ class LocalArtifactStore(ArtifactStore):
         except BaseException:
             os.unlink(tmp)
             raise
+
+    def _delete(self, uri: str) -> None:
+        self.path_for(uri).unlink(missing_ok=True)
 
     def open(self, uri: str) -> BinaryIO:
         """The artifact's regular file, opened under the store's root without following a
@@ -61,3 +66,14 @@ class LocalArtifactStore(ArtifactStore):
             os.close(leaf)
             raise ArtifactError(f"no such artifact: {uri}")
         return os.fdopen(leaf, "rb")
+
+
+def _private_dirs(path: Path) -> None:
+    """Every missing directory down to `path`, each 0700 whatever the umask (`os.makedirs`
+    gives its mode to the last one only)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)

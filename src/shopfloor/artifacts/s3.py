@@ -131,6 +131,12 @@ class S3ArtifactStore(ArtifactStore):
         except (ClientError, BotoCoreError) as err:
             raise OSError(f"storing {uri} in {self.url} failed: {err}") from err
 
+    def _delete(self, uri: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(uri))
+        except (ClientError, BotoCoreError) as err:
+            raise OSError(f"removing {uri} from {self.url} failed: {err}") from err
+
     # -- reading -----------------------------------------------------------------------------
     def get(self, uri: str, byte_range: str | None = None) -> S3Object:
         """The object's body as a stream; `byte_range` (`bytes=a-b`) is passed to S3.

@@ -76,7 +76,9 @@ def check_progress_options(on_progress: ProgressCallback | None, every: float | 
 
 
 def disk_usage(path: Path, max_files: int = MAX_FILES) -> tuple[int, int]:
-    """(bytes allocated, entries) under `path`, never following symlinks."""
+    """(bytes, entries) under `path`, never following symlinks. A file counts by the larger of
+    its apparent size and its allocated blocks: a sparse file costs no blocks here but is read
+    (and stored) dense, and a preallocated one holds blocks beyond its size."""
     total = entries = 0
     stack = [str(path)]
     while stack and entries <= max_files:
@@ -88,12 +90,22 @@ def disk_usage(path: Path, max_files: int = MAX_FILES) -> tuple[int, int]:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
-                    total += st.st_blocks * 512
+                    total += max(st.st_size, st.st_blocks * 512)
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
         except OSError:
             continue
     return total, entries
+
+
+def over_disk_cap(used: int, entries: int, disk_mb: int) -> str:
+    """What a run over its disk cap had, and the cap it went past."""
+    if entries > MAX_FILES:
+        return f"disk: the work dir held more than {MAX_FILES} entries (the cap on entries)"
+    return (
+        f"disk: the work dir held {used / MB:.1f} MB (files by apparent size), over its cap "
+        f"of {disk_mb} MB (disk_mb)"
+    )
 
 
 class _Child:
@@ -118,6 +130,7 @@ class _Child:
         self.started = time.monotonic()
         self.stage: dict | None = None
         self.warnings: list[str] = []
+        self.disk_found = ""
         if self.cgroup is None and os.getuid() == 0:
             self.warnings.append(
                 "no writable pids cgroup and running as root: the process limit is not enforced"
@@ -138,6 +151,9 @@ class _Child:
         if self.watch_dir is not None and self.limits.disk_mb:
             used, entries = disk_usage(self.watch_dir)
             if used > self.limits.disk_mb * MB or entries > MAX_FILES:
+                if not self.disk_found:  # the result says what was found, once
+                    self.disk_found = over_disk_cap(used, entries, self.limits.disk_mb)
+                    self.warnings.append(self.disk_found)
                 return "disk"
         return None
 

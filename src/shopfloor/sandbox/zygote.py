@@ -102,6 +102,9 @@ class Zygote:
                 pass_fds=[theirs.fileno()],
                 env={**_zygote_environment(), **self.env},
                 stdin=subprocess.DEVNULL,
+                # Not the worker's private umask (shopfloor.filemodes): the zygote makes the
+                # way to the interpreter that its runs' uids walk; runs set 077 themselves.
+                umask=0o022,
             )
             theirs.close()
             loop = asyncio.get_running_loop()

@@ -15,7 +15,13 @@ from shopfloor.jobs import invalid_input
 from shopfloor.kinds.scripts.models import InputFile, ScriptInput, ScriptResult
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import Limits, SandboxOutcome, Script
-from shopfloor.usercode import UserCodeRun, Zygotes, cold_python_argv, zygotes
+from shopfloor.usercode import (
+    UserCodeRun,
+    Zygotes,
+    cold_python_argv,
+    refuse_over_ceilings,
+    zygotes,
+)
 
 # Scripts that import these pay seconds of import time in a fresh interpreter; a warm fork
 # of a process that already imported them starts in milliseconds.
@@ -66,6 +72,7 @@ class ScriptActivities:
 
     @activity.defn(name="run_script")
     async def run_script(self, job: ScriptInput) -> ScriptResult:
+        refuse_over_ceilings(job, self.ctx.settings)
         disallowed = job.disallowed_env(self.ctx.settings.script_env_allowlist)
         if disallowed:
             raise invalid_input(f"environment variables not allowed here: {disallowed}")

@@ -15,6 +15,9 @@ def _input_from_file(path: Path, options: dict[str, Any]) -> ScriptInput:
 
 
 def _check_input(job: ScriptInput, settings: Settings) -> None:
+    over = settings.over_ceiling(job)
+    if over is not None:
+        raise InputRejected(over)
     disallowed = job.disallowed_env(settings.script_env_allowlist)
     if disallowed:
         raise InputRejected(

@@ -36,6 +36,10 @@ class InputFile(StrictInput):
 
 
 class ScriptInput(StrictInput):
+    """A script job. `timeout_s`, `memory_mb`, `max_processes` and `disk_mb` are also held to
+    the deployment's ceilings (`SHOPFLOOR_MAX_JOB_*`, `Settings.over_ceiling`), checked by
+    the controller and again by the worker; the bounds here are the model's own."""
+
     source: str | None = Field(None, max_length=MAX_INLINE_SOURCE, description="Python source")
     source_uri: str | None = Field(None, description="artifact:// URI of the script instead")
     files: list[InputFile] = Field(default_factory=list)
@@ -55,8 +59,9 @@ class ScriptInput(StrictInput):
         None,
         ge=1,
         le=1024 * 1024,
-        description="bytes (MB) the run may have in its work dir, out/ included; at most the "
-        "worker's cap (SHOPFLOOR_SANDBOX_DISK_MB), which is the default",
+        description="bytes (MB) the run may have in its work dir, out/ included, files "
+        "counted by apparent size; default SHOPFLOOR_SANDBOX_DISK_MB, at most the "
+        "deployment's ceiling SHOPFLOOR_MAX_JOB_DISK_MB",
     )
     warm: Literal["auto", "never"] = Field(
         "auto",

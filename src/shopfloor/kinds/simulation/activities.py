@@ -80,6 +80,7 @@ from shopfloor.usercode import (
     UserCodeRun,
     Zygotes,
     cold_module_argv,
+    refuse_over_ceilings,
     warm_environment,
     zygote_options,
     zygotes,
@@ -309,6 +310,7 @@ class SimulationActivities:
 
     @activity.defn(name="run_simulation")
     async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
+        refuse_over_ceilings(request, self.ctx.settings)
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb)
         source = (
             request.scene
@@ -378,6 +380,8 @@ class SimulationActivities:
         if report is None:
             return _crashed(outcome, request)
         collected = await run.collect(outcome)
+        if collected.over_cap is not None:  # out/ over its caps: stored nothing, a FAIL
+            return _crashed(outcome, request)
         result = report.result(collected.uris.get)
         if collected.refused:
             refused = "; ".join(collected.refused_list())

@@ -15,9 +15,16 @@ from shopfloor.kinds.simulation.models import (
     SimulationRequest,
     SimulationResult,
 )
-from shopfloor.registry import JobKind
+from shopfloor.registry import InputRejected, JobKind
+from shopfloor.settings import Settings
 
 _REQUEST_FIELDS = {"memory_mb", "timeout_s"}
+
+
+def _check_input(request: SimulationRequest, settings: Settings) -> None:
+    over = settings.over_ceiling(request)
+    if over is not None:
+        raise InputRejected(over)
 
 
 def _input_from_file(path: Path, options: dict[str, Any]) -> SimulationRequest:
@@ -60,6 +67,7 @@ KIND = JobKind(
     result_model=SimulationResult,
     input_from_file=_input_from_file,
     passed=lambda result: result.get("outcome") in ("SUCCESS", "COMPLETED"),
+    check_input=_check_input,
     # The libraries and the run's own pipeline: a fork then imports nothing (pydantic models
     # and the pipeline's modules cost ~100 ms a run when each fork imports them again).
     warm_imports=("build123d", "mujoco", "imageio_ffmpeg", *RUN_MODULES),
