@@ -230,8 +230,9 @@ class SimulationResult(BaseModel):
     numerical instability, a crash, the time or memory limit of the job.
 
     For a source scene, `metrics.geometry_cache` says whether the worker's geometry cache gave
-    the run its prepared parts (`hit`: no scene code ran; timings show a `geometry` stage in
-    place of `cad` and `tessellate`), the run built them (`miss`), or the option was `off`.
+    the run its prepared parts (`hit`: no scene code ran; timings show no `cad` and
+    `tessellate` stages), the run built them (`miss`), or the option was `off`. Either way
+    the simulation's own process loads the prepared parts (its `geometry` stage).
     """
 
     outcome: Outcome
