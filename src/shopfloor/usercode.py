@@ -35,7 +35,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +82,9 @@ from shopfloor.settings import Settings
 
 log = logging.getLogger("shopfloor.sandbox")
 R = TypeVar("R")
+# What runs after a run's program, inside the run (`UserCodeRun.run(then=...)`): given the
+# program's outcome and where progress goes, it returns the run's outcome.
+Then = Callable[[SandboxOutcome, Callable[[Progress], None]], Awaitable[SandboxOutcome]]
 UID_LOCK_DIR = Path("/run/shopfloor-sandbox/uids")
 # Names this worker process among all workers: its hand-off queues are its alone.
 _WORKER_TAG = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -687,7 +690,12 @@ class UserCodeRun:
         )
 
     async def run(
-        self, *, warm: Script | Call | None, cold: list[str], plain: Script | None = None
+        self,
+        *,
+        warm: Script | Call | None,
+        cold: list[str],
+        plain: Script | None = None,
+        then: Then | None = None,
     ) -> SandboxOutcome:
         """Runs `warm` in a fork of the warm zygote when there is one and it is given; else
         `plain` in a fork of the cold zygote (a clean interpreter, nothing heavy imported:
@@ -697,12 +705,16 @@ class UserCodeRun:
         An adopted run is not started again: this waits for it. A cancelled run returns only
         if the user asked for the cancel (else the activity fails and is retried); if Temporal
         lost this attempt, the run goes on, kept for a later attempt on this worker to adopt
-        (`adoption_window_s`)."""
+        (`adoption_window_s`). `then`, when given, is awaited once the program has ended (its
+        whole tree gone) with its outcome and the run's progress callback: what it returns is
+        the run's outcome, and a hand-over, an adoption or a cancel covers it as it covers the
+        program (a cancel may reach it between processes: it then returns an outcome killed
+        for "cancelled")."""
         ex = self._exec
         if ex is None:
             raise RuntimeError("an earlier attempt's result is there: return it, run nothing")
         if not self.adopted:
-            ex.task = asyncio.create_task(self._start(ex, warm, cold, plain))
+            ex.task = asyncio.create_task(self._start(ex, warm, cold, plain, then))
             if self._runs is not None and self._key is not None:
                 self._runs.executions.hold(self._key, self._attempt, ex)
                 self._held = True
@@ -751,7 +763,12 @@ class UserCodeRun:
         return outcome
 
     async def _start(
-        self, ex: _Execution, warm: Script | Call | None, cold: list[str], plain: Script | None
+        self,
+        ex: _Execution,
+        warm: Script | Call | None,
+        cold: list[str],
+        plain: Script | None,
+        then: Then | None = None,
     ) -> SandboxOutcome:
         # A span of its own in the job's trace (under RunActivity): the sandboxed run itself.
         with span(
@@ -760,7 +777,8 @@ class UserCodeRun:
             forked=self.ran_warm(warm) or plain is not None,
             network=str(self.network),
         ):
-            return await self._launch(ex, warm, cold, plain)
+            outcome = await self._launch(ex, warm, cold, plain)
+        return outcome if then is None else await then(outcome, ex.report)
 
     async def _launch(
         self, ex: _Execution, warm: Script | Call | None, cold: list[str], plain: Script | None
@@ -810,14 +828,15 @@ class UserCodeRun:
         self,
         outcome: SandboxOutcome | None = None,
         *,
+        out: Path | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> Collected:
-        """The regular files under `out/` into the artifact store (names → URIs), and what
-        was refused (symlinks, hard links to files outside the run, special files, bad
-        names). A run stopped for its disk cap keeps nothing: it may be half-written. Nor
-        does one whose out/ holds more files than `max_artifacts`, or more bytes than its
-        disk cap by apparent size (checked before anything is stored): its `outcome` is
-        then marked `disk` too."""
+        """The regular files under `out/` (or `out`, a directory inside the run's) into the
+        artifact store (names → URIs), and what was refused (symlinks, hard links to files
+        outside the run, special files, bad names). A run stopped for its disk cap keeps
+        nothing: it may be half-written. Nor does one whose out/ holds more files than
+        `max_artifacts`, or more bytes than its disk cap by apparent size (checked before
+        anything is stored): its `outcome` is then marked `disk` too."""
         if outcome is not None and outcome.killed_reason == "disk":
             # What was found, and the cap, are in the outcome's warnings.
             return Collected(refused={"out/": "the run exceeded its disk cap"})
@@ -828,7 +847,7 @@ class UserCodeRun:
             caps["max_files"] = self.contain.max_artifacts
         collected = self.artifacts.collect_tree(
             activity.info().workflow_id,
-            self.out,
+            out or self.out,
             run_dir=self.path,
             on_progress=on_progress,
             **caps,
@@ -838,17 +857,20 @@ class UserCodeRun:
             outcome.warnings.append(f"disk: out/ has {collected.over_cap}")
         return collected
 
-    async def collect(self, outcome: SandboxOutcome | None = None) -> Collected:
+    async def collect(
+        self, outcome: SandboxOutcome | None = None, *, out: Path | None = None
+    ) -> Collected:
         """`collect_out`, off the event loop (the store may be S3) unless `out/` is empty."""
         try:
-            with os.scandir(self.out) as entries:
+            with os.scandir(out or self.out) as entries:
                 empty = next(entries, None) is None
         except OSError:
             empty = False  # collect_out says what is wrong with it
         if empty and (outcome is None or outcome.killed_reason != "disk"):
             return Collected()
+        heartbeat = _collecting_heartbeat()
         return await asyncio.to_thread(
-            self.collect_out, outcome, on_progress=_collecting_heartbeat()
+            lambda: self.collect_out(outcome, out=out, on_progress=heartbeat)
         )
 
     def store_out(self) -> dict[str, str]:

@@ -59,6 +59,16 @@ TROUGH = (  # a non-convex fixed part: preparing it gives a warning
 )
 
 
+BOX_FAR_FROM_GOAL = (  # a box at rest on the floor, its goal 1 m away: a FAIL
+    "from build123d import Box, Compound, Pos\n"
+    "box = Pos(0, 0, 20) * Box(40, 40, 40)\n"
+    "box.label = 'box'\n"
+    "goal = Pos(1000, 0, 40) * Box(200, 200, 80)\n"
+    "goal.label = 'zone_goal_far'\n"
+    "result = Compound(children=[box, goal])\n"
+)
+
+
 def source(tag: str, extra: str = "") -> str:
     """The reference scene as a source of its own (its own cache key)."""
     return f"{RAMP_BOX}{extra}\n# {tag}\n"
@@ -452,7 +462,10 @@ async def test_an_uploaded_source_shares_the_entry_of_the_same_text(activities) 
     same_result(uploaded, inline)
 
 
-async def test_a_run_that_tampers_with_what_it_prepared_is_not_cached(activities) -> None:
+async def test_a_run_that_tampers_with_what_it_prepared_fails_and_is_not_cached(
+    activities,
+) -> None:
+    """What the scene's process prepared is all the simulation gets: garbage is a FAIL."""
     acts, _ = activities
     src = source(
         "tampers",
@@ -461,10 +474,35 @@ async def test_a_run_that_tampers_with_what_it_prepared_is_not_cached(activities
     )
     before = len(acts.geometry)
     first = await run(acts, request(src, **QUICK))
-    assert first.outcome == "SUCCESS", first.reason
+    assert first.outcome == "FAIL", first.reason
+    assert first.reason == (
+        "the scene's prepared geometry was refused: not a prepared-geometry file"
+    )
     assert len(acts.geometry) == before
     second = await run(acts, request(src, **QUICK))
     assert second.metrics["geometry_cache"] == "miss"  # nothing was kept: built again
+
+
+async def test_a_scene_that_moves_its_centre_of_mass_into_the_goal_fails(activities) -> None:
+    """A body's frame sits at its centre of mass, which the goal and rest checks follow: a box
+    at rest far from the goal, handed over with its centre inside the goal zone and its meshes
+    where they were, would pass (checked in test_trusted_parts.py); the simulation's own
+    process refuses it."""
+    acts, _ = activities
+    forged = (
+        "import numpy as _np\n"
+        "import shopfloor.kinds.simulation.meshes as m\n"
+        "_dump = m.dump_prepared\n"
+        "def _into_the_goal(prepared, path):\n"
+        "    prepared.parts[0].com = _np.array([1000.0, 0.0, 20.0])\n"
+        "    _dump(prepared, path)\n"
+        "m.dump_prepared = _into_the_goal\n" + BOX_FAR_FROM_GOAL
+    )
+    honest = await run(acts, request(BOX_FAR_FROM_GOAL, **QUICK))
+    assert honest.outcome == "FAIL" and honest.reason.startswith("time limit"), honest.reason
+    result = await run(acts, request(forged, **QUICK))
+    assert result.outcome == "FAIL"
+    assert result.reason == "part 'box': its centre of mass is not its meshes'"
 
 
 async def test_a_poisoned_entry_only_ever_serves_its_own_source(activities) -> None:

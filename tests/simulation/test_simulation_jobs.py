@@ -274,8 +274,10 @@ async def test_big_inline_parts_reach_warm_and_cold_runs(activities, gl_backend)
 
 
 async def test_cold_runs_may_add_memory_mb_on_top_of_their_runtime(activities) -> None:
-    """A cold run (another GL backend than the warm zygote's) limits itself after importing
-    build123d and MuJoCo, as a warm fork is limited: memory_mb is what the scene may add."""
+    """memory_mb is what the scene may add to its runtime, whatever the GL backend: the scene
+    is built in a fork of the warm zygote (it needs no GL); the simulation's own process then
+    runs cold (another GL backend than the warm zygote's), and limits itself after its
+    imports as a warm fork is limited."""
     acts, _ = activities
 
     def allocating(mb: int, memory_mb: int) -> SimulationRequest:

@@ -1,10 +1,32 @@
-"""run_simulation: one simulation in a sandboxed child (warm fork by default), heartbeating.
+"""run_simulation: one simulation in sandboxed children (warm forks by default), heartbeating.
 
 User geometry code never runs in the worker: bad geometry, a broken script, a crash or a
 runaway run become a FAIL result with a reason. Only infrastructure failures raise (and are
-retried). Data goes one way: the request becomes one `SimulationRun` file in the run's
-directory (uploaded and inline parts as files beside it), the child writes its artifacts to
-`out/` and reports them by name, and `out/` goes to the store; the result carries their URIs.
+retried).
+
+The verdict is made where the scene cannot reach. A run is two processes, one after the other,
+in one `UserCodeRun` (so a hand-over, an adoption, a cancel and the heartbeats cover both):
+
+1. the scene's process, a fork of the warm zygote (build123d) under the run's uid, in the
+   run's directory: it runs the scene's code (or reads its part files), tessellates, exports
+   the STEP file and hands over exactly two files beside its input: the prepared parts
+   (GEOMETRY_OUT, the geometry cache's format) and a `BuildReport` (BUILD_FILE: a FAIL
+   reason, or its timings). A scene's code runs with cwd and HOME in `tmp/`, its scratch;
+2. once it and its whole process tree are gone, the worker judges what it left: an exit
+   before the hand-over (any code, `os._exit(0)` included), a crash, or a file left beside
+   the hand-over files or in `out/` (a forged report.json, video, anything: none is ever
+   read, and none is stored) is a FAIL that says so; the prepared parts are read once (never
+   through a link, size-bounded) and checked in full (`meshes.load_prepared`);
+3. the simulation's own process, a fork of the light zygote (no build123d; the warm one
+   until it is up; a cold interpreter for another GL backend) that runs no user code, under
+   a uid of its own from the pool, in a new directory inside the run's (a random name, made
+   by the worker after step 2, the only thing its uid can reach there; the run's directory
+   becomes root's, 0711): it gets a fresh run file and a copy of the checked parts, re-derives
+   from the meshes what decides the verdict (`meshes.trusted_parts`), and writes the MJCF,
+   the meshes, the STEP file, the video and its `SimulationReport`. Only that report is read
+   and only that `out/` is stored; the result carries their URIs.
+
+A cache hit runs step 3 alone, in the run's own directory (no scene code runs at all).
 
 The geometry cache: variants of one scene (a sweep of seeds, jitter, physics options) share
 its parts, and building them (running the scene's build123d code, tessellating, exporting the
@@ -42,14 +64,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
+import secrets
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -61,6 +85,7 @@ from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
 from shopfloor.kinds.simulation import gl, meshes
 from shopfloor.kinds.simulation.kind import KIND
 from shopfloor.kinds.simulation.models import (
+    BuildReport,
     PartFile,
     SceneFiles,
     SceneGeometry,
@@ -72,15 +97,31 @@ from shopfloor.kinds.simulation.models import (
     SimulationResult,
     SimulationRun,
 )
-from shopfloor.kinds.simulation.runner import CAD_MODULES, REPORT_FILE, RUN_FILE
+from shopfloor.kinds.simulation.runner import (
+    BUILD,
+    BUILD_FILE,
+    CAD_MODULES,
+    REPORT_FILE,
+    RUN_FILE,
+)
 from shopfloor.registry import ActivitiesIterator, WorkerContext
-from shopfloor.sandbox import Call, Limits, SandboxOutcome, Zygote
+from shopfloor.sandbox import (
+    Call,
+    Limits,
+    Progress,
+    SandboxOutcome,
+    Zygote,
+    job_environment,
+    run_fresh,
+)
+from shopfloor.sandbox._identity import UidLease, give_to
 from shopfloor.settings import Settings
 from shopfloor.usercode import (
     UserCodeRun,
     Zygotes,
     cold_module_argv,
     refuse_over_ceilings,
+    remove_files_of,
     warm_environment,
     zygote_options,
     zygotes,
@@ -89,9 +130,17 @@ from shopfloor.usercode import (
 log = logging.getLogger(__name__)
 RUNNER = "shopfloor.kinds.simulation.runner"
 SCENE_DIR = "scene"  # parts given as files, in the run's directory
-# In the run's directory, beside out/ (never stored as artifacts): a cached entry for the run
-# to load, and where a run that builds its scene writes what it prepared.
+# Beside out/ (never stored as artifacts): checked parts for the simulation's process to load,
+# and where the scene's process hands over what it prepared.
 GEOMETRY_IN, GEOMETRY_OUT = "geometry.cached", "geometry.prepared"
+# What the top of the run's directory may hold once the scene's process is gone: the worker's
+# inputs, the scene's scratch dir, its two hand-over files (and their names while written).
+SCENE_MAY_LEAVE = frozenset(
+    {RUN_FILE, SCENE_DIR, "out", "tmp", GEOMETRY_OUT, BUILD_FILE}
+    | {f"{name}.tmp" for name in (GEOMETRY_OUT, BUILD_FILE)}
+)
+VERDICT_DIR = "verdict-"  # + a random name: the simulation's own process's directory
+MAX_BUILD_REPORT = 4 * 1024 * 1024
 GEOMETRY_CACHE_BYTES = 256 * 1024 * 1024
 GEOMETRY_WAIT_S = 5.0  # well within the activity's heartbeat timeout (10 s)
 # Longer than any run forked from the light zygote can last (timeout_s <= 280 s), so no run
@@ -304,7 +353,7 @@ class SimulationActivities:
             self.ctx.artifacts.copy_to(scene.uri, run_dir / path)
         except ArtifactError as err:
             raise invalid_input(str(err)) from err
-        label = scene.label or Path(scene.uri).stem
+        label = _uri_label(scene)
         part = PartFile(label=label, format=fmt, path=path, fixed=scene.fixed)  # type: ignore[arg-type]
         return SceneFiles(parts=[part])
 
@@ -337,6 +386,9 @@ class SimulationActivities:
                     # Its dir is prepared, its scene running. A run handed over from a local
                     # attempt that builds its parts still saves them (`builds`, below).
                     cache = None
+                elif entry is not None:  # no scene code runs: the simulation's process alone
+                    sim_run = _judge_run(request, GEOMETRY_IN)
+                    await asyncio.to_thread(_write_inputs, run.path, sim_run, entry)
                 else:
                     sim_run = SimulationRun(
                         scene=source
@@ -350,17 +402,13 @@ class SimulationActivities:
                         out_dir="out",
                         memory_mb=request.memory_mb,
                         progress_every_s=PROGRESS_EVERY_S,
-                        geometry=GEOMETRY_IN if entry is not None else None,
-                        save_geometry=GEOMETRY_OUT if builds else None,
+                        save_geometry=GEOMETRY_OUT,
                     )
-                    await asyncio.to_thread(_write_inputs, run.path, sim_run, entry)
-                result = await self._run(request, run)
-                if builds:
-                    # Checked off the event loop; kept on it (the cache is the loop's alone).
-                    checked = await asyncio.to_thread(_checked_geometry, run.path / GEOMETRY_OUT)
-                    if checked is not None:
-                        self.geometry.put(key, checked)  # type: ignore[arg-type]
-                        self.light.start()  # for the hits to come
+                    await asyncio.to_thread(_write_inputs, run.path, sim_run, None)
+                result, checked = await self._run(request, run, build=entry is None)
+                if builds and checked is not None:  # kept on the event loop: the cache's own
+                    self.geometry.put(key, checked)  # type: ignore[arg-type]
+                    self.light.start()  # for the hits to come
                 if cache is not None:
                     result.metrics["geometry_cache"] = cache
                 return run.keep(result)
@@ -368,40 +416,272 @@ class SimulationActivities:
             if builds:
                 self.geometry.done(key)  # type: ignore[arg-type]
 
-    async def _run(self, request: SimulationRequest, run: UserCodeRun) -> SimulationResult:
+    async def _run(
+        self, request: SimulationRequest, run: UserCodeRun, *, build: bool
+    ) -> tuple[SimulationResult, bytes | None]:
+        """The run, then its result from the simulation's own report and out/ alone; with the
+        checked parts of a run that built them (for the cache). `build`: the scene's process
+        runs first (a run this attempt adopted goes on as it was started)."""
         # The warm zygote bound its GL backend when it imported mujoco; another backend
-        # needs a fresh interpreter.
+        # needs a fresh interpreter (for the simulation's process: building needs no GL).
         warm = request.options.gl_backend == gl.worker_backend()
-        outcome = await run.run(
-            warm=Call(f"{RUNNER}:run_in_child", RUN_FILE) if warm else None,
-            cold=cold_module_argv(RUNNER, RUN_FILE),
-        )
-        report = _read_report(run.path / REPORT_FILE) if outcome.killed_reason != "disk" else None
+        if build:
+            outcome = await run.run(
+                warm=Call(f"{RUNNER}:build_in_child", RUN_FILE),
+                cold=cold_module_argv(RUNNER, BUILD, RUN_FILE),
+                then=functools.partial(self._judge, request, run),
+            )
+        else:
+            outcome = await run.run(
+                warm=Call(f"{RUNNER}:run_in_child", RUN_FILE) if warm else None,
+                cold=cold_module_argv(RUNNER, RUN_FILE),
+            )
+        built = outcome if isinstance(outcome, _Built) else None
+        if built is not None and built.result is not None:
+            return built.result, None
+        where = built.verdict if built is not None and built.verdict else run.path
+        report = _read_report(where / REPORT_FILE) if outcome.killed_reason != "disk" else None
         if report is None:
-            return _crashed(outcome, request)
-        collected = await run.collect(outcome)
+            return _crashed(outcome, request), None
+        collected = await run.collect(outcome, out=where / "out")
         if collected.over_cap is not None:  # out/ over its caps: stored nothing, a FAIL
-            return _crashed(outcome, request)
+            return _crashed(outcome, request), None
         result = report.result(collected.uris.get)
         if collected.refused:
             refused = "; ".join(collected.refused_list())
             result.warnings.append(f"artifacts not stored: {refused}")
-        return result
+        if built is None or built.build is None:
+            return result, None
+        timings = dict(built.build.timings_s)  # the scene's stages first, as they ran
+        for stage, seconds in result.metrics.get("timings_s", {}).items():
+            timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
+        result.metrics["timings_s"] = timings
+        result.warnings += built.build.warnings
+        # Its own warnings (a failed STEP export) are not in the parts: an entry would lose them.
+        return result, None if built.build.warnings else built.prepared
+
+    async def _judge(
+        self,
+        request: SimulationRequest,
+        run: UserCodeRun,
+        scene: SandboxOutcome,
+        report: Callable[[Progress], None],
+    ) -> SandboxOutcome:
+        """Steps 2 and 3 (module docstring), inside the run (`UserCodeRun.run(then=...)`),
+        once the scene's process and its whole tree are gone (`scene`: how it ended)."""
+        contain, lease, verdict = run.contain, None, None
+        zygote_pids = [z.pid for z in (self.zygotes.cold, self.zygotes.warm) if z is not None]
+        try:
+            found = await asyncio.to_thread(_handed_over, run.path, scene, request)
+            remaining = request.timeout_s - scene.duration_s
+            if found.fail is None and remaining <= 0:
+                found.fail = _crashed(dataclasses.replace(scene, killed_reason="timeout"), request)
+            if found.fail is not None:
+                return _Built.of(scene, result=found.fail)
+            if contain is not None and contain.uids is not None:
+                lease = contain.uids.acquire()
+            judge_run = _judge_run(request, GEOMETRY_IN)
+            verdict = await asyncio.to_thread(
+                _verdict_dir, run.path, lease, judge_run, found.prepared
+            )
+            options = {
+                "cwd": verdict,
+                "env": job_environment(verdict, {}),
+                "limits": dataclasses.replace(run.limits, wall_timeout_s=remaining),
+                "identity": contain.identity(lease, "none") if contain is not None else None,
+                "watch_dir": verdict,
+                "on_progress": report,
+                "progress_every": PROGRESS_EVERY_S,
+            }
+            async with self.light.use(True) as zygotes:
+                zygote_pids += [z.pid for z in (zygotes.warm,) if z is not None]
+                if request.options.gl_backend == gl.worker_backend() and zygotes.warm:
+                    judged = await zygotes.warm.run_call(
+                        f"{RUNNER}:run_in_child", RUN_FILE, **options
+                    )
+                else:
+                    judged = await run_fresh(
+                        cold_module_argv(RUNNER, RUN_FILE),
+                        cold=zygotes.cold,
+                        sets_own_memory_limit=True,
+                        **options,
+                    )
+            return _Built.of(judged, verdict=verdict, build=found.build, prepared=found.prepared)
+        except asyncio.CancelledError:  # between the processes: as if one had been killed for it
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            cancelled = dataclasses.replace(scene, killed_reason="cancelled")
+            return _Built.of(cancelled, result=_crashed(cancelled, request))
+        finally:
+            if lease is not None and contain is not None and contain.uids is not None:
+                if verdict is not None:
+                    # Root's again before its uid goes to another run, which could otherwise
+                    # reach the report and out/ before they are read.
+                    os.chown(verdict, os.getuid(), os.getgid())
+                remove_files_of(lease.uid, zygote_pids)
+                contain.uids.release(lease)
 
 
-def _checked_geometry(path: Path) -> bytes | None:
-    """What a run wrote at `path`, if all of it checks out. The run had run the scene's code,
-    so the file is untrusted input: read once (never through a link) and checked; the
-    checked bytes are what the caller keeps."""
+@dataclasses.dataclass
+class _Built(SandboxOutcome):
+    """How a run that built its scene ended: the outcome of its last process, and what the
+    worker needs beyond it (in memory, never from the run's files)."""
+
+    result: SimulationResult | None = None  # a FAIL decided before any simulation ran
+    verdict: Path | None = None  # the simulation's own process's directory
+    build: BuildReport | None = None
+    prepared: bytes | None = None  # the checked parts the scene handed over
+
+    @classmethod
+    def of(cls, outcome: SandboxOutcome, **extra: object) -> _Built:
+        fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(SandboxOutcome)}
+        return cls(**fields, **extra)  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass
+class _Handover:
+    fail: SimulationResult | None = None
+    build: BuildReport | None = None
+    prepared: bytes | None = None
+
+
+def _judge_run(request: SimulationRequest, geometry: str) -> SimulationRun:
+    """The simulation's own process's run file: the request's options and checked parts,
+    no scene at all."""
+    scene = request.scene
+    if isinstance(scene, SceneGeometry):
+        fixed = [p.label for p in scene.parts if p.fixed]
+    elif isinstance(scene, SceneUri) and scene.fixed:
+        fixed = [_uri_label(scene)]
+    else:
+        fixed = []
+    return SimulationRun(
+        scene=None,
+        options=request.options,
+        fixed_parts=fixed,
+        out_dir="out",
+        memory_mb=request.memory_mb,
+        progress_every_s=PROGRESS_EVERY_S,
+        geometry=geometry,
+    )
+
+
+def _uri_label(scene: SceneUri) -> str:
+    return scene.label or Path(scene.uri).stem
+
+
+def _handed_over(run_dir: Path, scene: SandboxOutcome, request: SimulationRequest) -> _Handover:
+    """Step 2 (module docstring): what the scene's process left, judged; a FAIL names what
+    the scene did."""
+    if scene.killed_reason is not None:  # a limit, or a cancel: as any run killed for it
+        return _Handover(fail=_crashed(scene, request))
+    build = _read_build_report(run_dir / BUILD_FILE)
+    handed = "" if isinstance(build, BuildReport) else " before handing over its geometry"
+    if scene.signal:
+        reason = f"crash: the scene's process died with {scene.signal}{handed}"
+    elif scene.exit_code:
+        last = (scene.stderr.strip().splitlines() or [""])[-1]
+        reason = f"crash: the scene's process exited with code {scene.exit_code}{handed}: {last}"
+    elif build is None:
+        reason = f"the scene exited (code {scene.exit_code}){handed}"
+    elif isinstance(build, str):
+        reason = f"the scene left a bad {BUILD_FILE} ({build}): ignored"
+    else:
+        reason = build.fail or ""
+    forged = _left_by_scene(run_dir)
+    if forged:
+        wrote = f"the scene wrote {forged}: ignored"
+        reason = (
+            f"{reason}; {wrote}"
+            if reason
+            else f"{wrote} (a scene hands over only its geometry: the verdict and the "
+            "artifacts come from the simulation's own process)"
+        )
+    good = build if isinstance(build, BuildReport) else None
+    prepared = None
+    if not reason:
+        prepared, reason = _checked_geometry(run_dir / GEOMETRY_OUT)
+    if not reason:
+        return _Handover(build=good, prepared=prepared)
+    metrics: dict = {"wall_time_s": scene.duration_s}
+    if good is not None:
+        metrics["timings_s"] = good.timings_s
+    warnings = [*(good.warnings if good is not None else []), *scene.warnings]
+    return _Handover(
+        fail=SimulationResult(outcome="FAIL", reason=reason, metrics=metrics, warnings=warnings)
+    )
+
+
+def _left_by_scene(run_dir: Path, most: int = 5) -> str:
+    """What the scene's process left outside its scratch dir besides its hand-over, named
+    (at most `most` names); '' when nothing. None of it is ever read."""
+    left = []
+    with os.scandir(run_dir) as entries:
+        for entry in entries:
+            if entry.name not in SCENE_MAY_LEAVE:
+                left.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+    try:  # out/ itself, never through a link the scene put in its place
+        fd = os.open(run_dir / "out", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        left.append("out")
+    else:
+        try:
+            left += [f"out/{name}" for name in os.listdir(fd)]
+        finally:
+            os.close(fd)
+    left.sort()
+    more = f" and {len(left) - most} more" if len(left) > most else ""
+    return ", ".join(left[:most]) + more
+
+
+def _verdict_dir(
+    run_dir: Path, lease: UidLease | None, sim_run: SimulationRun, prepared: bytes | None
+) -> Path:
+    """The simulation's own process's directory, inside the run's, with its inputs."""
+    # A random name, made exclusively: the scene, gone before this, cannot have put anything
+    # in its place.
+    verdict = run_dir / f"{VERDICT_DIR}{secrets.token_hex(8)}"
+    verdict.mkdir(mode=0o700)
+    for sub in ("out", "tmp"):
+        (verdict / sub).mkdir(mode=0o700)
+    _write_inputs(verdict, sim_run, prepared)
+    if lease is not None:
+        # The run's dir becomes root's and traversable only (nothing of its uid runs any
+        # more): the simulation's uid reaches its own dir in it, nothing else.
+        os.chown(run_dir, os.getuid(), os.getgid())
+        os.chmod(run_dir, 0o711)
+        os.chown(verdict, lease.uid, lease.gid)
+        give_to(verdict, lease.uid, lease.gid)
+    return verdict
+
+
+def _checked_geometry(path: Path) -> tuple[bytes | None, str]:
+    """What the scene's process handed over at `path` if all of it checks out, else why not.
+    That process had run the scene's code, so the file is untrusted input: read once (never
+    through a link) and checked; the checked bytes are what the caller keeps."""
     data = _read_regular(path, meshes.MAX_PREPARED_BYTES)
     if data is None:
-        return None  # the run failed before it prepared its parts, or they are too big
+        return None, (
+            "the scene handed over no geometry (or more than "
+            f"{meshes.MAX_PREPARED_BYTES // 2**20} MB of it)"
+        )
     try:
         meshes.load_prepared(data)
     except meshes.BadPrepared as err:
-        log.warning("prepared geometry of a run refused, not cached: %s", err)
-        return None
-    return data
+        return None, f"the scene's prepared geometry was refused: {err}"
+    return data, ""
+
+
+def _read_build_report(path: Path) -> BuildReport | str | None:
+    """The scene's process's `BuildReport`; None when there is none; why, when it is bad."""
+    data = _read_regular(path, MAX_BUILD_REPORT)
+    if data is None:
+        return "not a regular file, or too big" if os.path.lexists(path) else None
+    try:
+        return BuildReport.model_validate_json(data)
+    except ValidationError as err:
+        return f"{err.error_count()} errors"
 
 
 def _write_inputs(run_dir: Path, sim_run: SimulationRun, entry: bytes | None) -> None:

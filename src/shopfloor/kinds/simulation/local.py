@@ -6,10 +6,13 @@ activity stores the directory and names the URIs), `simulate_local` as file:// U
 open. Bad scripts, geometry or options come back as FAIL, never raise; exceptions from
 `heartbeat` (e.g. cancellation) do propagate.
 
-A job's run may be handed prepared parts from the worker's geometry cache (`geometry`): it
-then runs no scene code, no CAD and no tessellation, and goes on from the MJCF as a run that
-built them would, with the same warnings and the same STEP file. A run asked to
-(`save_geometry`) writes what it prepared for the worker to check and cache.
+A job's run is two processes (see activities.py): the scene's, which runs `build` (the scene's
+code, CAD, tessellation and the STEP export → prepared parts in a hand-over file, nothing
+else), and the simulation's own, which runs `simulate` with those parts checked (`geometry`):
+it runs no scene code, no CAD and no tessellation, re-derives from the meshes what decides
+the verdict (`meshes.trusted_parts`) and goes on from the MJCF, with the same warnings and
+the same STEP file as a run that built them in-process. `simulate` of a scene, in one
+process, is `simulate_local`'s (and may write what it prepared: `save_geometry`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from shopfloor.kinds.simulation import gl, meshes, mjcf, scene
-from shopfloor.kinds.simulation.models import SimOptions, SimulationReport, SimulationResult
+from shopfloor.kinds.simulation.models import (
+    BuildReport,
+    SimOptions,
+    SimulationReport,
+    SimulationResult,
+)
 from shopfloor.kinds.simulation.render import VideoRecorder
 from shopfloor.kinds.simulation.scene import SceneError, is_cancellation
 
@@ -38,6 +46,7 @@ class _Run:
 
     def __init__(self, out: Path, heartbeat: Heartbeat | None) -> None:
         self.out, self.heartbeat = out, heartbeat
+        self.current = ""  # the stage under way (or the last one)
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = []
         self.artifacts: dict[str, str] = {}
@@ -54,6 +63,7 @@ class _Run:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        self.current = name
         self.beat({"stage": name})
         t0 = time.perf_counter()
         try:
@@ -103,9 +113,11 @@ def simulate(
     heartbeat_every_s: float,
     geometry: Path | None = None,
     save_geometry: Path | None = None,
+    fixed_parts: Collection[str] = (),
 ) -> SimulationReport:
     """`simulate_local`, reporting the artifacts by their names relative to `out`. With
-    `geometry` (a `meshes.dump_prepared` file) the scene's prepared parts are loaded from it
+    `geometry` (a `meshes.dump_prepared` file) the scene's prepared parts are loaded from it,
+    checked as parts a scene's code wrote (`meshes.trusted_parts`, `fixed_parts` held fixed),
     and `scene` is not run; with `save_geometry` the parts the scene prepared are written
     there once the run has got through the export (never under `out`)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -121,15 +133,73 @@ def simulate(
     if gl_warning and options.render:
         run.warnings.append(gl_warning)
     try:
-        model, data, built = _build(run, scene, options, geometry, save_geometry)
+        model, data, built = _build(run, scene, options, geometry, save_geometry, fixed_parts)
     except _Failed as failed:
         return run.report("FAIL", failed.reason)
     return _simulate(run, model, data, built, options, heartbeat_every_s)
 
 
+def build(
+    scene: Any, options: SimOptions, *, handover: Path, heartbeat: Heartbeat | None
+) -> BuildReport:
+    """The scene's side of a job's run: its code (or its part files) → prepared parts with
+    their STEP export, written to `handover` for the simulation's own process; nothing else.
+    Returns what the worker is told: a FAIL reason, or the timings and the warnings the
+    hand-over file does not carry."""
+    run = _Run(handover.parent, heartbeat)
+    carried = 0  # warnings the hand-over file carries
+    try:
+        with _failing(run):
+            parts, warnings, step_shape = _prepare(run, scene, options)
+            carried = len(run.warnings)
+            with run.stage("export"):
+                step = _step_bytes(run, step_shape)
+                meshes.dump_prepared(meshes.Prepared(parts, _bounded(warnings), step), handover)
+    except _Failed as failed:
+        return BuildReport(
+            fail=failed.reason[:20_000], timings_s=run.timings, warnings=_bounded(run.warnings)
+        )
+    return BuildReport(timings_s=run.timings, warnings=_bounded(run.warnings[carried:]))
+
+
+def _bounded(warnings: list[str]) -> list[str]:
+    """Within what the hand-over file and the build report may carry."""
+    kept = [w[: meshes.MAX_WARNING_CHARS] for w in warnings[: meshes.MAX_WARNINGS - 1]]
+    if len(warnings) > len(kept):
+        kept.append(f"... and {len(warnings) - len(kept)} more warnings")
+    return kept
+
+
 class _Failed(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+@contextmanager
+def _failing(run: _Run) -> Iterator[None]:
+    """What a user's scene, parts or options can break becomes `_Failed` with the reason."""
+    try:
+        yield
+    except SceneError as e:
+        raise _Failed(str(e)) from None
+    except Exception as e:  # OCCT can throw from anywhere inside a bad shape
+        if e is run.heartbeat_error or is_cancellation(e):
+            raise
+        log.warning("simulation %s stage failed", run.current, exc_info=True)
+        raise _Failed(f"{run.current} failed: {type(e).__name__}: {e}") from None
+
+
+def _prepare(
+    run: _Run, source: Any, options: SimOptions
+) -> tuple[list[meshes.Part], list[str], Any]:
+    """Scene → (prepared parts, the warnings preparing them gave, the shape to export as
+    STEP). Runs the scene's code, if it has any."""
+    with run.stage("cad"):
+        raw, script_fixed, step_shape = scene.load_scene(source)
+    with run.stage("tessellate"):
+        first_warning = len(run.warnings)
+        parts = meshes.prepare_parts(raw, script_fixed, options, run.warnings)
+    return parts, run.warnings[first_warning:], step_shape
 
 
 def _build(
@@ -138,32 +208,29 @@ def _build(
     options: SimOptions,
     geometry: Path | None = None,
     save_geometry: Path | None = None,
+    fixed_parts: Collection[str] = (),
 ) -> tuple[Any, Any, mjcf.BuiltScene]:
     """Scene (or prepared parts) → parts → MJCF → MuJoCo model, exported to the out dir;
     raises _Failed."""
-    stage = "cad"
+    run.current = "cad"
     cached: meshes.Prepared | None = None
-    try:
+    with _failing(run):
         if geometry is not None:
-            with run.stage(stage := "geometry"):
-                cached = meshes.load_prepared(geometry.read_bytes())
-            parts, step_shape = cached.parts, None
+            with run.stage("geometry"):
+                cached = _load_prepared(geometry)
+                parts = meshes.trusted_parts(cached, options, set(fixed_parts))
+            step_shape = None
             run.warnings += cached.warnings
         else:
-            with run.stage("cad"):
-                raw, script_fixed, step_shape = scene.load_scene(source)
-            with run.stage(stage := "tessellate"):
-                first_warning = len(run.warnings)
-                parts = meshes.prepare_parts(raw, script_fixed, options, run.warnings)
-                prepare_warnings = run.warnings[first_warning:]
-        with run.stage(stage := "mjcf_load"):
+            parts, prepare_warnings, step_shape = _prepare(run, source, options)
+        with run.stage("mjcf_load"):
             built = mjcf.build_mjcf(parts, options, step_shape, run.warnings)
             try:
                 model, data = mjcf.load_model(built)
                 rejected = None
             except SceneError as e:  # still export below: a rejected model is worth a look
                 rejected = e
-        with run.stage(stage := "export"):
+        with run.stage("export"):
             exported = _export(run, built, cached.step if cached is not None else None)
             if save_geometry is not None and cached is None and exported is not False:
                 # Read back only for the cache: a run that saves nothing pays no extra I/O.
@@ -171,14 +238,31 @@ def _build(
                 _save(save_geometry, meshes.Prepared(parts, prepare_warnings, step))
         if rejected is not None:
             raise rejected
-    except SceneError as e:
-        raise _Failed(str(e)) from None
-    except Exception as e:  # OCCT can throw from anywhere inside a bad shape
-        if e is run.heartbeat_error or is_cancellation(e):
-            raise
-        log.warning("simulation %s stage failed", stage, exc_info=True)
-        raise _Failed(f"{stage} failed: {type(e).__name__}: {e}") from None
     return model, data, built
+
+
+def _load_prepared(path: Path) -> meshes.Prepared:
+    """The prepared parts at `path`, every byte checked (`meshes.load_prepared`)."""
+    with open(path, "rb") as f:
+        data = f.read(meshes.MAX_PREPARED_BYTES + 1)
+    try:
+        return meshes.load_prepared(data)
+    except meshes.BadPrepared as e:
+        raise SceneError(f"the prepared geometry was refused: {e}") from None
+
+
+def _step_bytes(run: _Run, shape: Any) -> bytes | None:
+    """The STEP export of `shape` (None: nothing to export, or its export failed, which is a
+    warning: the STEP file is a by-product)."""
+    if shape is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="step-") as tmp:  # in the run's own TMPDIR
+        path = Path(tmp) / "scene.step"
+        try:
+            return path.read_bytes() if scene.export_step(shape, path) else None
+        except Exception as e:
+            run.warnings.append(f"STEP export failed: {type(e).__name__}: {e}")
+            return None
 
 
 def _export(run: _Run, built: mjcf.BuiltScene, step: bytes | None) -> bool | None:

@@ -149,10 +149,33 @@ def _check_mesh(
         (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
     ]
 
+    faces, volume, com, flipped = _solid(name, verts, faces, size)
+    if flipped:  # closed and consistent but inside-out (common in STL exports)
+        warnings.append(f"part {name!r}: mesh was inside-out; flipped it")
+
+    from scipy.spatial import ConvexHull
+
+    try:
+        ratio = volume / ConvexHull(verts).volume
+    except Exception:  # qhull rejects flat point sets
+        raise SceneError(f"part {name!r} has zero volume (flat or degenerate geometry)") from None
+    if ratio < options.convexity_warn_ratio:
+        warnings.append(
+            f"part {name!r} is far from convex (volume is {ratio:.0%} of its convex "
+            "hull); MuJoCo collides with the hull, so split it into convex solids"
+        )
+    return verts, faces, volume, com
+
+
+def _solid(
+    name: str, verts: np.ndarray, faces: np.ndarray, size: float
+) -> tuple[np.ndarray, float, np.ndarray, bool]:
+    """(faces wound outwards, volume, centre of mass, whether they were wound inwards) of a
+    closed, consistently oriented mesh with volume; SceneError for anything else."""
     a, b, c = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
     tet = np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
     volume = float(tet.sum())
-    if len(faces) < 4 or abs(volume) <= 1e-9 * max(size, 1e-9) ** 3:
+    if len(faces) < 4 or not abs(volume) > 1e-9 * max(size, 1e-9) ** 3:
         raise SceneError(f"part {name!r} has zero volume (flat or degenerate geometry)")
 
     n = len(verts)
@@ -167,23 +190,48 @@ def _check_mesh(
         )
     if len(np.unique(directed[:, 0] * n + directed[:, 1])) != len(directed):
         raise SceneError(f"part {name!r} has inconsistently oriented faces")
-    if volume < 0:  # closed and consistent but inside-out (common in STL exports)
+    flipped = volume < 0
+    if flipped:
         faces, volume, tet = faces[:, ::-1].copy(), -volume, -tet
-        warnings.append(f"part {name!r}: mesh was inside-out; flipped it")
     com = (tet[:, None] * (a + b + c)).sum(axis=0) / (4.0 * volume)
+    return faces, volume, com, flipped
 
-    from scipy.spatial import ConvexHull
 
-    try:
-        ratio = volume / ConvexHull(verts).volume
-    except Exception:  # qhull rejects flat point sets
-        raise SceneError(f"part {name!r} has zero volume (flat or degenerate geometry)") from None
-    if ratio < options.convexity_warn_ratio:
-        warnings.append(
-            f"part {name!r} is far from convex (volume is {ratio:.0%} of its convex "
-            "hull); MuJoCo collides with the hull, so split it into convex solids"
+def trusted_parts(prepared: Prepared, options: SimOptions, fixed_labels: set[str]) -> list[Part]:
+    """The parts of a loaded `Prepared` file once what decides a verdict is re-derived from
+    the meshes themselves, in the process that judges the run: the scene's code wrote the
+    file, and a body's centre of mass is where MuJoCo puts its frame, which the goal and speed
+    checks follow (a centre placed inside the goal zone would pass for a box that never got
+    there). So each solid must be closed, wound outwards and have volume, and each body's
+    centre must be its meshes' own; the request's fixed labels (`options.fixed_labels` and
+    the parts' own flags, `fixed_labels`) hold whatever the file says. An honest file passes
+    unchanged. Raises SceneError."""
+    fixed = set(options.fixed_labels) | fixed_labels
+    labels = {p.label for p in prepared.parts}
+    unknown = sorted(fixed - labels)
+    if unknown:
+        raise SceneError(
+            f"fixed labels name no part: {', '.join(unknown)} (parts: {', '.join(sorted(labels))})"
         )
-    return verts, faces, volume, com
+    for part in prepared.parts:
+        if part.role != "body":
+            continue
+        size = float(np.max(part.hi - part.lo))
+        volume, moment = 0.0, np.zeros(3)
+        for i, (verts, faces) in enumerate(part.meshes):
+            name = part.label if len(part.meshes) == 1 else f"{part.label} solid {i}"
+            _, vol, com, flipped = _solid(name, verts, faces, size)
+            if flipped:
+                raise SceneError(f"part {name!r}: its faces are wound inwards")
+            volume += vol
+            moment += vol * com
+        com = moment / volume
+        # The same arithmetic as `_prepare`'s: equal but for rounding (kept as given, so a
+        # run from the file is bit for bit the run that built it).
+        if part.com is None or not np.allclose(part.com, com, rtol=0, atol=1e-9 * max(size, 1)):
+            raise SceneError(f"part {part.label!r}: its centre of mass is not its meshes'")
+        part.fixed = part.fixed or part.label in fixed
+    return prepared.parts
 
 
 def fmt(values: Any) -> str:

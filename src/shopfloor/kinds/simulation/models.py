@@ -230,8 +230,9 @@ class SimulationResult(BaseModel):
     numerical instability, a crash, the time or memory limit of the job.
 
     For a source scene, `metrics.geometry_cache` says whether the worker's geometry cache gave
-    the run its prepared parts (`hit`: no scene code ran; timings show a `geometry` stage in
-    place of `cad` and `tessellate`), the run built them (`miss`), or the option was `off`.
+    the run its prepared parts (`hit`: no scene code ran; timings show no `cad` and
+    `tessellate` stages), the run built them (`miss`), or the option was `off`. Either way
+    the simulation's own process loads the prepared parts (its `geometry` stage).
     """
 
     outcome: Outcome
@@ -302,11 +303,20 @@ class SimulationRequest(_Strict):
 
 
 class SimulationRun(_Strict):
-    """One run as the worker hands it to the run's process (a warm fork or a cold interpreter,
-    alike): written once as JSON into the run's directory, which is the process's cwd."""
+    """One run as the worker hands it to one of the run's processes (a warm fork or a cold
+    interpreter, alike): written once as JSON into the process's cwd. The scene's process gets
+    the scene and writes its parts to `save_geometry`; the simulation's own process gets no
+    scene at all, only the checked parts (`geometry`)."""
 
-    scene: Annotated[SceneSource | SceneFiles, Field(discriminator="kind")]
+    scene: Annotated[SceneSource | SceneFiles, Field(discriminator="kind")] | None = Field(
+        description="None: the simulation's own process, which runs no scene code"
+    )
     options: SimOptions
+    fixed_parts: list[str] = Field(
+        default_factory=list,
+        description="labels the request holds fixed besides `options.fixed_labels` (parts' own "
+        "`fixed` flags): held fixed whatever the prepared parts say",
+    )
     out_dir: str = Field("out", description="artifacts go here; relative to the run's directory")
     memory_mb: int = Field(description="a cold run applies it itself, after its pre-imports")
     progress_every_s: float = Field(gt=0, description="how often the physics loop reports")
@@ -325,3 +335,27 @@ class SimulationRun(_Strict):
     @classmethod
     def _in_run_dir(cls, v: str | None) -> str | None:
         return v if v is None else safe_relpath(v, inside="the run's directory")
+
+    @model_validator(mode="after")
+    def _scene_or_parts(self) -> SimulationRun:
+        if self.scene is None and self.geometry is None:
+            raise ValueError("a run without a scene loads prepared parts: give `geometry`")
+        return self
+
+
+BuildStage = Literal["cad", "tessellate", "export"]
+
+
+class BuildReport(_Strict):
+    """What the scene's process says about building its parts (`runner.BUILD_FILE`). That
+    process ran the scene's code, so this is untrusted input, bounded and checked: it can fail
+    the run (`fail`) or add timings and warnings to its result, never pass it. The parts
+    themselves travel in the hand-over file, which the simulation's own process checks."""
+
+    fail: str | None = Field(None, max_length=20_000, description="the FAIL reason, if any")
+    timings_s: dict[BuildStage, Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict)
+    warnings: list[Annotated[str, Field(max_length=2000)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="warnings the hand-over file does not carry (all of them on a FAIL)",
+    )
