@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # root: a scratch or data directory the operator means runs to share. None by default:
     # whatever is listed here, every run may read and write.
     sandbox_shared_dirs: list[Path] = Field(default_factory=list)
+    # `network: "host"` runs: each run uid a network namespace of its own, on a /30 of this
+    # range (4 addresses per uid of the pool), let out by NAT.
+    sandbox_veth_cidr: str = "10.213.0.0/16"
     # Jobs asking for `network: host` are refused unless the worker can filter it (iptables:
     # no loopback, no Temporal frontend, no controller); true lets them run unfiltered.
     sandbox_unfiltered_network: bool = False

@@ -70,6 +70,8 @@ from shopfloor.sandbox import (
 )
 from shopfloor.sandbox._identity import UidLease, UidPool, WorkRoot, give_to, remove_run_dir
 from shopfloor.sandbox._limits import MB
+from shopfloor.sandbox._netns import RunNetworks
+from shopfloor.sandbox._netns import usable as netns_usable
 from shopfloor.sandbox.adoption import Adoptions
 from shopfloor.sandbox.host import (
     HostCapabilities,
@@ -169,13 +171,24 @@ class Containment:
     max_artifacts: int  # files a run may leave in out/
     network_opt_in: bool  # whether `network: host` may run (filtered, or allowed unfiltered)
     warnings: list[str] = field(default_factory=list)
+    # Each uid's own network namespace for `network: "host"` (None: such runs share the
+    # host's, filtered by uid).
+    networks: RunNetworks | None = None
 
     def identity(self, lease: UidLease | None, network: str) -> RunIdentity:
+        if network == "none" and not self.caps.netns:
+            network = "shared"
         return RunIdentity(
             uid=lease.uid if lease else None,
             gid=lease.gid if lease else None,
-            network="none" if network == "none" and self.caps.netns else "host",
+            network=network,  # type: ignore[arg-type]  # "none" | "host" | "shared"
         )
+
+    async def network_of(self, lease: UidLease | None, network: str) -> int | None:
+        """A descriptor of the run's own network namespace, for `network: "host"`."""
+        if network != "host" or self.networks is None or lease is None:
+            return None
+        return await asyncio.to_thread(self.networks.open, lease.uid)
 
 
 def containment(settings: Settings, caps: HostCapabilities | None = None) -> Containment:
@@ -206,6 +219,19 @@ def containment(settings: Settings, caps: HostCapabilities | None = None) -> Con
         )
     if network_opt_in and not caps.iptables:
         warnings.append("network: host runs unfiltered (SHOPFLOOR_SANDBOX_UNFILTERED_NETWORK)")
+    networks = None
+    if network_opt_in and caps.iptables and caps.netns and uids is not None and netns_usable():
+        try:
+            networks = RunNetworks(
+                uid_base=settings.sandbox_uid_base,
+                uid_count=settings.sandbox_uid_count,
+                cidr=settings.sandbox_veth_cidr,
+                forbidden=[settings.target_address],
+            )
+            networks.install()
+        except (ValueError, OSError) as err:
+            networks = None
+            warnings.append(f"network: host runs share the host's network namespace: {err}")
     return Containment(
         caps=caps,
         work_root=work_root,
@@ -215,6 +241,7 @@ def containment(settings: Settings, caps: HostCapabilities | None = None) -> Con
         max_artifacts=settings.max_artifacts,
         network_opt_in=network_opt_in,
         warnings=warnings,
+        networks=networks,
     )
 
 
@@ -796,6 +823,8 @@ class UserCodeRun:
             "on_progress": ex.report,
             "progress_every": PROGRESS_EVERY_S,
         }
+        if self.contain is not None:
+            options["netns_fd"] = await self.contain.network_of(lease, self.network)
         if self.ran_warm(warm):
             assert self.zygotes.warm is not None and warm is not None
             if isinstance(warm, Script):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ import pytest
 from shopfloor.devserver import DevServer
 from tests.containment import test_escapes
 from tests.containment.test_escapes import CAPS, run_with_innocents
-from tests.helpers import REPO, Stack
+from tests.helpers import REPO, Stack, wait_until
 
 stack = test_escapes.stack  # a worker (scripts) and a controller, for this module
 
@@ -279,3 +282,123 @@ def test_runs_of_one_zygote_at_once_each_see_only_themselves(stack: Stack) -> No
         assert procs == "[1, 2", res
         dirs.add(cwd)
     assert len(dirs) == 4, dirs
+
+
+@pytest.fixture
+def outside_host() -> Iterator[tuple[str, int]]:
+    """A host beyond the worker, as the internet would be: a network namespace of the test's
+    own, joined to this machine by a veth pair, with an HTTP server in it."""
+    name, veth = f"sftest-{uuid.uuid4().hex[:6]}", f"sfo{uuid.uuid4().hex[:6]}"
+    host_ip, its_ip, port = "10.213.250.1", "10.213.250.2", 18080
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name],
+        ["ip", "addr", "add", f"{host_ip}/30", "dev", veth],
+        ["ip", "link", "set", veth, "up"],
+        ["ip", "-n", name, "addr", "add", f"{its_ip}/30", "dev", "eth0"],
+        ["ip", "-n", name, "link", "set", "eth0", "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+        ["ip", "-n", name, "route", "add", "default", "via", host_ip],
+    ]
+    server = None
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True)
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                name,
+                sys.executable,
+                "-m",
+                "http.server",
+                "-b",
+                its_ip,
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(
+            lambda: (
+                subprocess.run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        name,
+                        "python3",
+                        "-c",
+                        f"import socket; socket.create_connection(('{its_ip}', {port}), 1)",
+                    ],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ),
+            what="the outside host's server",
+        )
+        yield its_ip, port
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_host_network_is_a_namespace_of_the_runs_own(
+    stack: Stack, outside_host: tuple[str, int]
+) -> None:
+    """Attack 9, `network: "host"`: runs used the host's network namespace, so they reached
+    the host's abstract unix sockets and whatever listens on its loopback. Before: the
+    abstract socket and the loopback listener below both answered. Now a run has its own
+    namespace (its own loopback, a veth, NAT): the outside host answers, nothing of this
+    machine does."""
+    abstract = f"\0shopfloor-test-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(abstract)
+    listener.listen(8)
+    loopback = socket.create_server(("0.0.0.0", 0))  # the host's every address
+    ip, port = outside_host
+    attack = textwrap.dedent(
+        """
+        import socket, sys, urllib.request
+        abstract, loop_port, ip, port = sys.argv[1:]
+        interfaces = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:])
+        print("interfaces", interfaces)
+        for what, family, address in (
+            ("abstract", socket.AF_UNIX, "\\0" + abstract),
+            ("loopback", socket.AF_INET, ("127.0.0.1", int(loop_port))),
+        ):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.settimeout(3)
+            try:
+                s.connect(address)
+                print(what, "connected")
+            except OSError as err:
+                print(what, type(err).__name__)
+        gateway = open("/proc/net/route").read().split("\\n")[1].split()[2]
+        gateway = ".".join(str(int(gateway[i:i + 2], 16)) for i in (6, 4, 2, 0))
+        try:
+            socket.create_connection((gateway, int(loop_port)), timeout=3)
+            print("host", "connected")
+        except OSError as err:
+            print("host", type(err).__name__)
+        body = urllib.request.urlopen(f"http://{ip}:{port}/", timeout=5).status
+        print("outside", body)
+        """
+    )
+    args = [abstract[1:], str(loopback.getsockname()[1]), ip, str(port)]
+    try:
+        out = run_with_innocents(stack, {"source": attack, "args": args, "network": "host"})
+    finally:
+        listener.close()
+        loopback.close()
+    assert _lines(out) == [
+        "interfaces ['eth0', 'lo']",
+        "abstract ConnectionRefusedError",
+        "loopback ConnectionRefusedError",
+        "host ConnectionRefusedError",
+        "outside 200",
+    ]

@@ -31,7 +31,10 @@ _libc = ctypes.CDLL(None, use_errno=True)  # loaded up front: nothing heavy may 
 
 __all__ = ["PIDS_CGROUP_ROOT", "ContainmentFailed", "Limits", "RunIdentity", "RunRoot"]
 
-Network = Literal["none", "host"]
+# "none": a new, empty network namespace; "host": the run's own network namespace with a way
+# out (`_netns`), given as a descriptor with the launch, else the host's; "shared": the host's
+# own network namespace, filtered by uid (pipeline checks, which reach services on loopback).
+Network = Literal["none", "host", "shared"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +66,7 @@ class Limits:
 @dataclass(frozen=True)
 class RunIdentity:
     """Who a run is: its own unprivileged uid/gid (None: the launcher's own), and its network
-    ("none": a new, empty network namespace; "host": the host's, filtered where possible)."""
+    (`Network`)."""
 
     uid: int | None = None
     gid: int | None = None
@@ -97,6 +100,7 @@ def enter_run(
     address_space: int | None,
     run_root: RunRoot | None = None,
     cwd: str | None = None,
+    netns_fd: int | None = None,
 ) -> None:
     """Runs in the forked child before exec (or before user code in a zygote fork), in this
     order: join the run's cgroups and namespaces (needs root), enter the run's own view of the
@@ -110,6 +114,10 @@ def enter_run(
         with open(procs, "w") as f:
             f.write("0")  # "0" moves the writing thread: a forked child's only one
     identity = identity or RunIdentity()
+    if netns_fd is not None:  # the run's own network namespace (`network: "host"`)
+        if _libc.setns(netns_fd, CLONE_NEWNET) != 0:
+            raise ContainmentFailed(ctypes.get_errno(), "cannot join the run's network namespace")
+        os.close(netns_fd)
     root = os.geteuid() == 0
     # An IPC namespace of its own (SysV shared memory, queues, POSIX message queues die with
     # the run); no network at all unless it opted in; a mount namespace for its own root.

@@ -309,6 +309,7 @@ async def run_process(
     sets_own_memory_limit: bool = False,
     identity: RunIdentity | None = None,
     memory_bytes: int | None = None,
+    netns_fd: int | None = None,
 ) -> SandboxOutcome:
     """Runs `argv` in a new session with `limits`; never raises for anything the child does.
 
@@ -329,8 +330,13 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=lambda: enter_run(limits, procs, identity, address_space=address_space),
+            pass_fds=(netns_fd,) if netns_fd is not None else (),
+            preexec_fn=lambda: enter_run(
+                limits, procs, identity, address_space=address_space, netns_fd=netns_fd
+            ),
         )
+        if netns_fd is not None:
+            os.close(netns_fd)
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
             asyncio.create_task(child.stdout.drain(proc.stdout)),

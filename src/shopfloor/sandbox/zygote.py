@@ -180,7 +180,9 @@ class Zygote:
         tail_bytes: int = 64 * 1024,
         identity: RunIdentity | None = None,
         watch_dir: Path | None = None,
+        netns_fd: int | None = None,
     ) -> SandboxOutcome:
+        """`netns_fd`: the run's own network namespace, whose descriptor this call closes."""
         check_progress_options(on_progress, progress_every)
         sock = await self._ensure_running()
         loop = asyncio.get_running_loop()
@@ -204,6 +206,9 @@ class Zygote:
                 # zygote sees its id, never its contents (nothing of it stays in the memory
                 # later forks inherit); and no request is too long for a packet.
                 fds = [w for _, w in pipes] + [_memfd_with(request.to_json())]
+                if netns_fd is not None:
+                    fds.append(netns_fd)
+                    netns_fd = None  # closed with the others once sent
                 try:
                     socket.send_fds(sock, [json.dumps({"id": request_id}).encode()], fds)
                 finally:
@@ -225,6 +230,8 @@ class Zygote:
                 )
             finally:
                 self._pending.pop(request_id, None)
+                if netns_fd is not None:
+                    os.close(netns_fd)
 
     def _memory_cgroup_bytes(self, program: Program, limits: Limits) -> int:
         """All of a run's processes together: memory_mb on top of its runtime's resident

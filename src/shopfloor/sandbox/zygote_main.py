@@ -3,9 +3,10 @@
 The warm zygote has imported heavy libraries and runs scripts and calls in its forks; the cold
 one has imported nothing and execs fresh programs in them. Protocol over a SOCK_SEQPACKET
 socket (fd given in argv), one JSON message per packet:
-  parent → zygote: {"id"} with SCM_RIGHTS fds [stdout, stderr, progress, request], the last
-                   a memfd holding the `LaunchRequest` (see _launch.py: id, program tagged by
-                   mode exec | script | call, cwd, env, limits, cgroup_procs, identity)
+  parent → zygote: {"id"} with SCM_RIGHTS fds [stdout, stderr, progress, request, netns?],
+                   the request a memfd holding the `LaunchRequest` (see _launch.py: id,
+                   program tagged by mode exec | script | call, cwd, env, limits,
+                   cgroup_procs, identity), netns the run's own network namespace if any
   zygote → parent: {"ready": true, "rss", "python_vm", "python_rss"} once; {"id", "pid"} when
                    forked; {"id", "returncode"} at exit.
 
@@ -99,11 +100,11 @@ def _child(fds: list[int], status_w: int) -> None:
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        out, err, progress, request_fd = fds
+        out, err, progress, request_fd, *netns = fds
         with os.fdopen(request_fd, "rb") as f:
             request = LaunchRequest.from_json(f.read())
         # Nothing of the zygote's (its socket, its epoll fd, its wake pipe) reaches the run.
-        close_fds_except({out, err, progress, status_w})
+        close_fds_except({out, err, progress, status_w, *netns})
         os.setsid()
         try:
             enter_run(
@@ -113,6 +114,7 @@ def _child(fds: list[int], status_w: int) -> None:
                 address_space=_address_space_limit(request),
                 run_root=_ROOT[0] if _ROOT else None,
                 cwd=request.cwd,
+                netns_fd=netns[0] if netns else None,
             )
         except (ContainmentFailed, OSError) as failed:
             os.write(err, f"shopfloor: the run could not be contained: {failed}\n".encode())
@@ -266,7 +268,7 @@ def serve(sock: socket.socket) -> None:
                 _reap(children, sock)
                 continue
             try:
-                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 4)
+                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 5)
             except ConnectionResetError:
                 data = b""
             if not data:  # the worker is gone: so are we (and our children, by pdeathsig)

@@ -101,7 +101,11 @@ class ContainedChecks:
                         file_size_mb=16,
                         disk_mb=min(16, contain.disk_mb),
                     ),
-                    identity=contain.identity(lease, "host" if contain.network_opt_in else "none"),
+                    # The host's own network namespace, filtered by uid: the pipeline's services
+                    # listen on its loopback.
+                    identity=contain.identity(
+                        lease, "shared" if contain.network_opt_in else "none"
+                    ),
                     watch_dir=path,
                     tail_bytes=TAIL_BYTES,
                 )
