@@ -360,3 +360,47 @@ def test_pipelines_never_share_a_uid_and_take_theirs_from_the_pool(
     uids = beside_innocents(stack, attack)
     assert len(uids) == 4 and len(set(uids)) == 4, uids
     assert all(u in _pool(stack) for u in uids), uids
+
+
+def test_http_and_tcp_checks_cannot_reach_the_control_plane(stack: Stack) -> None:
+    """A check's address is the definition's, as untrusted as its command. Before: the worker
+    itself made HTTP and TCP checks, so a check pointed at the controller's `/healthz` (or a
+    GET to Temporal's HTTP API) was answered, and the pipeline reported healthy. Now the probe
+    runs contained, as a pool uid filtered away from the control plane: refused, the start
+    fails naming it, while a check of the pipeline's own service passes."""
+    port = free_port()
+    own = {
+        "name": "own",
+        "command": ["python3", "-m", "http.server", "-b", "127.0.0.1", str(port)],
+        "health": {
+            "http": f"http://127.0.0.1:{port}/",
+            "interval_s": 0.2,
+            "timeout_s": 2,
+            "start_timeout_s": 20,
+        },
+        "stop_timeout_s": 2,
+    }
+    good = f"own{uuid.uuid4().hex[:6]}"
+    started = stack.submit("pipeline", _pipeline(good, own))
+    wait_until(
+        lambda: stack.http.get(f"/jobs/{started}/queries/status").json().get("phase") == "running",
+        timeout_s=60,
+        what="the pipeline with its own service to be running",
+    )
+    _stop(stack, started)
+    for target in (
+        {"http": f"http://127.0.0.1:{stack.port}/healthz"},
+        {"tcp": f"127.0.0.1:{stack.port}"},
+    ):
+        probe = {
+            "name": "svc",
+            "command": ["python3", "-c", "import time; time.sleep(600)"],
+            "health": {**target, "interval_s": 0.2, "timeout_s": 2, "start_timeout_s": 3},
+            "stop_timeout_s": 2,
+        }
+        name = f"cp{uuid.uuid4().hex[:6]}"
+        res = beside_innocents(
+            stack, lambda p=probe, n=name: stack.run("pipeline", _pipeline(n, p))
+        )
+        assert res["status"] == "FAILED", res
+        assert "Connection refused" in json.dumps(res), res

@@ -1,13 +1,17 @@
 """Health checks: an HTTP status, an accepting TCP port, or a command that exits 0.
 
-A command comes from the pipeline's definition, which anyone who may start a pipeline writes:
-it runs contained exactly like a script job (`ContainedChecks`), never as the worker.
+Every check comes from the pipeline's definition, which anyone who may start a pipeline
+writes: a command runs contained exactly like a script job (`ContainedChecks`), never as the
+worker; so does the probe of an HTTP or TCP check (`PROBE`), whose address is as untrusted —
+from the run's uid, the control plane's ports are filtered away (a GET to Temporal's HTTP API,
+a connect to the controller, are refused as for any run).
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from typing import Protocol
 
 import httpx
@@ -27,10 +31,52 @@ class CommandChecks(Protocol):
         """None when the command exited 0, else what was wrong (one line)."""
         ...
 
+    async def probe(self, check: HealthCheck) -> str | None:
+        """An HTTP or TCP check made from a contained run: None when healthy, else why."""
+        ...
+
+    @property
+    def probes_contained(self) -> bool:
+        """Whether `probe` can reach the host's loopback (filtered): else the worker probes."""
+        ...
+
+
+# An HTTP or TCP probe in a contained, fresh interpreter (-I -S: the standard library only):
+# exit 0 when healthy, else one line saying why, in the words of the worker's own probes.
+PROBE = """
+import socket, sys, urllib.error, urllib.request
+kind, target, expect, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+try:
+    if kind == "tcp":
+        host, _, port = target.rpartition(":")
+        socket.create_connection((host.strip("[]"), int(port)), timeout).close()
+        sys.exit(0)
+    class Keep(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # a redirect's status is the answer, as the worker's GET had it
+    opener = urllib.request.build_opener(Keep, urllib.request.ProxyHandler({}))
+    try:
+        status = opener.open(target, timeout=timeout).status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    if status == expect:
+        sys.exit(0)
+    print(f"GET {target}: status {status}, expected {expect}")
+except TimeoutError:
+    print(f"{kind} check timed out after {timeout:g}s")
+except OSError as err:
+    reason = getattr(err, "reason", err)
+    what = f"GET {target}: " if kind == "http" else f"{kind} check: "
+    print(what + str(getattr(reason, "strerror", None) or reason))
+sys.exit(1)
+"""
+
 
 async def check_health(check: HealthCheck, *, commands: CommandChecks | None) -> str | None:
     """None when healthy, else what was wrong (one line: it ends up in status and errors)."""
     try:
+        if (check.http or check.tcp) and commands is not None and commands.probes_contained:
+            return await commands.probe(check)
         if check.http:
             return await _http(check.http, check.expect_status, check.timeout_s)
         if check.tcp:
@@ -78,11 +124,33 @@ class ContainedChecks:
         self.memory_mb = settings.pipeline_check_memory_mb
         self.max_processes = settings.pipeline_check_max_processes
 
+    @property
+    def probes_contained(self) -> bool:
+        contain = self.zygotes.contain
+        return contain is not None and contain.network_opt_in
+
+    async def probe(self, check: HealthCheck) -> str | None:
+        target = check.http or check.tcp
+        assert target is not None
+        argv = [sys.executable, "-I", "-S", "-c", PROBE, check.kind, target]
+        # The run's own wall timeout is the check's plus an interpreter's start.
+        outcome = await self._contained(
+            [*argv, str(check.expect_status), str(check.timeout_s)], check.timeout_s + 5
+        )
+        if outcome.exit_code == 0 and not outcome.killed_reason:
+            return None
+        lines = outcome.stdout.strip().splitlines()
+        return lines[-1][:300] if lines else _verdict(f"{check.kind} check", 0, outcome)
+
     async def run(self, argv: list[str], timeout_s: float) -> str | None:
         # The zygote execs without a PATH search: found here, in the job environment's PATH.
         executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=CHECK_PATH)
         if executable is None:
             return f"{argv[0]}: command not found"
+        outcome = await self._contained([executable, *argv[1:]], timeout_s)
+        return _verdict(argv[0], timeout_s, outcome)
+
+    async def _contained(self, argv: list[str], timeout_s: float) -> SandboxOutcome:
         contain = self.zygotes.contain
         assert contain is not None, "a worker's zygotes come with their containment"
         lease = contain.uids.acquire() if contain.uids is not None else None
@@ -90,8 +158,8 @@ class ContainedChecks:
         try:
             path = contain.work_root.new_run_dir(uid, gid)
             try:
-                outcome = await self.zygotes.cold.run_exec(
-                    [executable, *argv[1:]],
+                return await self.zygotes.cold.run_exec(
+                    argv,
                     cwd=path,
                     env=job_environment(path, {}),
                     limits=Limits(
@@ -116,7 +184,6 @@ class ContainedChecks:
                 zygotes = (self.zygotes.cold, self.zygotes.warm)
                 remove_files_of(lease.uid, [z.pid for z in zygotes if z is not None])
                 contain.uids.release(lease)
-        return _verdict(argv[0], timeout_s, outcome)
 
 
 def _verdict(command: str, timeout_s: float, outcome: SandboxOutcome) -> str | None:
