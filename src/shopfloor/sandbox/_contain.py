@@ -143,6 +143,22 @@ class RunRoot:
         path: str = SKELETON,
     ) -> RunRoot:
         """Once per zygote, in its private mount namespace (as root)."""
+        umask = os.umask(0o022)  # the skeleton's directories are for every run uid to pass
+        try:
+            return cls._build(trees, hide, work_root, tmp_mb, shared, path)
+        finally:
+            os.umask(umask)
+
+    @classmethod
+    def _build(
+        cls,
+        trees: list[str],
+        hide: list[str],
+        work_root: str,
+        tmp_mb: int,
+        shared: Sequence[str],
+        path: str,
+    ) -> RunRoot:
         os.makedirs(path, mode=0o755, exist_ok=True)
         mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m,nr_inodes=4k")
         for tree in SYSTEM_TREES:
@@ -150,6 +166,7 @@ class RunRoot:
                 os.symlink(os.readlink(tree), path + tree)
             elif os.path.isdir(tree):
                 _bind_read_only(tree, path + tree)
+        trees = [t for t in trees if os.path.isdir(t)]  # absent from this view: not bound
         for tree in trees:
             if not os.path.exists(path + tree):  # not inside one bound already
                 _bind_read_only(tree, path + tree)
@@ -166,7 +183,7 @@ class RunRoot:
         for d in ("/tmp", "/proc", "/run"):
             os.makedirs(path + d, mode=0o755, exist_ok=True)
         if not _within(work_root, "/tmp"):  # a mount point for each run's own directory
-            os.makedirs(path + work_root, mode=0o711, exist_ok=True)
+            _passage(path, work_root)
         # Bound read-only at the end: runs share the skeleton, none may change it.
         mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
         under_tmp = tuple(t for t in [*trees, *shared] if _within(t, "/tmp"))
@@ -175,6 +192,13 @@ class RunRoot:
     def enter(self, run_dir: str) -> None:
         """In the run's first process, in a new mount namespace, as root: its own /tmp,
         /dev/shm and /proc, its own directory, then chroot."""
+        umask = os.umask(0o022)  # the way to its directory is for the run's uid to pass
+        try:
+            self._enter(run_dir)
+        finally:
+            os.umask(umask)
+
+    def _enter(self, run_dir: str) -> None:
         root = self.path
         size = f"size={self.tmp_mb}m,nr_inodes=16k"
         kept = {t: os.open(root + t, os.O_PATH | os.O_CLOEXEC) for t in self.tmp_trees}
@@ -193,7 +217,7 @@ class RunRoot:
         if not _within(work_root, "/tmp"):
             mount("tmpfs", root + work_root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0711,size=16k")
         target = root + run_dir
-        os.makedirs(os.path.dirname(target), mode=0o711, exist_ok=True)
+        _passage(root, os.path.dirname(run_dir))
         os.mkdir(target, 0o700)
         mount(run_dir, target, None, MS_BIND | MS_REC, None)
         # /proc of the run's own pid namespace (the caller's): its processes, nobody else's.
@@ -201,6 +225,17 @@ class RunRoot:
         if _libc.chroot(root.encode()) != 0:
             raise ContainmentFailed(ctypes.get_errno(), "chroot into the run's root")
         os.chdir("/")
+
+
+def _passage(root: str, path: str) -> None:
+    """`path` made under `root`, each directory on the way that is new 0711: passed through
+    to the run's own directory, never listed (a home under the data dir shows nothing of it)."""
+    here = root
+    for part in Path(path).parts[1:]:
+        here = os.path.join(here, part)
+        if not os.path.isdir(here):
+            os.mkdir(here)
+            os.chmod(here, 0o711)
 
 
 def _bind_read_only(source: str, target: str) -> None:

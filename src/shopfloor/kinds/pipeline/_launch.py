@@ -16,11 +16,16 @@ root, in order:
 - its uid/gid (leased by the worker from the machine-wide pool: the flock'd lease file stays
   open in the service across the exec, so the uid is its own for as long as it lives, across
   worker restarts), and no_new_privs (no setuid binary gives anything back);
+- then a minimal root (`shopfloor.sandbox._contain.RunRoot`, loaded by path): the system
+  and interpreter trees read-only, its own directory, its own /tmp and /dev/shm, chroot — no
+  other host directory, as for a script's run; an empty capability bounding set and the
+  seccomp filter that refuses new namespaces;
 - its working directory, entered only now: a cwd taken before the mounts would keep a way
   (`..`) to what they cover.
 """
 
 import ctypes
+import importlib.util
 import json
 import os
 import sys
@@ -87,6 +92,24 @@ def enter_private_mounts(covers: list, binds: list[str], files: list[str]) -> No
             _mount("/dev/null", path, None, MS_BIND, None)
 
 
+def _load(path: str):
+    """The sandbox's levers module, by path: a package import would run the package's
+    `__init__` (asyncio, the zygotes) in this small root process."""
+    spec = importlib.util.spec_from_file_location("shopfloor_contain", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def enter_root(contain, root: dict, cwd: str) -> None:
+    work_root = os.path.dirname(cwd)
+    run_root = contain.RunRoot.build(
+        trees=root["trees"], hide=[], work_root=work_root, tmp_mb=root["tmp_mb"]
+    )
+    run_root.enter(cwd)
+
+
 def main() -> None:
     options = json.loads(os.environ["SHOPFLOOR_LAUNCH"])
     env = options["env"]
@@ -96,15 +119,26 @@ def main() -> None:
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
     try:
+        # Loaded before the mounts, which cover where it lives (the checkout).
+        contain = _load(options["root"]["module"]) if options.get("root") else None
         if options.get("mounts"):
             mounts = options["mounts"]
             enter_private_mounts(mounts["covers"], mounts["binds"], mounts["files"])
-        if options.get("uid") is not None:
-            os.setgroups([])
-            os.setgid(options["gid"])
-            os.setuid(options["uid"])
-        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+            if contain is not None:
+                enter_root(contain, options["root"], options.get("cwd") or "/")
+        if contain is not None:
+            contain.drop_privileges(
+                options.get("uid"), options.get("gid"), last_cap=contain.last_capability()
+            )
+            if contain.seccomp_available():
+                contain.refuse_new_namespaces()
+        else:
+            if options.get("uid") is not None:
+                os.setgroups([])
+                os.setgid(options["gid"])
+                os.setuid(options["uid"])
+            if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     except OSError as err:
         print(f"shopfloor: cannot contain the service: {err}", file=sys.stderr, flush=True)
         os._exit(126)

@@ -35,11 +35,15 @@ from shopfloor.kinds.pipeline import _procfs
 from shopfloor.kinds.pipeline.health import CommandChecks, check_health
 from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
 from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES
+from shopfloor.sandbox import _contain
+from shopfloor.sandbox._contain import interpreter_trees
 from shopfloor.sandbox._identity import UidLease, UidPool
 from shopfloor.sandbox.host import listener_of
 from shopfloor.settings import Settings
 
 MARKER = "SHOPFLOOR_PIPELINE_SERVICE"
+# The launcher runs with -I -S (no package import): it loads the sandbox's levers from here.
+CONTAIN_MODULE = str(Path(_contain.__file__).resolve())
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids/shopfloor-pipelines")
 MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory/shopfloor-pipelines")
 LAUNCHER = Path(__file__).with_name("_launch.py")
@@ -313,6 +317,13 @@ class ProcessRuntime:
                     "covers": self.sandbox.covers(binds),
                     "binds": binds,
                     "files": list(self.sandbox.files),
+                }
+                # Then a minimal root, as a script run's: system and interpreter trees
+                # read-only, its own directory, /tmp, /dev/shm; no other host directory.
+                options["root"] = {
+                    "module": CONTAIN_MODULE,
+                    "trees": interpreter_trees(exclude=[os.getcwd()]),
+                    "tmp_mb": self.sandbox.tmp_mb,
                 }
             return self._spawn(ref, options, lease)
         finally:
