@@ -116,10 +116,15 @@ def test_tmp_and_dev_shm_are_private_to_each_run(stack: Stack) -> None:
     )
     victim = textwrap.dedent(
         """
-        import os, time
+        import os, sys, time
         time.sleep(1.5)  # the planter has filled its /tmp by now
+        # What a run's own /tmp holds besides: the way to its own directory, and to the
+        # interpreter's trees where they live under /tmp (a checkout there, as in CI).
+        own = (os.getcwd(), sys.prefix, os.path.dirname(os.__file__))
         for d in ("/tmp", "/dev/shm"):
-            seen = sorted(n for n in os.listdir(d) if not n.startswith("shopfloor-w"))
+            seen = sorted(
+                n for n in os.listdir(d) if not any(p.startswith(f"{d}/{n}/") for p in own)
+            )
             with open(os.path.join(d, "result.txt"), "w") as f:
                 f.write("mine" * 100_000)
             print(d, seen, os.path.getsize(os.path.join(d, "result.txt")))
