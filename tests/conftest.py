@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from shopfloor.devserver import DevServer
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect
+from tests.dockerd import DockerdUnavailable, PrivateDockerd
 from tests.helpers import Stack, free_port
 
 # Rendering must be configured before anything imports mujoco.
@@ -48,6 +50,27 @@ def fresh_stack(dev_server: DevServer, tmp_path: Path) -> Iterator[Stack]:
     s = Stack(temporal_address=dev_server.address, tmp=tmp_path)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[PrivateDockerd]:
+    """A dockerd of the session's own on a private socket, holding the image `local/busybox:1`
+    built here (tests/dockerd.py); stopped at the end, leaving nothing behind (checked). Where
+    dockerd cannot run, its tests skip saying exactly why (the command and its error);
+    SHOPFLOOR_TEST_DOCKER=require makes that a failure instead."""
+    engine = None
+    try:
+        engine = PrivateDockerd.start()
+        engine.import_busybox()
+    except (DockerdUnavailable, OSError, subprocess.SubprocessError) as err:
+        if engine is not None:
+            engine.stop()
+        if os.environ.get("SHOPFLOOR_TEST_DOCKER") == "require":
+            pytest.fail(f"no Docker engine for the tests: {err}")
+        pytest.skip(f"no Docker engine for the tests: {err}")
+    yield engine
+    left = engine.stop()
+    assert not left, f"the tests' dockerd left these behind: {left}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -4,6 +4,8 @@ image inspect and pull, containers create/start/inspect/list/stop/remove/logs.
 
 Containers do not run anything: "running" is a state. Images whose tag is `healthcheck`
 report Docker health `starting` for their first inspects after a start, then `healthy`.
+A pull of an image in `pull_errors` fails: with an HTTP status and the engine's message, or
+(status None) inside a 200 progress stream, as an engine does once it has begun answering.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Container:
 class FakeDockerEngine:
     def __init__(self) -> None:
         self.images: set[str] = set()
+        self.pull_errors: dict[str, tuple[int | None, str]] = {}
         self.containers: dict[str, Container] = {}
         self.calls: list[tuple[str, int, str]] = []  # (verb, time in ns, container or image)
         self.lock = threading.Lock()
@@ -118,8 +121,14 @@ class FakeDockerEngine:
                 return (200, {"Id": image}) if image in self.images else (404, _no("image"))
             if path == "/images/create" and method == "POST":
                 image = f"{query['fromImage']}:{query.get('tag') or 'latest'}"
-                self.images.add(image)
                 self.calls.append(("pull", time.time_ns(), image))
+                if image in self.pull_errors:
+                    status, message = self.pull_errors[image]
+                    if status is not None:
+                        return status, {"message": message}
+                    stream = {"status": "Pulling"}, {"error": message}
+                    return 200, b"".join(json.dumps(m).encode() + b"\n" for m in stream)
+                self.images.add(image)
                 return 200, b'{"status":"Pulling"}\n{"status":"Downloaded"}\n'
             if path == "/containers/create" and method == "POST":
                 return self._create(query.get("name", ""), body)

@@ -1,23 +1,31 @@
 """The docker runtime end to end through the real `docker` SDK, against a fake Docker Engine
 API server on 127.0.0.1: labels, pulls, idempotent create after a crash, health from the
-container, reverse stop, and no blocking SDK call on the event loop."""
+container, reverse stop, and no blocking SDK call on the event loop. And the errors a person
+can act on: no engine at the configured address, an image neither local nor pullable."""
 
 from __future__ import annotations
 
+import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import docker
 import pytest
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from shopfloor.kinds.pipeline.docker_runtime import (
     LABEL_PIPELINE,
     LABEL_RUN,
     LABEL_SERVICE,
+    DockerEngineUnavailable,
     DockerRuntime,
+    ImageUnavailable,
+    connector,
     container_name,
+    engine_address,
 )
 from shopfloor.kinds.pipeline.models import ServiceRef, ServiceSpec
 from shopfloor.registry import kinds
@@ -132,3 +140,132 @@ async def test_the_off_loop_check_sees_a_call_on_the_loop(
     """The check above is not vacuous: a blocking call made on the loop is caught."""
     docker.DockerClient(base_url=engine.base_url).ping()  # on the loop, on purpose
     assert sdk_threads and sdk_threads[-1] is True
+
+
+# -- errors a person can act on ---------------------------------------------------------------
+
+REGISTRY_UNREACHABLE = (
+    'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on '
+    "127.0.0.53:53: no such host"
+)
+
+
+@pytest.fixture
+def no_engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Docker host URL where nothing listens: no file at all, or a socket nobody accepts on."""
+    path = tmp_path / "docker.sock"
+    if request.param == "refused":
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))  # bound, never listening: connect() is refused
+            yield f"unix://{path}"
+    else:
+        yield f"unix://{path}"
+
+
+@pytest.mark.parametrize(
+    ("no_engine", "reason"),
+    [("missing", "No such file or directory"), ("refused", "Connection refused")],
+    indirect=["no_engine"],
+)
+async def test_no_engine_is_named_with_its_setting(no_engine: str, reason: str) -> None:
+    address = engine_address(no_engine)
+    rt = DockerRuntime(connector(address), address=address)
+    with pytest.raises(DockerEngineUnavailable) as caught:
+        await rt.start(ref("db"))
+    assert str(caught.value) == (
+        f"no Docker engine at {no_engine} (SHOPFLOOR_PIPELINE_DOCKER_HOST): {reason}"
+    )
+
+
+def test_the_engine_address_says_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert str(engine_address(None)) == (
+        "unix:///var/run/docker.sock (the default; set SHOPFLOOR_PIPELINE_DOCKER_HOST or "
+        "DOCKER_HOST)"
+    )
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert str(engine_address(None)) == "tcp://127.0.0.1:2375 (DOCKER_HOST)"
+    assert engine_address("unix:///x.sock").source == "SHOPFLOOR_PIPELINE_DOCKER_HOST"
+
+
+@pytest.mark.parametrize("no_engine", ["refused"], indirect=True)
+async def test_the_logs_pipeline_without_an_engine_fails_at_once_naming_it(
+    env: WorkflowEnvironment, tmp_path: Path, no_engine: str
+) -> None:
+    """Seed 004's trigger with no engine: one start attempt, a message naming the service,
+    the address and its setting, and no rollback waiting out the same error."""
+    settings = pipeline_settings(tmp_path, pipeline_docker_host=no_engine)
+    async with AsyncExitStack() as stack:
+        plans = await stack.enter_async_context(kind_resources(settings, [kinds()["pipeline"]]))
+        for worker in build_workers(env.client, settings, plans):
+            await stack.enter_async_context(worker)
+        handle = await env.client.start_workflow(
+            "LogsPipelineWorkflow",
+            "logs",
+            id=f"logs-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.task_queue_prefix + "logs-queue",
+        )
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+        history = await handle.fetch_history()
+    assert caught.value.cause.message == (
+        "pipeline 'logs' failed to start, rolled back: service 'otel-collector' could not "
+        "start: cannot start otel-collector: no Docker engine at "
+        f"{no_engine} (SHOPFLOOR_PIPELINE_DOCKER_HOST): Connection refused"
+    )
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled.count("pipeline_start_service") == 1 and "pipeline_stop_service" not in (
+        scheduled
+    ), scheduled
+    started = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert started and max(started) == 1, "an activity was retried"
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "hint"),
+    [
+        (500, REGISTRY_UNREACHABLE, "no registry was reachable from the engine"),
+        (None, "manifest for example/svc:9.9 not found: manifest unknown", "check the image's"),
+    ],
+)
+async def test_an_image_neither_local_nor_pullable_is_named(
+    engine: FakeDockerEngine, status: int | None, message: str, hint: str
+) -> None:
+    engine.pull_errors["example/svc:9.9"] = (status, message)
+    rt = DockerRuntime(
+        lambda: docker.DockerClient(base_url=engine.base_url), address=engine.base_url
+    )
+    with pytest.raises(ImageUnavailable) as caught:
+        await rt.start(ref("db", image="example/svc:9.9"))
+    assert str(caught.value).startswith(
+        f"image 'example/svc:9.9' is not on the Docker engine at {engine.base_url} and pulling "
+        f"it failed: {message} ({hint}"
+    ), caught.value
+    assert engine.containers == {} and engine.named("create") == []
+
+
+async def test_a_pipeline_whose_image_cannot_be_had_fails_at_once_naming_it(
+    env: WorkflowEnvironment, engine: FakeDockerEngine, tmp_path: Path
+) -> None:
+    engine.pull_errors["example/absent:1"] = (500, REGISTRY_UNREACHABLE)
+    settings = pipeline_settings(tmp_path, pipeline_docker_host=engine.base_url)
+    d = definition({"name": "api", "image": "example/absent:1"})
+    async with AsyncExitStack() as stack:
+        plans = await stack.enter_async_context(kind_resources(settings, [kinds()["pipeline"]]))
+        for worker in build_workers(env.client, settings, plans):
+            await stack.enter_async_context(worker)
+        handle = await start(env.client, settings, d)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+    text = caught.value.cause.message
+    assert "service 'api' could not start: cannot start api: image 'example/absent:1'" in text
+    assert "no registry was reachable" in text
+    assert engine.named("pull") == ["example/absent:1"]  # once: not retried

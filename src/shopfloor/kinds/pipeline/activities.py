@@ -16,14 +16,22 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import docker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
 from shopfloor.kinds.pipeline.definition import known_definitions
-from shopfloor.kinds.pipeline.docker_runtime import DockerRuntime
+from shopfloor.kinds.pipeline.docker_runtime import (
+    DockerEngineUnavailable,
+    DockerRuntime,
+    ImageUnavailable,
+    connector,
+    engine_address,
+)
 from shopfloor.kinds.pipeline.health import ContainedChecks
 from shopfloor.kinds.pipeline.models import (
+    DOCKER_ENGINE_UNAVAILABLE,
+    IMAGE_UNAVAILABLE,
     PipelineDefinition,
     Probe,
     ProbeRequest,
@@ -75,15 +83,6 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
         await acts.docker.aclose()
 
 
-def _docker_client(settings: Settings) -> Callable[[], docker.DockerClient]:
-    def connect() -> docker.DockerClient:
-        if settings.pipeline_docker_host:
-            return docker.DockerClient(base_url=settings.pipeline_docker_host)
-        return docker.from_env()
-
-    return connect
-
-
 @asynccontextmanager
 async def _heartbeating(what: str) -> AsyncIterator[None]:
     """Heartbeats while the block runs: a worker that dies mid-activity is noticed after the
@@ -112,7 +111,8 @@ class PipelineActivities:
             sandbox=service_sandbox(settings, uids),
             checks=checks,
         )
-        self.docker = DockerRuntime(_docker_client(settings), checks=checks)
+        address = engine_address(settings.pipeline_docker_host)
+        self.docker = DockerRuntime(connector(address), checks=checks, address=address)
 
     @property
     def workflow_side(self) -> list[Callable]:
@@ -155,6 +155,20 @@ class PipelineActivities:
                 return await self.runtime(ref).start(ref)
             except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
                 raise invalid_input(f"cannot start {ref.service.name}: {err}") from err
+            except DockerEngineUnavailable as err:
+                # Not retried: seconds of retries do not install an engine or fix an address,
+                # and the person starting the pipeline is waiting for the reason.
+                raise ApplicationError(
+                    f"cannot start {ref.service.name}: {err}",
+                    type=DOCKER_ENGINE_UNAVAILABLE,
+                    non_retryable=True,
+                ) from None
+            except ImageUnavailable as err:
+                raise ApplicationError(
+                    f"cannot start {ref.service.name}: {err}",
+                    type=IMAGE_UNAVAILABLE,
+                    non_retryable=True,
+                ) from None
 
     @activity.defn(name="pipeline_wait_healthy")
     async def pipeline_wait_healthy(self, ref: ServiceRef) -> Probe:
@@ -192,4 +206,11 @@ class PipelineActivities:
     @activity.defn(name="pipeline_stop_service")
     async def pipeline_stop_service(self, ref: ServiceRef) -> StopReport:
         async with _heartbeating(f"stopping {ref.service.name}"):
-            return await self.runtime(ref).stop(ref)
+            try:
+                return await self.runtime(ref).stop(ref)
+            except DockerEngineUnavailable as err:
+                # Retried (the workflow's policy bounds it): its containers may still run, and an
+                # engine that is restarting answers again within seconds.
+                raise ApplicationError(
+                    f"cannot stop {ref.service.name}: {err}", type=DOCKER_ENGINE_UNAVAILABLE
+                ) from None

@@ -5,16 +5,24 @@ service, so a start retried after a crash finds the container it created (runnin
 instead of creating a second; a container of an earlier run of the pipeline is replaced. The
 SDK blocks (it is `requests` underneath): every call goes through `asyncio.to_thread`, never
 on the worker's event loop.
+
+What a person can act on, rather than the SDK's exceptions: no engine at the configured address
+(`DockerEngineUnavailable`, naming the address and where it came from), and an image that is
+neither on the engine nor pullable (`ImageUnavailable`, naming the image and the registry error).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import docker
-from docker.errors import APIError, NotFound
+import requests
+from docker.errors import APIError, DockerException, NotFound
 
 from shopfloor.kinds.pipeline.health import CommandChecks, check_health
 from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
@@ -23,6 +31,75 @@ LABEL_PIPELINE = "shopfloor.pipeline"
 LABEL_SERVICE = "shopfloor.service"
 LABEL_RUN = "shopfloor.run"
 LOG_TAIL_LINES = 50
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+# Phrases of the engine's pull errors that mean no registry could be reached at all (DNS,
+# routing, a proxy or firewall), as opposed to a registry that answered "no such image".
+_UNREACHABLE = (
+    "no such host",
+    "dial tcp",
+    "connection refused",
+    "network is unreachable",
+    "i/o timeout",
+    "tls handshake timeout",
+    "temporary failure in name resolution",
+    "server misbehaving",
+)
+
+
+class DockerEngineUnavailable(RuntimeError):
+    """No Docker engine answers at the configured address."""
+
+
+class ImageUnavailable(RuntimeError):
+    """The image is not on the engine and pulling it failed."""
+
+
+@dataclass(frozen=True)
+class EngineAddress:
+    """Where the worker looks for its Docker engine, and which setting said so (errors name
+    both: the fix is usually that setting)."""
+
+    url: str
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.source})"
+
+
+def engine_address(configured: str | None) -> EngineAddress:
+    if configured:
+        return EngineAddress(configured, "SHOPFLOOR_PIPELINE_DOCKER_HOST")
+    if os.environ.get("DOCKER_HOST"):
+        return EngineAddress(os.environ["DOCKER_HOST"], "DOCKER_HOST")
+    return EngineAddress(
+        DEFAULT_DOCKER_HOST, "the default; set SHOPFLOOR_PIPELINE_DOCKER_HOST or DOCKER_HOST"
+    )
+
+
+def connector(address: EngineAddress) -> Callable[[], docker.DockerClient]:
+    def connect() -> docker.DockerClient:
+        if address.source == "DOCKER_HOST":
+            return docker.from_env()  # also DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+        return docker.DockerClient(base_url=address.url)
+
+    return connect
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost OS error behind a `requests`/`urllib3` failure ("No such file or
+    directory", "Connection refused"), else the error's own text."""
+    seen: set[int] = set()
+    todo: list[object] = [err]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None and e.strerror:
+            return e.strerror
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+    return str(err)
 
 
 def container_name(ref: ServiceRef) -> str:
@@ -47,6 +124,20 @@ def _split_image(image: str) -> tuple[str, str]:
     return repo, tag
 
 
+def _stream_error(output: object) -> str | None:
+    """The last `{"error": …}` line of a pull's progress stream, if any."""
+    text = output.decode(errors="replace") if isinstance(output, bytes) else str(output or "")
+    found = None
+    for line in text.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("error"):
+            found = str(message["error"])
+    return found
+
+
 def _port_key(key: str) -> tuple[int, str]:
     port, _, proto = key.partition("/")
     return int(port), proto or "tcp"
@@ -54,21 +145,38 @@ def _port_key(key: str) -> tuple[int, str]:
 
 class DockerRuntime:
     def __init__(
-        self, connect: Callable[[], docker.DockerClient], *, checks: CommandChecks | None = None
+        self,
+        connect: Callable[[], docker.DockerClient],
+        *,
+        checks: CommandChecks | None = None,
+        address: EngineAddress | str = "the configured address",
     ) -> None:
         # Connecting is lazy: a worker whose pipelines use no containers needs no engine.
         self._connect = connect
         self.checks = checks  # health-check commands run on this host, contained
+        self.address = address
         self._client: docker.DockerClient | None = None
         self._lock = asyncio.Lock()
 
+    def _unavailable(self, err: BaseException) -> DockerEngineUnavailable:
+        return DockerEngineUnavailable(f"no Docker engine at {self.address}: {_reason(err)}")
+
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except requests.exceptions.ConnectionError as err:
+            # The engine went away after we connected (stopped, restarted, socket removed).
+            raise self._unavailable(err) from None
 
     async def _api(self) -> docker.APIClient:
         async with self._lock:
             if self._client is None:
-                self._client = await self._call(self._connect)
+                try:
+                    self._client = await self._call(self._connect)
+                except DockerException as err:
+                    # The SDK asks the engine its API version on connect: "Error while fetching
+                    # server API version: ('Connection aborted.', FileNotFoundError(2, …))".
+                    raise self._unavailable(err) from None
         return self._client.api
 
     async def aclose(self) -> None:
@@ -112,6 +220,7 @@ class DockerRuntime:
         host_config = api.create_host_config(
             port_bindings=dict(spec.ports),
             binds={host: {"bind": inside, "mode": "rw"} for host, inside in spec.volumes.items()},
+            network_mode=spec.network,
         )
         try:
             created = await self._call(
@@ -140,13 +249,37 @@ class DockerRuntime:
         return existing["Id"]
 
     async def _pull_if_missing(self, api: docker.APIClient, image: str) -> None:
+        if await self._has_image(api, image):
+            return
+        repo, tag = _split_image(image)
+        try:
+            output = await self._call(api.pull, repo, tag=tag or None)
+            # A pull that fails once the engine has begun answering still answers 200: the
+            # error is a line of the progress stream, which the SDK does not raise.
+            failure = _stream_error(output)
+        except APIError as err:
+            failure = str(err.explanation or err)
+        if failure is None and await self._has_image(api, image):
+            return
+        failure = failure or "the pull finished but the engine still has no such image"
+        if any(phrase in failure.lower() for phrase in _UNREACHABLE):
+            hint = (
+                "no registry was reachable from the engine: build or load the image there "
+                "(`docker build`, `docker load`, `docker import`), or give it registry access"
+            )
+        else:
+            hint = "check the image's name and tag, and the engine's registry credentials"
+        raise ImageUnavailable(
+            f"image {image!r} is not on the Docker engine at {self.address} and pulling it "
+            f"failed: {failure} ({hint})"
+        )
+
+    async def _has_image(self, api: docker.APIClient, image: str) -> bool:
         try:
             await self._call(api.inspect_image, image)
-            return
+            return True
         except NotFound:
-            pass
-        repo, tag = _split_image(image)
-        await self._call(api.pull, repo, tag=tag or None)
+            return False
 
     async def probe(self, ref: ServiceRef) -> Probe:
         api = await self._api()

@@ -15,6 +15,10 @@ from shopfloor.inputs import StrictInput
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PIPELINE_WORKFLOWS = ("PipelineWorkflow", "LogsPipelineWorkflow")
+# Error types of a docker service's start that no retry fixes soon (the message says what to
+# do): the activity fails at once, and the workflow knows its start created nothing.
+DOCKER_ENGINE_UNAVAILABLE = "DockerEngineUnavailable"
+IMAGE_UNAVAILABLE = "ImageUnavailable"
 
 
 # Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
@@ -87,6 +91,11 @@ class ServiceSpec(_Strict):
     volumes: dict[str, str] = Field(
         default_factory=dict, description="docker: host path → container path"
     )
+    network: str | None = Field(
+        None,
+        description="docker: the container's network: \"host\" (the host's own, ports and all), "
+        "\"none\", or a network's name; default the engine's (its bridge)",
+    )
     depends_on: list[str] = Field(default_factory=list)
     health: HealthCheck | None = Field(
         None, description="none: running is healthy (docker: the image's own HEALTHCHECK)"
@@ -105,8 +114,16 @@ class ServiceSpec(_Strict):
                 raise ValueError("give an `image` (docker) or a `command` (local process)")
             if self.ports or self.volumes:
                 raise ValueError("`ports` and `volumes` are for `image` services")
+            if self.network:
+                raise ValueError("`network` is for `image` services")
         elif self.cwd is not None:
             raise ValueError("`cwd` is for local `command` services")
+        elif self.ports and self.network in ("host", "none"):
+            # The engine would drop them with only a warning in its own log.
+            raise ValueError(
+                f"`ports` are not published with network {self.network!r}"
+                + (": the container listens on the host's ports" if self.network == "host" else "")
+            )
         return self
 
     @property

@@ -19,6 +19,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from shopfloor.jobs import HEARTBEAT_TIMEOUT, JOB_RETRY_POLICY, ReportsProgress, job_input
     from shopfloor.kinds.pipeline.models import (
+        DOCKER_ENGINE_UNAVAILABLE,
+        IMAGE_UNAVAILABLE,
         Phase,
         PipelineDefinition,
         PipelineInput,
@@ -43,6 +45,7 @@ TICKS_PER_RUN = 500
 SERVICE_UNHEALTHY = "ServiceUnhealthy"
 # Probes are cheap and repeated every tick anyway: a failed one is not worth many retries.
 PROBE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=1))
+_CREATED_NOTHING = (DOCKER_ENGINE_UNAVAILABLE, IMAGE_UNAVAILABLE)
 
 
 def _error_text(err: BaseException) -> str:
@@ -181,10 +184,12 @@ class PipelineWorkflow(ReportsProgress):
         if spec.name not in self._started:
             # Recorded before the start: after a crash mid-start the service may exist.
             self._started.append(spec.name)
+        started = False
         try:
             handle: ServiceHandle = await self._host(
                 "pipeline_start_service", self._ref(spec), ServiceHandle, timedelta(minutes=15)
             )
+            started = True
             st.pid, st.container_id = handle.pid, handle.container_id
             probe: Probe = await self._host(
                 "pipeline_wait_healthy",
@@ -194,6 +199,13 @@ class PipelineWorkflow(ReportsProgress):
             )
         except ActivityError as err:
             probe = Probe(alive=False, healthy=False, error=_error_text(err))
+            cause = err.cause
+            first_start = self._phase == "starting"  # not a restart: nothing ran before
+            if first_start and isinstance(cause, ApplicationError):
+                if cause.type in _CREATED_NOTHING:
+                    # No engine, or no image: no container exists to stop, and a rollback
+                    # that tried would only wait out the same error again.
+                    self._started.remove(spec.name)
         if probe.healthy:
             st.pid = probe.pid or st.pid
             st.container_id = probe.container_id or st.container_id
@@ -202,7 +214,8 @@ class PipelineWorkflow(ReportsProgress):
             return True
         st.health = probe.error or "unhealthy"
         self._set(st, "failed")
-        self._error = f"service {spec.name!r} did not become healthy: {st.health}"
+        failure = "did not become healthy" if started else "could not start"
+        self._error = f"service {spec.name!r} {failure}: {st.health}"
         if probe.log_tail:
             self._error += f"\n--- last lines of its log ---\n{probe.log_tail.rstrip()}"
         return False
