@@ -262,6 +262,10 @@ SERVICE_ATTACK = textwrap.dedent(
         except OSError as err:
             found[path] = type(err).__name__
     found["environ"] = sorted(k for k in os.environ if k.startswith("SHOPFLOOR_"))
+    found["root"] = sorted(os.listdir("/"))
+    found["others"] = sorted(
+        int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()
+    )
     print("FOUND", json.dumps(found), flush=True)
     time.sleep(600)
     """
@@ -335,6 +339,10 @@ def test_a_service_cannot_reach_the_control_plane_nor_the_workers_files(
         assert found[path] in ("PermissionError", "FileNotFoundError", "read 0"), (path, found)
     assert found["environ"] == ["SHOPFLOOR_PIPELINE_SERVICE"], found
     assert found["uid"] in _pool(stack), found
+    # A minimal root (no /home, /var, /run/lock, /work of the host's), and no process of the
+    # host's in sight: only what the service itself forks (none here).
+    assert "var" not in found["root"] and "home" not in found["root"], found["root"]
+    assert found["others"] == [], found["others"]
 
 
 def test_pipelines_never_share_a_uid_and_take_theirs_from_the_pool(

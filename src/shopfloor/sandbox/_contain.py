@@ -130,6 +130,7 @@ class RunRoot:
     # Trees that live under /tmp (a checkout's venv in CI): each run's own /tmp covers them
     # in the skeleton, so they are bound back from it.
     tmp_trees: tuple[str, ...] = ()
+    hidepid: bool = False  # for processes without a pid namespace of their own
 
     @classmethod
     def build(
@@ -220,8 +221,11 @@ class RunRoot:
         _passage(root, os.path.dirname(run_dir))
         os.mkdir(target, 0o700)
         mount(run_dir, target, None, MS_BIND | MS_REC, None)
-        # /proc of the run's own pid namespace (the caller's): its processes, nobody else's.
-        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        # /proc of the caller's pid namespace: a run's own (its processes, nobody else's);
+        # for a service, which has none of its own, only the processes it may trace
+        # (`hidepid`): none of the host's.
+        data = "hidepid=invisible" if self.hidepid else None
+        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, data)
         if _libc.chroot(root.encode()) != 0:
             raise ContainmentFailed(ctypes.get_errno(), "chroot into the run's root")
         os.chdir("/")

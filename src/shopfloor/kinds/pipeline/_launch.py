@@ -25,6 +25,7 @@ root, in order:
 """
 
 import ctypes
+import dataclasses
 import importlib.util
 import json
 import os
@@ -107,7 +108,9 @@ def enter_root(contain, root: dict, cwd: str) -> None:
     run_root = contain.RunRoot.build(
         trees=root["trees"], hide=[], work_root=work_root, tmp_mb=root["tmp_mb"]
     )
-    run_root.enter(cwd)
+    # No pid namespace of its own (it outlives the worker, found by marker from the host):
+    # its /proc shows only what it may trace.
+    dataclasses.replace(run_root, hidepid=True).enter(cwd)
 
 
 def main() -> None:
