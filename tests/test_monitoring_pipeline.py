@@ -1,0 +1,208 @@
+"""The shipped monitoring pipeline, for real: Prometheus and Alertmanager started as a shopfloor
+pipeline (process runtime, pool uids, the network filter on) scrape the controller's and the
+workers' metrics ports through the monitoring opening, no alert fires on an idle stack, and a
+SIGKILLed worker fires the documented `ShopfloorWorkerDown`.
+
+The test's copy of the definition differs from examples/pipelines/monitoring.yaml only in its
+ports, 1 s scrape and evaluation intervals and, in its copy of deploy/prometheus, 2 s `for:`s:
+so that it takes seconds, not minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from shopfloor.devserver import DevServer
+from tests.helpers import REPO, Stack, free_port, wait_until
+
+MONITORING = REPO / "examples" / "pipelines" / "monitoring.yaml"
+needs = [shutil.which(b) for b in ("prometheus", "prometheus-alertmanager", "iptables")]
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="pipeline services get pool uids as root only"),
+    pytest.mark.skipif(
+        not all(needs), reason="prometheus, prometheus-alertmanager, iptables: make setup"
+    ),
+]
+
+
+def _readable(path: Path) -> None:
+    """The services' uids read their directory (bound into their private /tmp)."""
+    path.chmod(0o755)
+    for child in path.iterdir():
+        child.chmod(0o644)
+
+
+def _definition(tmp: Path, ports: dict[str, int]) -> Path:
+    """The shipped definition with this test's ports and short intervals; rules whose `for:`
+    is 2 s, in a copy of deploy/prometheus (the service sees only its own directory)."""
+    prom = tmp / "prometheus"
+    prom.mkdir()
+    shutil.copy(REPO / "deploy" / "prometheus" / "run_prometheus.py", prom)
+    rules = (REPO / "deploy" / "prometheus" / "alerts.yml").read_text()
+    (prom / "alerts.yml").write_text(re.sub(r"\bfor: \S+", "for: 2s", rules))
+    _readable(prom)
+    definition = yaml.safe_load(MONITORING.read_text())
+    am, prometheus = definition["services"]
+    am["command"] = am["command"].replace("9093", str(ports["alertmanager"]))
+    am["cwd"] = str(REPO / "deploy" / "alertmanager")
+    am["health"]["http"] = f"http://127.0.0.1:{ports['alertmanager']}/-/ready"
+    prometheus["cwd"] = str(prom)
+    prometheus["env"] = {
+        "SHOPFLOOR_CONTROLLER_TARGETS": f"127.0.0.1:{ports['controller']}",
+        "SHOPFLOOR_WORKER_TARGETS": f"127.0.0.1:{ports['worker_a']},127.0.0.1:{ports['worker_b']}",
+        "PROMETHEUS_LISTEN": f"127.0.0.1:{ports['prometheus']}",
+        "ALERTMANAGER": f"127.0.0.1:{ports['alertmanager']}",
+        "SCRAPE_INTERVAL": "1s",
+        "EVALUATION_INTERVAL": "1s",
+    }
+    prometheus["health"]["http"] = f"http://127.0.0.1:{ports['prometheus']}/-/ready"
+    defs = tmp / "definitions"
+    defs.mkdir()
+    (defs / "monitoring.yaml").write_text(yaml.safe_dump(definition))
+    return defs
+
+
+@pytest.fixture
+def monitored(dev_server: DevServer, tmp_path: Path) -> Iterator[tuple[Stack, dict[str, int]]]:
+    ports = {
+        k: free_port() for k in ("controller", "worker_a", "worker_b", "prometheus", "alertmanager")
+    }
+    defs = _definition(tmp_path, ports)
+    s = Stack(
+        temporal_address=dev_server.address,
+        tmp=tmp_path,
+        extra_env={
+            "SHOPFLOOR_CONTROLLER_METRICS_PORT": str(ports["controller"]),
+            "SHOPFLOOR_PIPELINE_DIRS": json.dumps([str(defs)]),
+            "SHOPFLOOR_MONITORING_PIPELINE": "monitoring",
+        },
+    )
+    try:
+        # Worker A runs the pipeline; worker B is the one that will crash.
+        s.start_worker(
+            "--kind", "pipeline", "--kind", "script",
+            env={"SHOPFLOOR_WORKER_METRICS_PORT": str(ports["worker_a"])},
+        )  # fmt: skip
+        s.start_worker(
+            "--kind", "script", env={"SHOPFLOOR_WORKER_METRICS_PORT": str(ports["worker_b"])}
+        )
+        s.start_controller()
+        yield s, ports
+    finally:
+        try:
+            s.http.post("/pipelines/monitoring/stop", params={"wait": 60})
+        finally:
+            _kill_leftover_services(tmp_path / "data" / "pipelines" / "monitoring")
+            s.stop()
+
+
+def _kill_leftover_services(run_dir: Path) -> None:
+    """Services outlive workers: whatever a failed stop left is killed by its pidfile."""
+    for pidfile in run_dir.glob("*.pid"):
+        try:
+            os.killpg(json.loads(pidfile.read_text())["pid"], signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+
+
+def test_prometheus_pipeline_scrapes_everything_and_alerts_on_a_killed_worker(
+    monitored: tuple[Stack, dict[str, int]],
+) -> None:
+    s, ports = monitored
+    started = s.http.post("/pipelines/monitoring/start", params={"wait": 90})
+    assert started.status_code == 200, started.text
+    assert started.json()["phase"] == "running", started.text
+    prometheus = httpx.Client(base_url=f"http://127.0.0.1:{ports['prometheus']}", timeout=10)
+
+    # The opening is what lets the scrapes through: the metrics ports are shut to pool uids…
+    rules = subprocess.run(["iptables", "-S", "OUTPUT"], capture_output=True, text=True).stdout
+    for port in (ports["worker_a"], ports["controller"]):
+        assert re.search(rf"--dport {port} .*--uid-owner \S+ .*-j REJECT", rules), rules
+        assert re.search(rf"--dport {port} .*--gid-owner 199999 .*-j ACCEPT", rules), rules
+    # …and the monitoring services run as a pool uid with the monitoring group.
+    pids = _pids(s.tmp)
+    assert len(pids) == 2
+    for pid in pids:
+        uid, gid = _ids(pid)
+        assert uid >= 200000 and gid == 199999, (pid, uid, gid)
+
+    def targets() -> dict[str, str]:
+        active = prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]
+        return {t["scrapeUrl"]: (t["health"], t["lastError"]) for t in active}
+
+    expected = {
+        f"http://127.0.0.1:{ports[k]}/metrics" for k in ("controller", "worker_a", "worker_b")
+    }
+
+    def all_up() -> bool:
+        found = targets()
+        return set(found) == expected and all(h == "up" for h, _ in found.values())
+
+    try:
+        wait_until(all_up, timeout_s=30, what="every shopfloor target up in Prometheus")
+    except AssertionError:
+        raise AssertionError(f"targets: {targets()}") from None
+
+    # Idle: several evaluations with every rule's 2 s `for:` elapsed, and nothing pending or
+    # firing (ShopfloorWorkWaiting fired on idle stacks when latencies were milliseconds).
+    def evaluated(times: int) -> bool:
+        query = 'count_over_time(up{job="shopfloor-workers"}[1m])'
+        found = prometheus.get("/api/v1/query", params={"query": query}).json()["data"]
+        return bool(found["result"]) and min(float(r["value"][1]) for r in found["result"]) >= times
+
+    wait_until(lambda: evaluated(8), timeout_s=30, what="eight scrapes of every worker")
+    alerts = prometheus.get("/api/v1/alerts").json()["data"]["alerts"]
+    assert alerts == [], alerts
+    # The rules that were evaluated are the shipped ones.
+    groups = prometheus.get("/api/v1/rules").json()["data"]["groups"]
+    names = {r["name"] for g in groups for r in g["rules"]}
+    assert {"ShopfloorWorkerDown", "ShopfloorWorkWaiting"} <= names
+
+    s.workers[1].sigkill()
+
+    def worker_down() -> list[dict] | None:
+        alerts = prometheus.get("/api/v1/alerts").json()["data"]["alerts"]
+        firing = [
+            a
+            for a in alerts
+            if a["labels"]["alertname"] == "ShopfloorWorkerDown" and a["state"] == "firing"
+        ]
+        return firing or None
+
+    firing = wait_until(worker_down, timeout_s=40, what="ShopfloorWorkerDown firing")
+    assert isinstance(firing, list)
+    assert [a["labels"]["instance"] for a in firing] == [f"127.0.0.1:{ports['worker_b']}"]
+    # Alertmanager, the pipeline's other service, received it.
+    manager = f"http://127.0.0.1:{ports['alertmanager']}/api/v2/alerts"
+
+    def received() -> bool:
+        return any(
+            a["labels"]["alertname"] == "ShopfloorWorkerDown"
+            for a in httpx.get(manager, timeout=10).json()
+        )
+
+    wait_until(received, timeout_s=30, what="the alert in Alertmanager")
+
+
+def _pids(tmp: Path) -> list[int]:
+    return [
+        json.loads(p.read_text())["pid"]
+        for p in (tmp / "data" / "pipelines" / "monitoring").glob("*.pid")
+    ]
+
+
+def _ids(pid: int) -> tuple[int, int]:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
