@@ -26,6 +26,9 @@ from shopfloor.devserver import DevServer
 from tests.helpers import REPO, Stack, free_port, wait_until
 
 MONITORING = REPO / "examples" / "pipelines" / "monitoring.yaml"
+DASHBOARD = REPO / "deploy" / "grafana" / "shopfloor.json"
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
+                 "or", "unless", "offset", "inf", "nan"}  # fmt: skip
 needs = [shutil.which(b) for b in ("prometheus", "prometheus-alertmanager", "iptables")]
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="pipeline services get pool uids as root only"),
@@ -90,7 +93,7 @@ def monitored(dev_server: DevServer, tmp_path: Path) -> Iterator[tuple[Stack, di
     try:
         # Worker A runs the pipeline; worker B is the one that will crash.
         s.start_worker(
-            "--kind", "pipeline", "--kind", "script",
+            "--kind", "pipeline", "--kind", "script", "--kind", "agent",
             env={"SHOPFLOOR_WORKER_METRICS_PORT": str(ports["worker_a"])},
         )  # fmt: skip
         s.start_worker(
@@ -168,6 +171,8 @@ def test_prometheus_pipeline_scrapes_everything_and_alerts_on_a_killed_worker(
     names = {r["name"] for g in groups for r in g["rules"]}
     assert {"ShopfloorWorkerDown", "ShopfloorWorkWaiting"} <= names
 
+    _dashboard_queries_only_scraped_metrics(s, prometheus)
+
     s.workers[1].sigkill()
 
     def worker_down() -> list[dict] | None:
@@ -206,3 +211,57 @@ def _ids(pid: int) -> tuple[int, int]:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def dashboard_metrics() -> dict[str, set[str]]:
+    """Each panel's title → the metric names its PromQL queries name (functions, keywords,
+    label names and values, ranges and Grafana's variables left out)."""
+    found = {}
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        names: set[str] = set()
+        for target in panel.get("targets", []):
+            expr = re.sub(r'"[^"]*"', "", target["expr"])  # label values
+            expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)  # matchers, ranges
+            expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # label lists
+            for name in re.findall(r"(?<![\w$.])([a-zA-Z_:][\w:]*)\b(?!\s*\()", expr):
+                if name.lower() not in _PROMQL_WORDS:
+                    names.add(name)
+        if panel["type"] != "row":
+            found[panel["title"]] = names
+    return found
+
+
+def test_the_dashboard_is_json_whose_panels_each_query_metrics() -> None:
+    panels = dashboard_metrics()
+    assert len(panels) >= 20
+    assert all(panels.values()), [t for t, n in panels.items() if not n]
+    every = set().union(*panels.values())
+    assert "temporal_activity_schedule_to_start_latency_seconds_bucket" in every
+    assert "shopfloor_pipeline_service_healthy" in every and "rate" not in every
+
+
+def _dashboard_queries_only_scraped_metrics(s: Stack, prometheus: httpx.Client) -> None:
+    """Every metric a Grafana panel queries is in Prometheus's real scrapes of this stack,
+    once it has done the things the panels show: jobs (one killed at its time limit), an agent
+    run, a pipeline service restart."""
+    jobs = [
+        ("script", {"source": "print('ok')"}),
+        ("script", {"source": "import time\ntime.sleep(30)", "timeout_s": 1}),
+        ("agent", json.loads((REPO / "examples" / "agents" / "hello.json").read_text())),
+    ]
+    for kind, job in jobs:
+        assert s.run(kind, job, wait_s=120)["status"] == "COMPLETED"
+    restarted = s.http.post(
+        "/jobs/pipeline-monitoring/updates/restart_service", json={"service": "alertmanager"}
+    )
+    assert restarted.status_code == 200, restarted.text
+    wanted = set().union(*dashboard_metrics().values())
+
+    def missing() -> set[str]:
+        names = set(prometheus.get("/api/v1/label/__name__/values").json()["data"])
+        return wanted - names
+
+    try:
+        wait_until(lambda: not missing(), timeout_s=30, what="every dashboard metric scraped")
+    except AssertionError:
+        raise AssertionError(f"queried by the dashboard, never scraped: {missing()}") from None

@@ -62,6 +62,8 @@ class PipelineMetrics:
                 return
             labels = _labels(ref)
             self.starts.labels(*labels).inc()
+            # At zero from the first start: `increase()` and alerts see a series to compare.
+            self.restarts.labels(*labels)
             key = (ref.get("run_token", ""), *labels)
             with self._lock:
                 again = key in self._started
@@ -80,8 +82,9 @@ class PipelineMetrics:
         labels = _labels(ref)
         ok = bool(probe.get("healthy"))
         self.healthy.labels(*labels).set(1 if ok else 0)
+        failures = self.checks_failed.labels(*labels)  # at zero from the first check
         if not ok:
-            self.checks_failed.labels(*labels).inc()
+            failures.inc()
 
 
 def _labels(ref: dict[str, Any]) -> tuple[str, str]:
