@@ -113,12 +113,13 @@ def build_workers(
         # count in it), and, when tracing is on, the SDK's spans.
         interceptors = [
             JobIdInterceptor(),  # first: a job with an id that is not its own runs nothing
+            # Outside the metrics one: the job's start and end lines are logged in its trace.
+            *temporal_interceptors(),
             *(
                 [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
                 if metrics is not None
                 else []
             ),
-            *temporal_interceptors(),
         ]
         queues[queue] = (plan, True, interceptors)
         if any(k.local_first for k in plan.kinds):

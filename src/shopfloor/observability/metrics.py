@@ -240,6 +240,8 @@ class _ActivityMetrics(ActivityInboundInterceptor):
                 metrics.sandbox_kills.with_additional_attributes(
                     {"kind": attrs["kind"], "reason": reason}
                 ).add(1)
+                # Inside the activity: the line carries the job's ids and its trace's.
+                log.warning("run killed by the sandbox: %s", reason, extra={"kind": attrs["kind"]})
             return result
         except BaseException as err:
             if isinstance(err, CancelledError) or type(err).__name__ == "CancelledError":
