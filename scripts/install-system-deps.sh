@@ -5,7 +5,7 @@
 # controller (without it such jobs are refused).
 # Idempotent: installs only what is missing.
 set -euo pipefail
-packages=(libosmesa6 chromium iptables)
+packages=(libosmesa6 chromium iptables prometheus prometheus-alertmanager)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -265,3 +265,35 @@ def _dashboard_queries_only_scraped_metrics(s: Stack, prometheus: httpx.Client) 
         wait_until(lambda: not missing(), timeout_s=30, what="every dashboard metric scraped")
     except AssertionError:
         raise AssertionError(f"queried by the dashboard, never scraped: {missing()}") from None
+
+
+def test_a_definition_that_is_not_the_operators_gets_no_way_to_the_metrics_ports(
+    monitored: tuple[Stack, dict[str, int]],
+) -> None:
+    """Anyone who may start pipelines can send one named `monitoring`: a service that is not
+    the operator's, field for field, gets no group, and the filter shuts it out of every
+    metrics port like any other pool uid."""
+    s, ports = monitored
+    defs = Path(json.loads(s.env["SHOPFLOOR_PIPELINE_DIRS"])[0])
+    definition = yaml.safe_load((defs / "monitoring.yaml").read_text())
+    definition["services"][1]["env"]["PROMETHEUS_RETENTION"] = "2h"  # one field differs
+    started = s.http.post(
+        "/pipelines/monitoring/start", params={"wait": 90}, json={"definition": definition}
+    )
+    assert started.status_code == 200 and started.json()["phase"] == "running", started.text
+    # Judged service for service: the changed one has no group, the unchanged one keeps it.
+    run_dir = s.tmp / "data" / "pipelines" / "monitoring"
+    changed = _ids(json.loads((run_dir / "prometheus.pid").read_text())["pid"])
+    same = _ids(json.loads((run_dir / "alertmanager.pid").read_text())["pid"])
+    assert changed[0] >= 200000 and changed[1] != 199999, changed
+    assert same[1] == 199999, same
+    prometheus = httpx.Client(base_url=f"http://127.0.0.1:{ports['prometheus']}", timeout=10)
+
+    def scraped() -> dict[str, tuple[str, str]] | None:
+        active = prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]
+        found = {t["scrapeUrl"]: (t["health"], t["lastError"]) for t in active}
+        return found if len(found) == 3 and all(h != "unknown" for h, _ in found.values()) else None
+
+    found = wait_until(scraped, timeout_s=30, what="a scrape of every target")
+    assert isinstance(found, dict)
+    assert all(h == "down" and "connection refused" in e for h, e in found.values()), found
