@@ -3,13 +3,16 @@
 Runs a script job, a warm build123d job, a job that hits its time limit, the reference
 simulation, an agent run (mock agent), the seed's poetry-research flow through a small local
 gateway (its two-hour wait shortened to seconds), and a pipeline of three services that comes
-up healthy and is stopped again; then prints results and links.
+up healthy and is stopped again; then starts the monitoring pipeline (Prometheus and
+Alertmanager, when installed) and prints results and links, Prometheus's targets page among
+them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +23,7 @@ import httpx
 from shopfloor.client import ControllerError, ShopfloorClient
 from shopfloor.display import console, show_result
 from shopfloor.registry import kinds
-from shopfloor.settings import get_settings
+from shopfloor.settings import Settings, get_settings
 from shopfloor.stack import Stack
 
 HERE = Path(__file__).parent
@@ -77,7 +80,47 @@ def stop_detached_stack(*_: object) -> None:
     raise SystemExit(130)
 
 
+PROMETHEUS_TARGETS = "http://127.0.0.1:9090/targets"
+
+
+def monitoring_environment() -> None:
+    """With Debian's prometheus installed, the stack the demo starts serves metrics and may
+    run the shipped monitoring pipeline (docs/operations.md, "Monitoring pipeline")."""
+    if not shutil.which("prometheus") or not shutil.which("prometheus-alertmanager"):
+        return
+    os.environ.setdefault("SHOPFLOOR_WORKER_METRICS_PORT", "9464")
+    os.environ.setdefault("SHOPFLOOR_CONTROLLER_METRICS_PORT", "9463")
+    os.environ.setdefault("SHOPFLOOR_PIPELINE_DIRS", json.dumps([str(HERE / "pipelines")]))
+    os.environ.setdefault("SHOPFLOOR_MONITORING_PIPELINE", "monitoring")
+
+
+def start_monitoring(settings: Settings) -> str | None:
+    """Prometheus's targets page once the monitoring pipeline runs, else None (said why)."""
+    if os.environ.get("SHOPFLOOR_MONITORING_PIPELINE") != "monitoring":
+        return None
+    headers = {}
+    if settings.api_token is not None:
+        headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+    try:
+        r = httpx.post(
+            f"{settings.public_controller_url}/pipelines/monitoring/start",
+            params={"wait": 60},
+            headers=headers,
+            timeout=90,
+        )
+    except httpx.HTTPError as err:
+        console.print(f"monitoring pipeline not started: {err}")
+        return None
+    phase = r.json().get("phase") if r.status_code == 200 else r.text
+    if phase != "running":
+        console.print(f"monitoring pipeline not running: {phase}")
+        return None
+    console.print("monitoring pipeline running: Prometheus scrapes the controller and workers")
+    return PROMETHEUS_TARGETS
+
+
 def main() -> int:
+    monitoring_environment()
     settings = get_settings()
     started_here = False
     if controller_running(settings.public_controller_url):
@@ -116,13 +159,17 @@ def main() -> int:
             from demo_pipeline import run_demo_pipeline
 
             run_demo_pipeline(settings)
+        prometheus = start_monitoring(settings)
     except ControllerError as err:
         console.print(f"[red]error:[/red] {err}")
         if started_here:
             stop_detached_stack()
         return 1
     console.rule("links")
-    for name, url in Stack(settings).urls().items():
+    links = Stack(settings).urls()
+    if prometheus:
+        links["Prometheus"] = prometheus  # its targets page: the controller and every worker
+    for name, url in links.items():
         console.print(f"[bold]{name:>12}[/bold]  {url}")
     if started_here:
         console.print(

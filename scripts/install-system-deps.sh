@@ -5,10 +5,15 @@
 # controller (without it such jobs are refused). For the docker runtime's tests: docker.io
 # (dockerd, which the tests start on a private socket of their own), busybox-static (the
 # images they build locally: no registry is reachable from CI) and docker-compose (checks
-# docker-compose.yml).
+# docker-compose.yml). iproute2: `network: "host"` runs get a network namespace of their own
+# (`ip netns`, veth). prometheus and prometheus-alertmanager: the monitoring pipeline and its
+# tests (promtool checks the shipped alert rules).
 # Idempotent: installs only what is missing.
 set -euo pipefail
-packages=(libosmesa6 chromium iptables docker.io busybox-static docker-compose)
+packages=(
+  libosmesa6 chromium iptables iproute2 docker.io busybox-static docker-compose
+  prometheus prometheus-alertmanager
+)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

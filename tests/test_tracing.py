@@ -7,6 +7,7 @@ import gzip
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -42,6 +43,7 @@ class Collector:
                                     "trace": span.trace_id.hex(),
                                     "id": span.span_id.hex(),
                                     "parent": span.parent_span_id.hex(),
+                                    "kind": span.kind,
                                 }
                             )
                 self.send_response(200)
@@ -78,8 +80,10 @@ def traced(
         temporal_address=dev_server.address,
         tmp=tmp_path_factory.mktemp("tracing"),
         extra_env={
-            "SHOPFLOOR_OTLP_ENDPOINT": collector.url,
+            # The standard variable (SHOPFLOOR_OTLP_ENDPOINT is its alias).
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
             "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within a fraction of a second
+            "SHOPFLOOR_LOG_FORMAT": "json",
         },
     )
     s.start_worker("--kind", "script")
@@ -177,3 +181,75 @@ def test_json_logs_carry_the_job_ids_inside_an_activity_and_the_trace_ids() -> N
     assert inside["run_id"] == info.workflow_run_id
     assert inside["activity"] == info.activity_type and inside["attempt"] == info.attempt
     assert len(in_span["trace_id"]) == 32 and len(in_span["span_id"]) == 16
+
+
+def test_one_request_makes_exactly_one_server_span(traced: Stack, collector: Collector) -> None:
+    """FastAPI's own telemetry is off: the request's only server span is ObservedHTTP's."""
+    import secrets
+
+    assert traced.http.get("/kinds").status_code == 200
+    # Spans leave in the order they ended: once a later request's span is in, so is this one's
+    # (the later one is told apart by the trace it continues).
+    marker = secrets.token_hex(16)
+    later = traced.http.get("/healthz", headers={"traceparent": f"00-{marker}-{'1' * 16}-01"})
+    assert later.status_code == 200
+    wait_until(
+        lambda: any(s["trace"] == marker for s in list(collector.spans)),
+        timeout_s=30,
+        what="the later request's span",
+    )
+    spans = [s for s in list(collector.spans) if "/kinds" in s["name"]]
+    assert [(s["name"], s["kind"], s["parent"]) for s in spans] == [
+        ("GET /kinds", 2, "")  # 2: SPAN_KIND_SERVER
+    ], spans
+
+
+def test_json_log_lines_of_a_job_carry_its_trace_id(traced: Stack, collector: Collector) -> None:
+    """A caller's trace: the controller's access line, the job's start and end lines and the
+    lines logged inside its activity (here: the sandbox killed the run at its time limit) all
+    carry the trace id the caller sent."""
+    import json
+    import secrets
+
+    trace_id = secrets.token_hex(16)
+    parent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    r = traced.http.post(
+        "/jobs/script",
+        json={"source": "import time\ntime.sleep(30)", "timeout_s": 1},
+        headers={"traceparent": parent},
+    )
+    assert r.status_code in (200, 201), r.text
+    job_id = r.json()["job_id"]
+    assert traced.result(job_id)["status"] == "COMPLETED"
+
+    def lines(path: Path) -> list[dict]:
+        found = []
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    pass
+        return found
+
+    def ended() -> list[dict] | None:
+        mine = [e for e in lines(traced.tmp / "worker-0.log") if e.get("job_id") == job_id]
+        return mine if any(e.get("event") == "job_ended" for e in mine) else None
+
+    mine = wait_until(ended, timeout_s=30, what="the job's end line")
+    assert isinstance(mine, list)
+    events = {e.get("event"): e for e in mine if e.get("event")}
+    assert events["job_started"]["kind"] == "script"
+    end = events["job_ended"]
+    assert end["kind"] == "script" and end["outcome"] == "failed"  # killed: did not pass
+    assert isinstance(end["duration_s"], float | int) and end["duration_s"] >= 0
+    assert {e.get("trace_id") for e in mine} == {trace_id}, mine
+    killed = [e for e in mine if e["message"] == "run killed by the sandbox: timeout"]
+    assert killed and killed[0]["activity"] == "run_script", mine  # inside the activity
+    access = [
+        e
+        for e in lines(traced.tmp / "controller.log")
+        if e.get("logger") == "shopfloor.access" and e.get("route") == "/jobs/script"
+    ]
+    assert [e["trace_id"] for e in access if e.get("trace_id") == trace_id] == [trace_id]
+    assert {e["status"] for e in access} <= {200, 201}

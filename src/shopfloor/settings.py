@@ -208,6 +208,17 @@ class Settings(BaseSettings):
     # runtime metrics and shopfloor's job metrics on one endpoint.
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+    # The controller's /metrics alone on a port of its own (0: off), without the API token:
+    # what a scraper may reach without reaching the API (docs/operations.md, "Monitoring").
+    controller_metrics_port: int = Field(0, ge=0, le=65535)
+    controller_metrics_host: str = "127.0.0.1"
+    # The one pipeline definition (by name, from the definition directories, unchanged) whose
+    # process services may connect to the metrics ports over loopback — and to nothing else of
+    # the control plane. "" (default): no pipeline may (docs/security.md).
+    monitoring_pipeline: str = ""
+    # The group its services run as (outside the pool's range): what the network filter lets
+    # through to the metrics ports.
+    monitoring_gid: int = Field(199999, ge=1000)
     # OpenTelemetry traces go to this OTLP/HTTP endpoint (e.g. http://collector:4318) when set.
     otlp_endpoint: str | None = None
     # "text" or "json" (one JSON object a line, with job/workflow/run ids inside jobs).

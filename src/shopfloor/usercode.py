@@ -208,7 +208,11 @@ def containment(settings: Settings, caps: HostCapabilities | None = None) -> Con
         last = settings.sandbox_uid_base + settings.sandbox_uid_count - 1
         forbidden = [settings.target_address, settings.public_controller_url]
         network_opt_in = install_network_filter(
-            (settings.sandbox_uid_base, last), forbidden, protected_ports(settings)
+            (settings.sandbox_uid_base, last),
+            forbidden,
+            protected_ports(settings),
+            metrics_ports(settings),
+            settings.monitoring_gid if settings.monitoring_pipeline else None,
         )
     warnings = caps.warnings()
     clash = uids_taken(settings.sandbox_uid_base, settings.sandbox_uid_count) if uids else []
@@ -262,7 +266,20 @@ def protected_ports(settings: Settings) -> list[int]:
         ports.add(settings.dev_ui_port)
     if settings.worker_metrics_port:
         ports.add(settings.worker_metrics_port)
+    if settings.controller_metrics_port:
+        ports.add(settings.controller_metrics_port)
     return sorted(ports)
+
+
+def metrics_ports(settings: Settings) -> list[int]:
+    """The protected ports the monitoring pipeline's services may reach (with
+    `SHOPFLOOR_MONITORING_PIPELINE` set): this worker's and the controller's metrics-only
+    ports, never one that is also the controller's API, Temporal's or its UI's."""
+    if not settings.monitoring_pipeline:
+        return []
+    wanted = {settings.worker_metrics_port, settings.controller_metrics_port} - {0}
+    without = settings.model_copy(update={"worker_metrics_port": 0, "controller_metrics_port": 0})
+    return sorted(wanted - set(protected_ports(without)))
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,12 @@ from temporalio.worker import Worker
 from shopfloor.artifacts import store_for
 from shopfloor.idguard import JobIdInterceptor
 from shopfloor.jobs import PROGRESS_EVERY_S
+from shopfloor.observability.exposition import ProcessRegistry, SdkMetrics, serve
+from shopfloor.observability.instruments import ArtifactMetrics
 from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
 from shopfloor.observability.metrics import install as install_metrics
 from shopfloor.observability.tracing import setup_tracing, shutdown_tracing, temporal_interceptors
+from shopfloor.processes import free_port
 from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kind_slots, kinds
 from shopfloor.sandbox import protect_from_same_user
 from shopfloor.settings import Settings
@@ -57,13 +60,19 @@ class QueuePlan:
 
 @asynccontextmanager
 async def kind_resources(
-    settings: Settings, served: Sequence[JobKind]
+    settings: Settings,
+    served: Sequence[JobKind],
+    *,
+    artifact_metrics: ArtifactMetrics | None = None,
 ) -> AsyncIterator[dict[str, QueuePlan]]:
     """Enters every served kind's lifespan (its activities and what they hold: zygotes, client
     pools) and groups workflows and activities by task queue. Everything is closed on exit."""
     async with AsyncExitStack() as stack:
+        artifacts = store_for(settings)
+        if artifact_metrics is not None:
+            artifacts = artifact_metrics.count(artifacts)
         ctx = await stack.enter_async_context(
-            WorkerContext(settings=settings, artifacts=store_for(settings), served=served)
+            WorkerContext(settings=settings, artifacts=artifacts, served=served)
         )
         plans: dict[str, QueuePlan] = defaultdict(QueuePlan)
         for kind in served:
@@ -104,12 +113,13 @@ def build_workers(
         # count in it), and, when tracing is on, the SDK's spans.
         interceptors = [
             JobIdInterceptor(),  # first: a job with an id that is not its own runs nothing
+            # Outside the metrics one: the job's start and end lines are logged in its trace.
+            *temporal_interceptors(),
             *(
                 [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
                 if metrics is not None
                 else []
             ),
-            *temporal_interceptors(),
         ]
         queues[queue] = (plan, True, interceptors)
         if any(k.local_first for k in plan.kinds):
@@ -139,21 +149,41 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     served = select_kinds(settings.worker_kinds)
     protect_from_same_user()
     runtime = None
+    registry: ProcessRegistry | None = None
     if settings.worker_metrics_port:
-        # Before connecting: the client and its workers report to the runtime it was made with.
-        runtime = metrics_runtime(settings.worker_metrics_host, settings.worker_metrics_port)
-        Runtime.set_default(runtime, error_if_already_set=False)
-        log.info(
-            "metrics on http://%s:%d/metrics",
-            settings.worker_metrics_host,
-            settings.worker_metrics_port,
+        # The SDK's exporter on a private loopback port, read by the worker's own endpoint
+        # (which adds process, pipeline, agent and artifact metrics). Runs may reach neither.
+        sdk_port = free_port()
+        settings = settings.model_copy(
+            update={"sandbox_protected_ports": [*settings.sandbox_protected_ports, sdk_port]}
         )
-    metrics = install_metrics(runtime)
+        # Before connecting: the client and its workers report to the runtime it was made with.
+        runtime = metrics_runtime("127.0.0.1", sdk_port)
+        Runtime.set_default(runtime, error_if_already_set=False)
+        registry = ProcessRegistry("shopfloor-worker")
+        registry.add(
+            SdkMetrics(f"http://127.0.0.1:{sdk_port}/metrics", {"service": registry.service})
+        )
+    metrics = install_metrics(runtime, registry.inner if registry else None)
+    artifact_metrics = ArtifactMetrics(registry.inner) if registry else None
     setup_tracing(settings, "worker")
     client = await connect_with_retry(settings, wait_s=60)
     async with AsyncExitStack() as stack:
         stack.callback(shutdown_tracing)
-        plans = await stack.enter_async_context(kind_resources(settings, served))
+        if registry is not None:
+            server = serve(
+                registry.outer, settings.worker_metrics_host, settings.worker_metrics_port
+            )
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
+            log.info(
+                "metrics on http://%s:%d/metrics",
+                settings.worker_metrics_host,
+                settings.worker_metrics_port,
+            )
+        plans = await stack.enter_async_context(
+            kind_resources(settings, served, artifact_metrics=artifact_metrics)
+        )
         workers = build_workers(client, settings, plans, metrics=metrics)
         for worker in workers:
             await stack.enter_async_context(worker)

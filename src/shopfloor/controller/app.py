@@ -17,7 +17,7 @@ from shopfloor.controller.guard import BrowserGuard, RequestGuard
 from shopfloor.controller.routes import artifacts, docs, jobs, kinds, meta
 from shopfloor.controller.routes.interact import interaction_router
 from shopfloor.controller.routes.submit import submit_router
-from shopfloor.observability.http import HttpMetrics, ObservedHTTP
+from shopfloor.observability.http import HttpMetrics, ObservedHTTP, observed_lifespan
 from shopfloor.observability.tracing import setup_tracing, traced_client
 from shopfloor.registry import kinds as registered_kinds
 from shopfloor.registry import load
@@ -35,9 +35,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # One server span per request: ObservedHTTP's (below), which continues a caller's
+        # traceparent and feeds the metrics. FastAPI's own would start a second trace.
+        telemetry={
+            "tracing": False,
+            "operation_spans": False,
+            "metrics": False,
+            "logs": False,
+            "auto_configure": False,
+        },
+        lifespan=observed_lifespan,
     )
     app.state.settings = settings
-    app.state.artifacts = store_for(settings)
+    app.state.http_metrics = HttpMetrics()
+    app.state.artifacts = app.state.http_metrics.artifacts.count(store_for(settings))
     install_error_handlers(app, settings.target_address)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_mb * 2**20)
     # Before any body is read: a foreign Host, a forged cross-site request, a malformed path.
@@ -46,7 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Outermost: metrics and the server span see every request, refused ones too.
     setup_tracing(settings, "controller")
-    app.state.http_metrics = HttpMetrics()
     app.state.auth_throttle = AuthThrottle()
     app.add_middleware(ObservedHTTP, metrics=app.state.http_metrics)
     app.state.temporal = TemporalConnection(settings, instrument=traced_client)

@@ -4,61 +4,81 @@
 {route,method}` (until the response is sent; for the dashboard's event streams, how long the
 stream stayed open), `shopfloor_http_exceptions_total{route,method}` (unhandled errors: 500s)
 and `shopfloor_http_in_flight`. Routes are labelled by their template (`/jobs/{job_id}`), never
-by the raw path, so a label's values stay few.
+by the raw path, so a label's values stay few. Every sample is labelled
+`service="shopfloor-controller"`; `process_*` and `python_*` describe the controller process,
+`shopfloor_kill_switch_on` the switch as last read and `shopfloor_artifact_bytes_total` what
+this process read from the store and wrote to it (`instruments.py`).
+
+Each answered request is one line on the `shopfloor.access` logger (method, route, path,
+status, duration; with tracing, the line carries its trace id): at INFO, except probes and
+scrapes (`/healthz`, `/metrics`) at DEBUG.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shopfloor.observability.exposition import ProcessRegistry, serve
+from shopfloor.observability.instruments import ArtifactMetrics, KillSwitchMetrics
 from shopfloor.observability.tracing import tracer
 
+log = logging.getLogger("shopfloor.metrics")
+access_log = logging.getLogger("shopfloor.access")
+QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class HttpMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.process = ProcessRegistry("shopfloor-controller")
+        self.registry = self.process.outer  # what /metrics serves
+        registry = self.process.inner  # where the instruments live
         self.requests = Counter(
             "shopfloor_http_requests",
             "HTTP requests answered, by route template, method and status",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=registry,
         )
         self.latency = Histogram(
             "shopfloor_http_request_duration_seconds",
             "time to answer, by route template and method",
             ["route", "method"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
         self.exceptions = Counter(
             "shopfloor_http_exceptions",
             "requests that raised an unhandled error (answered 500)",
             ["route", "method"],
-            registry=self.registry,
+            registry=registry,
         )
         self.in_flight = Gauge(
-            "shopfloor_http_in_flight", "requests being answered now", registry=self.registry
+            "shopfloor_http_in_flight", "requests being answered now", registry=registry
         )
         self.auth_failures = Counter(
             "shopfloor_auth_failures",
             "wrong credentials (bearer tokens, dashboard logins), by how they came",
             ["via"],
-            registry=self.registry,
+            registry=registry,
         )
         self.auth_throttled = Counter(
             "shopfloor_auth_throttled",
             "credentials refused unchecked (429) while their client waits after wrong ones",
             ["via"],
-            registry=self.registry,
+            registry=registry,
         )
+        self.kill_switch = KillSwitchMetrics(registry)
+        self.artifacts = ArtifactMetrics(registry)
 
 
 def route_of(scope: Scope) -> str:
@@ -120,6 +140,72 @@ class ObservedHTTP:
             span.set_attributes(attributes)
             if code >= 500:
                 span.set_status(trace.Status(trace.StatusCode.ERROR))
+            took = time.perf_counter() - began
+            # Inside the span: a JSON line carries the request's trace and span ids.
+            access_log.log(
+                logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
+                "%s %s %d %.1fms",
+                method,
+                scope.get("path", ""),
+                code,
+                took * 1000,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "path": scope.get("path", ""),
+                    "status": code,
+                    "duration_s": round(took, 4),
+                },
+            )
             span.end()
             otel_context.detach(span_token)
             otel_context.detach(token)
+
+
+KILL_SWITCH_POLL_S = 10.0
+
+
+@asynccontextmanager
+async def observed_lifespan(app: Any) -> AsyncIterator[None]:
+    """For the app's life: the kill switch's state read every KILL_SWITCH_POLL_S into its
+    gauge, and, with `SHOPFLOOR_CONTROLLER_METRICS_PORT`, /metrics served alone on that port
+    (no token: it answers nothing but metrics, so a scraper needs no way into the API)."""
+    settings = app.state.settings
+    metrics: HttpMetrics = app.state.http_metrics
+    server = None
+    if settings.controller_metrics_port:
+        server = serve(
+            metrics.registry, settings.controller_metrics_host, settings.controller_metrics_port
+        )
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            settings.controller_metrics_host,
+            settings.controller_metrics_port,
+        )
+    watcher = asyncio.create_task(_watch_kill_switch(app, metrics.kill_switch))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+async def _watch_kill_switch(app: Any, gauges: KillSwitchMetrics) -> None:
+    from shopfloor.killswitch import read_state
+
+    prefix = app.state.settings.task_queue_prefix
+    while True:
+        try:
+            client = await app.state.temporal.get()
+            state = await read_state(client, prefix)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - Temporal down: say so, keep watching
+            gauges.temporal_up.set(0)
+            log.debug("kill switch not read: %s", err)
+        else:
+            gauges.temporal_up.set(1)
+            gauges.on.set(1 if state.on else 0)
+        await asyncio.sleep(KILL_SWITCH_POLL_S)

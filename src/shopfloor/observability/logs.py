@@ -16,7 +16,14 @@ from typing import Any
 from temporalio import activity, workflow
 
 FORMATS = ("text", "json")
-_FIELDS = ("job_id", "workflow_id", "run_id", "workflow_type", "activity", "attempt", "kind")
+_FIELDS = (
+    "job_id", "workflow_id", "run_id", "workflow_type", "activity", "attempt", "kind",
+    # job lifecycle lines (`event`: job_started, job_ended) and the controller's access log
+    "event", "outcome", "duration_s", "method", "route", "path", "status",
+)  # fmt: skip
+# Libraries that log each request at INFO: every pipeline health probe, every export. Their
+# warnings and errors still show.
+QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "docker", "hpack")
 
 
 class JobContextFilter(logging.Filter):
@@ -125,6 +132,8 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     # Access and error lines of the HTTP server go through the same handler.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

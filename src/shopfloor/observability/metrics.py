@@ -16,6 +16,12 @@ Job metrics come from a worker interceptor, so every kind gets them without code
 - `shopfloor_zygote_starts{zygote}`: each start of the `cold` or `warm` zygote (more than one
   per worker's life is a restart: its process died), or of the simulation kind's `light` one
   (started when its geometry cache has an entry, stopped when idle).
+
+The SDK's exporter listens on a private loopback port; the worker's own endpoint
+(`SHOPFLOOR_WORKER_METRICS_PORT`) serves it merged with what prometheus-client collects in the
+worker process (`process_*`, `python_*`, pipeline services, agent calls, artifact bytes: see
+`WorkerMetrics`), every sample labelled `service="shopfloor-worker"`. Durations are seconds
+(`durations_as_seconds`): the SDK's millisecond histograms had no unit in their names.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.common import MetricMeter
@@ -41,6 +48,7 @@ from temporalio.worker import (
 )
 
 from shopfloor.jobs import HANDED_OFF
+from shopfloor.observability.instruments import AgentMetrics, PipelineMetrics
 from shopfloor.registry import JobKind
 
 log = logging.getLogger("shopfloor.metrics")
@@ -53,17 +61,26 @@ KILL_REASONS = ("timeout", "memory", "cpu", "processes", "file_size", "disk", "c
 
 def metrics_runtime(host: str, port: int) -> Runtime:
     """A Temporal runtime serving Prometheus metrics on host:port (clients and workers made
-    with it report there; shopfloor's job metrics use its meter)."""
+    with it report there; shopfloor's job metrics use its meter). Durations in seconds, with
+    `_seconds` in their names; counters end in `_total` (the one SDK counter whose name
+    already does is fixed where the worker serves it, `SdkMetrics`)."""
     return Runtime(
         telemetry=TelemetryConfig(
             metrics=PrometheusConfig(
                 bind_address=f"{host}:{port}",
                 counters_total_suffix=True,
+                # The SDK's latencies as `…_latency_seconds` histograms in seconds (they were
+                # milliseconds with no unit in the name: an alert's threshold read wrong).
+                durations_as_seconds=True,
+                unit_suffix=True,
                 histogram_bucket_overrides={
                     "shopfloor_job_duration_seconds": JOB_BUCKETS,
                     "shopfloor_activity_duration_seconds": ACTIVITY_BUCKETS,
                 },
-            )
+            ),
+            # `service_name="temporal-core-sdk"` on every sample said nothing; the worker's
+            # endpoint labels every sample with `service` instead.
+            attach_service_name=False,
         )
     )
 
@@ -122,8 +139,8 @@ class JobMetrics:
             "shopfloor_activities_finished", "job activities that ended, by outcome"
         )
         self.activity_duration = meter.create_histogram_float(
-            "shopfloor_activity_duration_seconds", "run time of job activities", "s"
-        )
+            "shopfloor_activity_duration_seconds", "run time of job activities"
+        )  # no unit argument: `unit_suffix` would add `_s` to a name that says seconds
         self.sandbox_kills = meter.create_counter(
             "shopfloor_sandbox_kills", "runs the sandbox killed, by reason"
         )
@@ -139,10 +156,30 @@ class JobMetrics:
 
 
 _current: dict[str, JobMetrics] = {}
+_observers: dict[str, ActivityObservers] = {}
 
 
 def job_metrics() -> JobMetrics | None:
     return _current.get("metrics")
+
+
+@dataclasses.dataclass
+class ActivityObservers:
+    """prometheus-client instruments fed from activities' arguments and results."""
+
+    pipelines: PipelineMetrics
+    agents: AgentMetrics
+
+    def observe(
+        self, activity_type: str, args: list[Any], result: Any, error: BaseException | None
+    ) -> None:
+        try:
+            if activity_type.startswith("pipeline_") and error is None:
+                self.pipelines.observe(activity_type, args, result)
+            elif activity_type == "run_agent_step":
+                self.agents.observe(args, result, error)
+        except Exception:  # noqa: BLE001 - a metric must never fail an activity
+            log.debug("cannot observe %s", activity_type, exc_info=True)
 
 
 class MetricsInterceptor(Interceptor):
@@ -192,20 +229,27 @@ class _ActivityMetrics(ActivityInboundInterceptor):
         self.owner._slot_taken(+1)
         began = time.monotonic()
         outcome = "error"
+        observers = _observers.get("worker")
         try:
             result = await super().execute_activity(input)
             outcome = "completed"
+            if observers is not None:
+                observers.observe(info.activity_type, list(input.args), result, None)
             reason = kill_reason(result)
             if reason:
                 metrics.sandbox_kills.with_additional_attributes(
                     {"kind": attrs["kind"], "reason": reason}
                 ).add(1)
+                # Inside the activity: the line carries the job's ids and its trace's.
+                log.warning("run killed by the sandbox: %s", reason, extra={"kind": attrs["kind"]})
             return result
         except BaseException as err:
             if isinstance(err, CancelledError) or type(err).__name__ == "CancelledError":
                 outcome = "cancelled"
             elif isinstance(err, ApplicationError) and err.type == HANDED_OFF:
                 outcome = "handed_off"  # a local attempt whose run goes on in an activity
+            if observers is not None and outcome == "error":
+                observers.observe(info.activity_type, list(input.args), None, err)
             raise
         finally:
             self.owner._slot_taken(-1)
@@ -234,6 +278,13 @@ class _WorkflowMetrics(WorkflowInboundInterceptor):
             meter.create_counter("shopfloor_jobs_started", "jobs started").add(
                 1, {"kind": kind.name}
             )
+            # workflow.logger says nothing while replaying: one line per job, like the meter.
+            workflow.logger.info(
+                "job started: %s %s",
+                kind.name,
+                info.workflow_id,
+                extra={"event": "job_started", "kind": kind.name},
+            )
         outcome: str | None = None
         try:
             result = await super().execute_workflow(input)
@@ -253,18 +304,34 @@ class _WorkflowMetrics(WorkflowInboundInterceptor):
             if outcome is not None:
                 attrs = {"kind": kind.name, "outcome": outcome}
                 meter.create_counter("shopfloor_jobs_finished", "jobs that ended").add(1, attrs)
-                took = (workflow.now() - info.workflow_start_time).total_seconds()
+                took = max((workflow.now() - info.workflow_start_time).total_seconds(), 0.0)
                 meter.create_histogram_float(
-                    "shopfloor_job_duration_seconds", "jobs' run time, start to end", "s"
-                ).record(max(took, 0.0), attrs)
+                    "shopfloor_job_duration_seconds", "jobs' run time, start to end"
+                ).record(took, attrs)
+                workflow.logger.info(
+                    "job ended: %s %s %s after %.3fs",
+                    kind.name,
+                    info.workflow_id,
+                    outcome,
+                    took,
+                    extra={
+                        "event": "job_ended",
+                        "kind": kind.name,
+                        "outcome": outcome,
+                        "duration_s": round(took, 3),
+                    },
+                )
 
 
-def install(runtime: Runtime | None) -> JobMetrics:
-    """The process's instruments on `runtime`'s meter (a no-op meter without one), and a
-    counter of zygote starts fed from the sandbox's log of them."""
+def install(runtime: Runtime | None, registry: CollectorRegistry | None = None) -> JobMetrics:
+    """The process's instruments on `runtime`'s meter (a no-op meter without one), a counter
+    of zygote starts fed from the sandbox's log of them, and, with a prometheus-client
+    `registry`, the instruments fed from activities' results (pipelines, agents)."""
     meter = runtime.metric_meter if runtime is not None else MetricMeter.noop
     metrics = JobMetrics(meter)
     _current["metrics"] = metrics
+    if registry is not None:
+        _observers["worker"] = ActivityObservers(PipelineMetrics(registry), AgentMetrics(registry))
     logging.getLogger("shopfloor.zygote").addFilter(_ZygoteStarts(metrics))
     return metrics
 

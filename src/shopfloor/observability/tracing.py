@@ -1,11 +1,19 @@
-"""OpenTelemetry traces, on when `SHOPFLOOR_OTLP_ENDPOINT` is set: the controller's HTTP spans,
+"""OpenTelemetry traces, on when an OTLP endpoint is configured: the controller's HTTP spans,
 the SDK's TracingInterceptor (client → workflow → activity, propagated in Temporal headers),
-and `span()` for work inside an activity (the sandboxed run)."""
+and `span()` for work inside an activity (the sandboxed run).
+
+The endpoint comes from the standard variables — `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used
+as it is) or `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended) — or from
+`SHOPFLOOR_OTLP_ENDPOINT`, kept as an alias of the latter. `OTEL_SDK_DISABLED=true` or
+`OTEL_TRACES_EXPORTER=none` turn tracing off; the exporter itself reads
+`OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`, `_TIMEOUT`, `_COMPRESSION` and `_CERTIFICATE`, the
+batch processor `OTEL_BSP_*`, the resource `OTEL_RESOURCE_ATTRIBUTES`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,10 +27,27 @@ TRACER_NAME = "shopfloor"
 _configured: dict[str, Any] = {}
 
 
+def traces_endpoint(settings: Settings, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Where spans go (OTLP/HTTP), or None: tracing off."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    signal = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if signal:
+        return signal  # the signal's own variable is the full URL (the specification's rule)
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or settings.otlp_endpoint
+    if not base:
+        return None
+    base = base.rstrip("/")
+    return base if base.endswith("/v1/traces") else base + "/v1/traces"
+
+
 def setup_tracing(settings: Settings, service: str) -> bool:
     """Installs a tracer provider exporting to the OTLP/HTTP endpoint; False when none is
     configured (then every span below is a no-op)."""
-    if not settings.otlp_endpoint:
+    endpoint = traces_endpoint(settings)
+    if not endpoint:
         return False
     if "provider" in _configured:
         return True
@@ -31,9 +56,6 @@ def setup_tracing(settings: Settings, service: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    endpoint = settings.otlp_endpoint.rstrip("/")
-    if not endpoint.endswith("/v1/traces"):
-        endpoint += "/v1/traces"
     provider = TracerProvider(resource=Resource.create({"service.name": f"shopfloor-{service}"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)

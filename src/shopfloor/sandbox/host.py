@@ -207,7 +207,11 @@ def _tag() -> str:
 
 
 def network_filter_rules(
-    uid_range: tuple[int, int], forbidden: list[str], protected_ports: list[int] | None = None
+    uid_range: tuple[int, int],
+    forbidden: list[str],
+    protected_ports: list[int] | None = None,
+    metrics_ports: list[int] | None = None,
+    metrics_gid: int | None = None,
 ) -> list[list[str]]:
     """iptables OUTPUT rules for the run uids: over loopback, none of `protected_ports` (the
     Temporal frontend and everything its server listens on, the controller, metrics ports);
@@ -235,6 +239,16 @@ def network_filter_rules(
             rules.append(
                 ["-d", ip, "-p", "tcp", "--dport", str(hp[1]), *owner, *tag, "-j", "REJECT"]
             )
+    # The monitoring pipeline's opening (docs/security.md): a pool uid running with
+    # `metrics_gid` — only the operator's monitoring pipeline's services are given it — may
+    # reach the metrics ports, and no other protected port. Last in the list: each rule is
+    # inserted at the top, so these end above the REJECTs.
+    if metrics_gid is not None:
+        reader = [*owner, "--gid-owner", str(metrics_gid)]
+        rules += [
+            ["-o", "lo", "-p", "tcp", "--dport", str(port), *reader, *tag, "-j", "ACCEPT"]
+            for port in sorted(set(metrics_ports or []))
+        ]
     return rules
 
 
@@ -265,7 +279,11 @@ def _stale_rules(tool: str, uid_range: tuple[int, int]) -> list[list[str]]:
 
 
 def install_network_filter(
-    uid_range: tuple[int, int], forbidden: list[str], protected_ports: list[int] | None = None
+    uid_range: tuple[int, int],
+    forbidden: list[str],
+    protected_ports: list[int] | None = None,
+    metrics_ports: list[int] | None = None,
+    metrics_gid: int | None = None,
 ) -> bool:
     """Adds this worker's rules (idempotent: a rule already there is not added again), then
     removes those of workers that are gone. Rules outlive the worker on purpose: pipeline
@@ -276,7 +294,9 @@ def install_network_filter(
             ok = ok and tool == "ip6tables"
             continue
         v4 = tool == "iptables"
-        rules = network_filter_rules(uid_range, forbidden if v4 else [], protected_ports)
+        rules = network_filter_rules(
+            uid_range, forbidden if v4 else [], protected_ports, metrics_ports, metrics_gid
+        )
         for rule in rules:
             check = subprocess.run([tool, "-C", "OUTPUT", *rule], capture_output=True)
             if check.returncode == 0:

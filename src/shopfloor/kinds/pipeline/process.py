@@ -27,8 +27,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from shopfloor.kinds.pipeline import _procfs
@@ -98,6 +100,13 @@ class ServiceSandbox:
     tmp_mb: int = 64
     memory_mb: int | None = None
     max_processes: int | None = None
+    # The monitoring pipeline's opening: the group its services run as (the network filter
+    # lets that group reach the metrics ports), and which services are its.
+    metrics_gid: int | None = None
+    monitoring: Callable[[ServiceRef], bool] | None = None
+
+    def reads_metrics(self, ref: ServiceRef) -> bool:
+        return self.metrics_gid is not None and self.monitoring is not None and self.monitoring(ref)
 
     @property
     def mounts(self) -> bool:
@@ -172,7 +181,14 @@ def service_sandbox(settings: Settings, uids: UidPool | None) -> ServiceSandbox:
     files = [*temporal_files(settings), os.path.join(checkout, ".env")]
     if settings.tls_key is not None:
         files.append(str(settings.tls_key.resolve()))
+    monitoring = None
+    if settings.monitoring_pipeline:
+        from shopfloor.observability.monitoring import is_monitoring_service
+
+        monitoring = partial(is_monitoring_service, settings)
     return ServiceSandbox(
+        metrics_gid=settings.monitoring_gid if monitoring else None,
+        monitoring=monitoring,
         uids=uids,
         hidden=tuple(sorted(hidden)),
         reachable=tuple(sorted(reachable)),
@@ -301,6 +317,8 @@ class ProcessRuntime:
         lease = self.sandbox.uids.acquire() if self.sandbox.uids and not self.user else None
         try:
             uid_gid = (lease.uid, lease.gid) if lease else self.user
+            if lease is not None and self.sandbox.reads_metrics(ref):
+                uid_gid = (lease.uid, self.sandbox.metrics_gid)  # type: ignore[assignment]
             cwd = self._place(ref, uid_gid)
             options = {
                 "cgroups": [str(c) for c in self._make_cgroups(ref)],
