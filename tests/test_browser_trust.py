@@ -108,7 +108,8 @@ def test_malformed_paths_are_4xx_not_500(stack: Stack) -> None:
 def _metric(stack: Stack, name: str, via: str) -> float:
     with _from(stack, "127.0.0.9", headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         text = c.get("/metrics").text
-    found = re.search(rf'^{name}_total{{via="{via}"}} (\S+)$', text, re.M)
+    # Other labels (the process's `service`) may stand beside `via`.
+    found = re.search(rf'^{name}_total{{[^}}]*\bvia="{via}"[^}}]*}} (\S+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 
 

@@ -37,17 +37,17 @@ from shopfloor.sandbox._contain import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
+    MS_BIND,
+    MS_PRIVATE,
+    MS_REC,
     RunRoot,
     interpreter_trees,
     seccomp_available,
 )
+from shopfloor.sandbox._contain import mount as _mount
 
 log = logging.getLogger("shopfloor.sandbox")
 _libc = ctypes.CDLL(None, use_errno=True)
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 
 
 @dataclass(frozen=True)
@@ -162,19 +162,22 @@ def _listening_sockets() -> dict[int, int]:
     return found
 
 
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
+def open_files(pid: int) -> list[str]:
+    """What the process's descriptors point at (paths, `socket:[inode]`…); [] when it is gone."""
+    targets = []
     try:
         for fd in os.scandir(f"/proc/{pid}/fd"):
             try:
-                target = os.readlink(fd.path)
+                targets.append(os.readlink(fd.path))
             except OSError:
                 continue
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
     except OSError:
         pass
-    return inodes
+    return targets
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    return {int(t[8:-1]) for t in open_files(pid) if t.startswith("socket:[")}
 
 
 def listener_of(port: int) -> int | None:
@@ -311,17 +314,6 @@ def install_network_filter(
 
 
 # -- the zygotes' private view of the file system ----------------------------------------------
-
-
-def _mount(
-    source: str | None, target: str, fstype: str | None, flags: int, data: str | None
-) -> None:
-    def enc(v: str | None) -> bytes | None:
-        return v.encode() if v is not None else None
-
-    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
 
 
 def interpreter_paths() -> list[str]:

@@ -40,7 +40,7 @@ from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES
 from shopfloor.sandbox import _contain
 from shopfloor.sandbox._contain import interpreter_trees
 from shopfloor.sandbox._identity import UidLease, UidPool
-from shopfloor.sandbox.host import listener_of
+from shopfloor.sandbox.host import listener_of, open_files
 from shopfloor.settings import Settings
 
 MARKER = "SHOPFLOOR_PIPELINE_SERVICE"
@@ -146,18 +146,8 @@ def temporal_files(settings: Settings) -> list[str]:
     one a test started): what it has open, found through the process on the frontend port."""
     address = settings.target_address.rsplit(":", 1)
     pid = listener_of(int(address[1])) if len(address) == 2 and address[1].isdigit() else None
-    found = set()
-    if pid is not None:
-        try:
-            for fd in os.scandir(f"/proc/{pid}/fd"):
-                try:
-                    target = os.readlink(fd.path)
-                except OSError:
-                    continue
-                if target.endswith((".db", ".db-wal", ".db-shm", ".sqlite")):
-                    found.add(target)
-        except OSError:
-            pass
+    suffixes = (".db", ".db-wal", ".db-shm", ".sqlite")
+    found = {t for t in open_files(pid) if t.endswith(suffixes)} if pid is not None else set()
     embedded = (settings.data_dir / "temporal.db").resolve()
     found |= {f"{embedded}{suffix}" for suffix in ("", "-wal", "-shm")}
     return sorted(found)
