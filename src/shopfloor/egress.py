@@ -31,6 +31,8 @@ import anyio
 import httpx
 from temporalio.exceptions import ApplicationError
 
+from shopfloor.devserver import HTTP_API_OFFSET, METRICS_OFFSET
+
 if TYPE_CHECKING:
     from shopfloor.settings import Settings
 
@@ -171,10 +173,8 @@ class EgressPolicy:
 
         frontend = add(settings.target_address, "the Temporal frontend", default_port=7233)
         if frontend:
-            # Temporal's HTTP API listens on the frontend port + 10 (7243) unless told otherwise;
-            # the embedded dev server is started that way, with its metrics on + 11.
-            ports.setdefault(frontend + 10, "Temporal's HTTP API")
-            ports.setdefault(frontend + 11, "the Temporal server's metrics")
+            ports.setdefault(frontend + HTTP_API_OFFSET, "Temporal's HTTP API")
+            ports.setdefault(frontend + METRICS_OFFSET, "the Temporal server's metrics")
         if settings.embedded:
             ports.setdefault(settings.dev_ui_port, "the Temporal UI")
         add(settings.temporal_ui, "the Temporal UI")
@@ -223,13 +223,6 @@ class EgressPolicy:
                 return str(address)
             first_rule = first_rule or rule
         raise EgressRefused(host, port, first_rule or "the name has no address")
-
-    async def check_url(self, url: str) -> None:
-        """Checks a URL up front (for clients whose connections cannot be guarded)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise EgressRefused(url, 0, "only http:// and https:// URLs with a host")
-        await self.pick(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
 
     def client(self, *, lib: Any = httpx, **options: Any) -> Any:
         """An `httpx.AsyncClient` (or of `lib`, an httpx fork such as the `anthropic` SDK's)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 
 def stop_process(proc: subprocess.Popen | None, *, timeout_s: float = 15.0) -> None:
@@ -35,35 +36,65 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def listener_of(port: int) -> str | None:
-    """Who listens on TCP `port` here: "pid 1234 (temporal server start-dev …)", "another
-    user's process", or None when the port is free. Read from /proc, no tools needed."""
-    inodes = set()
+def listening_sockets() -> dict[int, int]:
+    """Socket inode → port, of every TCP socket listening in this network namespace."""
+    found: dict[int, int] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = open(table).read().splitlines()[1:]  # noqa: SIM115 - tiny files
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
             fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                inodes.add(inode)
-    if not inodes:
-        return _bound_elsewhere(port)
-    wanted = {f"socket:[{inode}]" for inode in inodes}
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
+            if len(fields) > 9 and fields[3] == "0A":  # TCP_LISTEN
+                found[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
+    return found
+
+
+def open_files(pid: int) -> list[str]:
+    """What the process's descriptors point at (paths, `socket:[inode]`…); [] when it is gone
+    or not ours to read."""
+    targets = []
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
-                    return f"pid {pid} ({_cmdline(int(pid))})"
+                targets.append(os.readlink(fd.path))
             except OSError:
                 continue
-    return "another user's process"
+    except OSError:
+        pass
+    return targets
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    return {int(t[8:-1]) for t in open_files(pid) if t.startswith("socket:[")}
+
+
+def listening_pid(port: int) -> int | None:
+    """The pid of the process listening on TCP `port` here, if this user may see it."""
+    inodes = {inode for inode, p in listening_sockets().items() if p == port}
+    if not inodes:
+        return None
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and _socket_inodes(int(entry.name)) & inodes:
+            return int(entry.name)
+    return None
+
+
+def listening_ports(pid: int) -> set[int]:
+    """Every TCP port the process listens on. For the Temporal dev server that is its frontend,
+    its HTTP API, UI and metrics (random unless given) and its internal services' ports."""
+    listening = listening_sockets()
+    return {listening[i] for i in _socket_inodes(pid) if i in listening}
+
+
+def listener_of(port: int) -> str | None:
+    """Who listens on TCP `port` here: "pid 1234 (temporal server start-dev …)", "another
+    user's process", or None when the port is free. Read from /proc, no tools needed."""
+    if not any(p == port for p in listening_sockets().values()):
+        return _bound_elsewhere(port)
+    pid = listening_pid(port)
+    return f"pid {pid} ({_cmdline(pid)})" if pid is not None else "another user's process"
 
 
 def _bound_elsewhere(port: int) -> str | None:

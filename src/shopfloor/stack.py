@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from shopfloor.devserver import DevServer, DevServerError
+from shopfloor.devserver import HTTP_API_OFFSET, METRICS_OFFSET, DevServer, DevServerError
 from shopfloor.processes import die_with_parent, listener_of, stop_process
 from shopfloor.settings import Settings
 
@@ -90,8 +90,9 @@ class Stack:
         if self.devserver is not None:
             ports["Temporal dev server (SHOPFLOOR_DEV_SERVER_PORT)"] = self.devserver.port
             ports["Temporal UI (SHOPFLOOR_DEV_UI_PORT)"] = self.devserver.ui_port
-            ports["Temporal HTTP API (SHOPFLOOR_DEV_SERVER_PORT + 10)"] = self.devserver.port + 10
-            ports["Temporal metrics (SHOPFLOOR_DEV_SERVER_PORT + 11)"] = self.devserver.port + 11
+            port = self.devserver.port
+            ports["Temporal HTTP API (SHOPFLOOR_DEV_SERVER_PORT + 10)"] = port + HTTP_API_OFFSET
+            ports["Temporal metrics (SHOPFLOOR_DEV_SERVER_PORT + 11)"] = port + METRICS_OFFSET
         return ports
 
     def check_ports(self) -> None:

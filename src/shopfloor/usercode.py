@@ -30,7 +30,6 @@ import asyncio
 import contextvars
 import logging
 import os
-import shutil
 import socket
 import sys
 import time
@@ -55,6 +54,7 @@ from shopfloor.jobs import (
     invalid_input,
 )
 from shopfloor.observability.tracing import span
+from shopfloor.processes import listening_pid, listening_ports
 from shopfloor.registry import JobKind, WorkerContext, kind_slots, queue_for
 from shopfloor.sandbox import (
     Call,
@@ -77,8 +77,6 @@ from shopfloor.sandbox.host import (
     HostCapabilities,
     detect,
     install_network_filter,
-    listener_of,
-    listening_ports,
 )
 from shopfloor.settings import Settings
 
@@ -259,7 +257,7 @@ def protected_ports(settings: Settings) -> list[int]:
         found = urlsplit(address if "://" in address else f"tcp://{address}") if address else None
         if found is not None and found.port is not None:
             ports.add(found.port)
-            listener = listener_of(found.port)
+            listener = listening_pid(found.port)
             if listener is not None and listener != os.getpid():
                 ports |= listening_ports(listener)
     if settings.embedded:
@@ -425,12 +423,10 @@ class _Execution:
         if self.give_back_slot is not None:
             self.give_back_slot()
         lease, self.lease = self.lease, None
-        if lease is not None:
-            zygotes = (self.zygotes.cold, self.zygotes.warm)
-            remove_files_of(lease.uid, [z.pid for z in zygotes if z is not None])
-            contain = self.zygotes.contain
-            if contain is not None and contain.uids is not None:
-                contain.uids.release(lease)
+        contain = self.zygotes.contain
+        if lease is not None and contain is not None and contain.uids is not None:
+            # What the run left in its /tmp and /dev/shm went with its own tmpfs.
+            contain.uids.release(lease)
 
 
 async def _nothing_to_free(_: object) -> None:
@@ -922,33 +918,6 @@ class UserCodeRun:
     def store_out(self) -> dict[str, str]:
         """Every regular file under `out/` into the artifact store: relative name → URI."""
         return self.collect_out().uris
-
-
-PRIVATE_TMP = ("tmp", "var/tmp", "dev/shm")
-
-
-def remove_files_of(uid: int, zygote_pids: list[int | None]) -> None:
-    """What a run left in its zygotes' private /tmp, /var/tmp and /dev/shm, before its uid
-    goes to another run (reached through /proc/<zygote>/root, the zygote's own view)."""
-    for pid in zygote_pids:
-        if pid is None:
-            continue
-        for sub in PRIVATE_TMP:
-            top = Path(f"/proc/{pid}/root/{sub}")
-            try:
-                entries = list(os.scandir(top))
-            except OSError:
-                continue
-            for entry in entries:
-                try:
-                    if entry.stat(follow_symlinks=False).st_uid != uid:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
-                except OSError:
-                    pass
 
 
 def uids_taken(base: int, count: int) -> list[int]:

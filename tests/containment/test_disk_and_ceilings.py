@@ -21,11 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shopfloor.devserver import DevServer, temporal_binary
+from shopfloor.devserver import DevServer
 from shopfloor.settings import Settings
 from tests.containment.test_escapes import pytestmark as needs_containment
 from tests.containment.test_escapes import run_with_innocents
 from tests.helpers import Proc, Stack, free_port, wait_until
+from tests.test_any_client import temporal
 
 CEILINGS = Settings()  # the defaults the stack's processes run with
 
@@ -143,15 +144,6 @@ def test_a_job_over_a_ceiling_is_a_422(
     assert at["status"] == "COMPLETED", at
 
 
-def _temporal(dev_server: DevServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [temporal_binary(), "workflow", *args, "--address", dev_server.address],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(("kind", "over", "field", "ceiling"), OVER_CEILINGS)
 def test_a_job_over_a_ceiling_from_the_temporal_cli_fails_at_once(
     stack: Stack, dev_server: DevServer, kind: str, over: dict, field: str, ceiling: float
@@ -160,7 +152,7 @@ def test_a_job_over_a_ceiling_from_the_temporal_cli_fails_at_once(
     workflow = "ScriptExecutionWorkflow" if kind == "script" else "SimulationWorkflow"
     queue = stack.env["SHOPFLOOR_TASK_QUEUE_PREFIX"] + "simulation-task-queue"
     job_id = f"over-{uuid.uuid4().hex[:8]}"
-    started = _temporal(
+    started = temporal(
         dev_server,
         *("start", "--type", workflow, "--task-queue", queue, "--workflow-id", job_id),
         *("--input", json.dumps(_job(kind, over))),
@@ -172,7 +164,7 @@ def test_a_job_over_a_ceiling_from_the_temporal_cli_fails_at_once(
     assert shown["status"] == "FAILED", shown
     assert _names_the_ceiling(shown["error"], field, ceiling), shown["error"]
     described = json.loads(
-        _temporal(dev_server, "describe", "--workflow-id", job_id, "-o", "json").stdout
+        temporal(dev_server, "describe", "--workflow-id", job_id, "-o", "json").stdout
     )
     assert described["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_FAILED"
 

@@ -26,15 +26,8 @@ from pathlib import Path
 import pytest
 
 from shopfloor.devserver import DevServer
-from shopfloor.sandbox.host import detect
+from tests.containment.test_escapes import _zygote_starts, pytestmark  # noqa: F401
 from tests.helpers import Stack
-
-CAPS = detect()
-pytestmark = pytest.mark.skipif(
-    not (CAPS.root and CAPS.netns and CAPS.mountns and CAPS.pids_cgroup and CAPS.memory_cgroup),
-    reason="the containment suite needs a root worker with namespaces and cgroups: "
-    + CAPS.describe(),
-)
 
 REPO = Path(__file__).resolve().parents[2]
 RAMP_BOX = (REPO / "examples" / "ramp_box.py").read_text()  # SUCCESS: the box lands in the goal
@@ -130,12 +123,6 @@ def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         assert result["outcome"] == name.upper(), result["reason"]
         results[name] = result
     return results
-
-
-def _zygote_starts(stack: Stack) -> int:
-    # The worker's own zygotes; the light one comes and goes by design.
-    log = stack.workers[0].log.read_text(errors="replace")
-    return log.count("zygote cold ready") + log.count("zygote warm ready")
 
 
 def _physics(result: dict) -> dict:

@@ -211,13 +211,7 @@ class ArtifactStore:
     def put_upload_file(self, name: str, src: Path, *, sha256: str | None = None) -> str:
         """`put_upload` for bytes in a file (streamed, never all in memory); `sha256` (hex),
         when the caller hashed them while writing the file, saves reading it twice."""
-        if sha256 is None:
-            h = hashlib.sha256()
-            with open(src, "rb") as f:
-                while chunk := f.read(_COPY_CHUNK):
-                    h.update(chunk)
-            sha256 = h.hexdigest()
-        uri = _upload_uri(sha256[:32], name)
+        uri = _upload_uri((sha256 or sha256_file(src))[:32], name)
         with open(src, "rb") as source:
             self._put_stream(uri, source)
         return uri
@@ -226,39 +220,55 @@ class ArtifactStore:
     def read_bytes(self, uri: str) -> bytes:
         with self.open(uri) as f:
             data = f.read()
-        verify_upload(uri, hashlib.sha256(data))
+        if (expected := upload_digest(uri)) is not None:
+            _check_digest(uri, expected, hashlib.sha256(data).hexdigest())
         return data
 
     def copy_to(self, uri: str, dest: Path) -> None:
         """The artifact's bytes into a new file `dest` (a copy: the store stays out of reach
         of whoever reads `dest`). Raises ArtifactError when there is none."""
-        digest = hashlib.sha256()
+        expected = upload_digest(uri)
+        digest = hashlib.sha256() if expected is not None else None
         with self.open(uri) as source, open(dest, "xb") as out:
             while chunk := source.read(_COPY_CHUNK):
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 out.write(chunk)
-        try:
-            verify_upload(uri, digest)
-        except ArtifactError:
-            dest.unlink()
-            raise
+        if expected is not None and digest is not None:
+            _check_digest(uri, expected, digest.hexdigest(), written=dest)
 
 
 def _upload_uri(digest: str, name: str) -> str:
     return f"{SCHEME}{UPLOADS}/{digest}/{_store_name(name)}"
 
 
-def verify_upload(uri: str, digest: hashlib._Hash) -> None:
-    """An upload is addressed by its content: bytes read from `uploads/<digest>/…` must have
-    that digest (whatever wrote them there, a job's input never runs substituted bytes).
-    Other artifacts are not checked."""
-    rel = uri.removeprefix(SCHEME)
-    area, _, rest = rel.partition("/")
-    if area != UPLOADS:
-        return
-    expected = rest.partition("/")[0].lower()
-    if len(expected) < 32 or not digest.hexdigest().startswith(expected):
+def upload_digest(uri: str) -> str | None:
+    """An upload is addressed by its content: the digest (prefix) that bytes read from
+    `uploads/<digest>/…` must have (whatever wrote them there, a job's input never runs
+    substituted bytes); None for other artifacts, which are not checked."""
+    area, _, rest = uri.removeprefix(SCHEME).partition("/")
+    return rest.partition("/")[0].lower() if area == UPLOADS else None
+
+
+def verify_upload_file(uri: str, path: Path) -> None:
+    """`upload_digest`'s check of bytes already written to `path` (removed if they fail)."""
+    if (expected := upload_digest(uri)) is not None:
+        _check_digest(uri, expected, sha256_file(path), written=path)
+
+
+def _check_digest(uri: str, expected: str, actual: str, *, written: Path | None = None) -> None:
+    if len(expected) < 32 or not actual.startswith(expected):
+        if written is not None:
+            Path(written).unlink(missing_ok=True)
         raise ArtifactError(f"upload {uri} does not match its digest: refused (it was altered)")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_COPY_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def media_type_of(name: str) -> str:

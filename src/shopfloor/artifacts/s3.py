@@ -11,7 +11,6 @@ Every call blocks (boto3): callers on an event loop run them in a thread.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,7 +26,7 @@ from shopfloor.artifacts.base import (
     ArtifactStore,
     disposition,
     media_type_of,
-    verify_upload,
+    verify_upload_file,
 )
 
 MiB = 1024 * 1024
@@ -182,15 +181,7 @@ class S3ArtifactStore(ArtifactStore):
                 if code in _MISSING:
                     raise ArtifactError(f"no such artifact: {uri}") from err
                 raise OSError(f"reading {uri} from {self.url} failed: {err}") from err
-        digest = hashlib.sha256()
-        with open(dest, "rb") as done:
-            while chunk := done.read(1024 * 1024):
-                digest.update(chunk)
-        try:
-            verify_upload(uri, digest)
-        except ArtifactError:
-            Path(dest).unlink()
-            raise
+        verify_upload_file(uri, Path(dest))
 
     # -- links -------------------------------------------------------------------------------
     def presigned_url(self, uri: str, *, ttl_s: int) -> str:

@@ -258,3 +258,14 @@ def require_token(
 
 
 AUTH = [Depends(require_token)]
+
+
+def signed_in(request: Request) -> bool:
+    """A dashboard session, a right bearer token, or no token set (wrong ones count: they are
+    throttled)."""
+    settings: Settings = request.app.state.settings
+    if settings.api_token is None:
+        return True
+    if valid_session(settings, request.cookies.get(SESSION_COOKIE)):
+        return True
+    return bool(bearer_ok(request, given_bearer(request)))

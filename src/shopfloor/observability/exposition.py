@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from importlib.metadata import version
 from wsgiref.simple_server import WSGIServer
 
@@ -38,9 +38,10 @@ disable_created_metrics()
 
 
 class ServiceLabelled(Collector):
-    """Every sample of `inner`'s collectors with `labels` added (names left as they are)."""
+    """Every sample of `inner` (a registry, or a single collector) with `labels` added (names
+    left as they are)."""
 
-    def __init__(self, inner: CollectorRegistry, labels: dict[str, str]) -> None:
+    def __init__(self, inner: Collector, labels: dict[str, str]) -> None:
         self.inner = inner
         self.labels = labels
 
@@ -71,7 +72,7 @@ class ProcessRegistry:
         self.outer.register(ServiceLabelled(self.inner, {"service": service}))
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             # The default instances read this very process: registered here too, once each.
-            self.outer.register(_Labelled(collector, {"service": service}))
+            self.outer.register(ServiceLabelled(collector, {"service": service}))
         info = Gauge(
             "shopfloor_process_info",
             "1 per process: its host, pid and shopfloor version",
@@ -83,15 +84,6 @@ class ProcessRegistry:
     def add(self, collector: Collector) -> None:
         """A collector served as is, beside the instruments (it adds `service` itself)."""
         self.outer.register(collector)
-
-
-class _Labelled(Collector):
-    def __init__(self, collector: Collector, labels: dict[str, str]) -> None:
-        self.collector = collector
-        self.labels = labels
-
-    def collect(self) -> Iterable[Metric]:
-        return [_relabelled(f, self.labels) for f in self.collector.collect()]
 
 
 class SdkMetrics(Collector):

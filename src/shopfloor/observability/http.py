@@ -123,36 +123,37 @@ class ObservedHTTP:
             failed = True
             raise
         finally:
+            took = time.perf_counter() - began  # one figure for the histogram and the log
             route = route_of(scope)
+            path = scope.get("path", "")
             code = status["code"]
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(route, method, str(code)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - began)
+            self.metrics.latency.labels(route, method).observe(took)
             if failed:
                 self.metrics.exceptions.labels(route, method).inc()
             span.update_name(f"{method} {route}")
             attributes: dict[str, Any] = {
                 "http.request.method": method,
                 "http.route": route,
-                "url.path": scope.get("path", ""),
+                "url.path": path,
                 "http.response.status_code": code,
             }
             span.set_attributes(attributes)
             if code >= 500:
                 span.set_status(trace.Status(trace.StatusCode.ERROR))
-            took = time.perf_counter() - began
             # Inside the span: a JSON line carries the request's trace and span ids.
             access_log.log(
                 logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
                 "%s %s %d %.1fms",
                 method,
-                scope.get("path", ""),
+                path,
                 code,
                 took * 1000,
                 extra={
                     "method": method,
                     "route": route,
-                    "path": scope.get("path", ""),
+                    "path": path,
                     "status": code,
                     "duration_s": round(took, 4),
                 },

@@ -184,7 +184,7 @@ class RunRoot:
         for d in ("/tmp", "/proc", "/run"):
             os.makedirs(path + d, mode=0o755, exist_ok=True)
         if not _within(work_root, "/tmp"):  # a mount point for each run's own directory
-            _passage(path, work_root)
+            make_passage(path, work_root)
         # Bound read-only at the end: runs share the skeleton, none may change it.
         mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
         under_tmp = tuple(t for t in [*trees, *shared] if _within(t, "/tmp"))
@@ -218,7 +218,7 @@ class RunRoot:
         if not _within(work_root, "/tmp"):
             mount("tmpfs", root + work_root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0711,size=16k")
         target = root + run_dir
-        _passage(root, os.path.dirname(run_dir))
+        make_passage(root, os.path.dirname(run_dir))
         os.mkdir(target, 0o700)
         mount(run_dir, target, None, MS_BIND | MS_REC, None)
         # /proc of the caller's pid namespace: a run's own (its processes, nobody else's);
@@ -231,7 +231,7 @@ class RunRoot:
         os.chdir("/")
 
 
-def _passage(root: str, path: str) -> None:
+def make_passage(root: str, path: str) -> None:
     """`path` made under `root`, each directory on the way that is new 0711: passed through
     to the run's own directory, never listed (a home under the data dir shows nothing of it)."""
     here = root

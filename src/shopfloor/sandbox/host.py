@@ -4,15 +4,15 @@ uses it: the zygotes' private mount namespace and the filter on opt-in network.
 Levers, each used when present (the worker logs which, and warns about what is missing):
 - root: runs get their own uid/gid from a pool (`_identity.UidPool`), so they cannot signal
   the worker, the zygotes or each other, nor read each other's files;
-- network namespaces: a run has no network by default;
-- mount namespaces: each zygote sees the host through a private view where /tmp, /var/tmp and
-  /dev/shm are small tmpfs of its own (nothing a run writes there reaches the disk), the data
-  dir and artifact store are hidden, and the interpreter is reachable for the run's uid even
-  when it lives under a directory only root may enter (e.g. /root/.pyenv);
+- network namespaces: a run has no network by default (`network: "host"`: one of its own
+  with a way out, `_netns`);
+- mount and pid namespaces: each run is chrooted into a minimal root of its own
+  (`_contain.RunRoot`, whose skeleton each zygote builds once in a private mount namespace)
+  and is the init of its own pid namespace;
 - cgroup v1 `pids` and `memory`: a process cap and a memory cap over a run's whole tree;
-- iptables (owner match): a run that opts in to the host's network (and every pipeline
-  service) cannot reach the Temporal frontend, its server's other ports, the controller nor
-  the metrics ports; the rest of loopback is open to it.
+- iptables (owner match): pipeline services and checks, which use the host's network, cannot
+  reach the Temporal frontend, its server's other ports, the controller nor the metrics
+  ports; the rest of loopback is open to them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import os
 import shlex
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -147,57 +146,6 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return parts.hostname, parts.port
 
 
-def _listening_sockets() -> dict[int, int]:
-    """Socket inode → port, of every TCP socket listening on this host (v4 and v6)."""
-    found: dict[int, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A":  # TCP_LISTEN
-                found[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
-    return found
-
-
-def open_files(pid: int) -> list[str]:
-    """What the process's descriptors point at (paths, `socket:[inode]`…); [] when it is gone."""
-    targets = []
-    try:
-        for fd in os.scandir(f"/proc/{pid}/fd"):
-            try:
-                targets.append(os.readlink(fd.path))
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return targets
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    return {int(t[8:-1]) for t in open_files(pid) if t.startswith("socket:[")}
-
-
-def listener_of(port: int) -> int | None:
-    """The pid of the local process listening on TCP `port`, if any (root sees every one)."""
-    inodes = {inode for inode, p in _listening_sockets().items() if p == port}
-    if not inodes:
-        return None
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and _socket_inodes(int(entry.name)) & inodes:
-            return int(entry.name)
-    return None
-
-
-def listening_ports(pid: int) -> set[int]:
-    """Every TCP port the process listens on. For the Temporal dev server that is its frontend,
-    its HTTP API, UI and metrics (random unless given) and its internal services' ports."""
-    listening = _listening_sockets()
-    return {listening[i] for i in _socket_inodes(pid) if i in listening}
-
-
 _RULE_TAG = "shopfloor-filter"
 
 
@@ -316,83 +264,30 @@ def install_network_filter(
 # -- the zygotes' private view of the file system ----------------------------------------------
 
 
-def interpreter_paths() -> list[str]:
-    """What a run's Python needs to reach: the executable, its prefixes and its sys.path."""
-    paths = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, sys.exec_prefix}
-    paths |= {p for p in sys.path if p and os.path.exists(p)}
-    return sorted(os.path.realpath(p) for p in paths)
-
-
-def _first_blocked(path: str) -> tuple[str, str] | None:
-    """The first directory on the way to `path` that other users may not enter, and its child
-    on the way; None when another user can reach `path`."""
-    parts = Path(path).parts
-    for i in range(1, len(parts)):
-        directory = str(Path(*parts[:i]))
-        try:
-            mode = os.stat(directory).st_mode
-        except OSError:
-            return None
-        if not mode & stat.S_IXOTH:
-            return directory, str(Path(*parts[: i + 1]))
-    return None
-
-
 def enter_private_mounts(
-    *,
-    work_root: str,
-    hide: list[str],
-    tmp_mb: int,
-    reach: list[str] | None = None,
-    shared: list[str] | None = None,
+    *, work_root: str, hide: list[str], tmp_mb: int, shared: list[str] | None = None
 ) -> RunRoot:
     """Called once by a zygote running as root: a mount namespace of its own (its children
-    inherit it) where:
-
-    - /tmp, /var/tmp and /dev/shm are fresh tmpfs of `tmp_mb` each (sticky, world-writable):
-      what runs write there is in memory, charged to their memory cgroup, never on disk; the
-      work root is bound back at its path;
-    - every directory that blocks other users on the way to the interpreter (`reach`) is
-      covered by a tmpfs they may enter (0711) holding only the path onward, bound back;
-    - `hide` (the data dir, the artifact store) are covered by empty, root-only tmpfs;
-    - the skeleton of the runs' own root is built (`RunRoot`): what each run sees instead of
-      all of the above.
-    Nothing of this is seen outside the namespace."""
+    inherit it), a private tmpfs over /tmp to hold the skeleton of the runs' own root
+    (`RunRoot`: what each run sees, instead of the host), with what lives under the host's
+    /tmp and the skeleton binds bound back first (the work root; the interpreter's trees and
+    shared directories when they are there, as a checkout is in CI's fresh clone). Nothing of
+    this is seen outside the namespace."""
     if _libc.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-    # Bound back into a covered /tmp: the work root, and the interpreter and the code runs
-    # import when they live there (a checkout or a venv under /tmp, as in CI's fresh clone).
-    keep: list[str] = sorted({work_root, *(reach or interpreter_paths()), *(shared or [])})
-
-    def cover(directory: str, data: str) -> None:
-        inside = [k for k in keep if k.startswith(directory.rstrip("/") + "/")]
-        fds = {k: os.open(k, os.O_PATH | os.O_CLOEXEC) for k in inside}
-        try:
-            _mount("tmpfs", directory, "tmpfs", 0, data)
-            for k, fd in fds.items():
-                _make_mountpoint(directory, k, os.path.isdir(f"/proc/self/fd/{fd}"))
-                _mount(f"/proc/self/fd/{fd}", k, None, MS_BIND | MS_REC, None)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-
-    for tmp in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(tmp) and not os.path.islink(tmp):
-            cover(tmp, f"mode=1777,size={tmp_mb}m,nr_inodes=16k")
-    for _ in range(8):  # each round opens one blocking directory
-        blocked = {b for b in map(_first_blocked, reach or interpreter_paths()) if b}
-        if not blocked:
-            break
-        directory = min(d for d, _ in blocked)
-        keep = [child for d, child in blocked if d == directory]
-        cover(directory, "mode=0711,size=1m")
-    for path in hide:
-        if os.path.isdir(path) and not any(
-            k == path or k.startswith(path.rstrip("/") + "/") for k in [work_root]
-        ):
-            _mount("tmpfs", path, "tmpfs", 0, "mode=0700,size=16k,nr_inodes=16")
     trees = interpreter_trees(exclude=[os.getcwd()])
+    keep = sorted({work_root, *trees, *(shared or [])})
+    inside = [k for k in keep if k.startswith("/tmp/")]
+    fds = {k: os.open(k, os.O_PATH | os.O_CLOEXEC) for k in inside}
+    try:
+        _mount("tmpfs", "/tmp", "tmpfs", 0, f"mode=1777,size={tmp_mb}m,nr_inodes=16k")
+        for k, fd in fds.items():
+            _make_mountpoint("/tmp", k, os.path.isdir(f"/proc/self/fd/{fd}"))
+            _mount(f"/proc/self/fd/{fd}", k, None, MS_BIND | MS_REC, None)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return RunRoot.build(
         trees=trees, hide=hide, work_root=work_root, tmp_mb=tmp_mb, shared=shared or []
     )

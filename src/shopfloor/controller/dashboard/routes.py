@@ -31,14 +31,12 @@ from shopfloor import killswitch
 from shopfloor.controller.dashboard import views
 from shopfloor.controller.deps import (
     SESSION_COOKIE,
-    bearer_ok,
     credential_result,
-    given_bearer,
     new_session,
     revoke_session,
     same_origin,
+    signed_in,
     throttled,
-    valid_session,
 )
 from shopfloor.inputs import describe_errors
 from shopfloor.jobstate import describe_job
@@ -61,15 +59,6 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 def _settings(request: Request) -> Settings:
     return request.app.state.settings
-
-
-def signed_in(request: Request) -> bool:
-    settings = _settings(request)
-    if settings.api_token is None:
-        return True
-    if valid_session(settings, request.cookies.get(SESSION_COOKIE)):
-        return True
-    return bool(bearer_ok(request, given_bearer(request)))  # wrong ones count (throttled)
 
 
 class LoginNeeded(Exception):

@@ -18,7 +18,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from shopfloor.controller.deps import AUTH, SESSION_COOKIE, bearer_ok, given_bearer, valid_session
+from shopfloor.controller.deps import AUTH, signed_in
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 ASSETS_URL = "/docs/assets"
@@ -32,12 +32,7 @@ async def openapi(request: Request) -> JSONResponse:
 
 
 def _signed_in(request: Request) -> None:
-    settings = request.app.state.settings
-    if settings.api_token is None:
-        return
-    if valid_session(settings, request.cookies.get(SESSION_COOKIE)):
-        return
-    if not bearer_ok(request, given_bearer(request)):
+    if not signed_in(request):
         raise HTTPException(
             401,
             f"sign in at /ui/login?next={request.url.path} first (this page takes no token "

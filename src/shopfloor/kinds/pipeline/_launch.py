@@ -24,20 +24,11 @@ root, in order:
   (`..`) to what they cover.
 """
 
-import ctypes
 import dataclasses
 import importlib.util
 import json
 import os
 import sys
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWIPC = 0x08000000
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-PR_SET_NO_NEW_PRIVS = 38
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def resolve(command: str, path: str) -> str:
@@ -52,45 +43,26 @@ def resolve(command: str, path: str) -> str:
     return command
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None):
-    def enc(v: str | None) -> bytes | None:
-        return v.encode() if v is not None else None
-
-    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
-
-
-def _passage(path: str) -> None:
-    """The way to a directory bound back inside a cover: every missing directory on it made
-    0711 (passable, not listable: the cover's other contents, e.g. sibling services' names)."""
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts) + 1):
-        here = "/" + "/".join(parts[:i])
-        if not os.path.isdir(here):
-            os.mkdir(here, 0o711)
-            os.chmod(here, 0o711)  # whatever the umask
-
-
-def enter_private_mounts(covers: list, binds: list[str], files: list[str]) -> None:
+def enter_private_mounts(contain, covers: list, binds: list[str], files: list[str]) -> None:
     """`covers`: [path, tmpfs options] in order, outermost first (one already under an earlier
     cover no longer exists there: skipped); `binds`: directories bound back at their path
-    (opened before anything covers them); `files`: covered with /dev/null."""
-    if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
-    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    (opened before anything covers them), the way to each passable (0711), not listable;
+    `files`: covered with /dev/null."""
+    contain.unshare(contain.CLONE_NEWNS | contain.CLONE_NEWIPC, "the service's namespaces")
+    mount = contain.mount
+    mount("none", "/", None, contain.MS_REC | contain.MS_PRIVATE, None)
     # Opened in the new namespace (a bind from another namespace's mount is refused).
     kept = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in binds}
     for path, data in covers:
         if os.path.isdir(path) and not os.path.islink(path):
-            _mount("tmpfs", path, "tmpfs", 0, data)
+            mount("tmpfs", path, "tmpfs", 0, data)
     for path, fd in kept.items():
-        _passage(path)
-        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+        contain.make_passage("/", path)
+        mount(f"/proc/self/fd/{fd}", path, None, contain.MS_BIND | contain.MS_REC, None)
         os.close(fd)
     for path in files:
         if os.path.isfile(path):
-            _mount("/dev/null", path, None, MS_BIND, None)
+            mount("/dev/null", path, None, contain.MS_BIND, None)
 
 
 def _load(path: str):
@@ -123,25 +95,16 @@ def main() -> None:
             procs.write(str(os.getpid()))
     try:
         # Loaded before the mounts, which cover where it lives (the checkout).
-        contain = _load(options["root"]["module"]) if options.get("root") else None
+        contain = _load(options["contain"])
         if options.get("mounts"):
             mounts = options["mounts"]
-            enter_private_mounts(mounts["covers"], mounts["binds"], mounts["files"])
-            if contain is not None:
-                enter_root(contain, options["root"], options.get("cwd") or "/")
-        if contain is not None:
-            contain.drop_privileges(
-                options.get("uid"), options.get("gid"), last_cap=contain.last_capability()
-            )
-            if contain.seccomp_available():
-                contain.refuse_new_namespaces()
-        else:
-            if options.get("uid") is not None:
-                os.setgroups([])
-                os.setgid(options["gid"])
-                os.setuid(options["uid"])
-            if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+            enter_private_mounts(contain, mounts["covers"], mounts["binds"], mounts["files"])
+            enter_root(contain, options["root"], options.get("cwd") or "/")
+        contain.drop_privileges(
+            options.get("uid"), options.get("gid"), last_cap=contain.last_capability()
+        )
+        if contain.seccomp_available():
+            contain.refuse_new_namespaces()
     except OSError as err:
         print(f"shopfloor: cannot contain the service: {err}", file=sys.stderr, flush=True)
         os._exit(126)

@@ -20,7 +20,7 @@ from shopfloor.kinds.pipeline.models import HealthCheck
 from shopfloor.sandbox import Limits, SandboxOutcome, job_environment
 from shopfloor.sandbox._identity import remove_run_dir
 from shopfloor.settings import Settings
-from shopfloor.usercode import Zygotes, remove_files_of
+from shopfloor.usercode import Zygotes
 
 CHECK_PATH = "/usr/local/bin:/usr/bin:/bin"  # a check's PATH: the scrubbed job environment's
 TAIL_BYTES = 4096  # of a check's output: an error shows its last line
@@ -181,8 +181,6 @@ class ContainedChecks:
                 remove_run_dir(path)
         finally:
             if lease is not None and contain.uids is not None:
-                zygotes = (self.zygotes.cold, self.zygotes.warm)
-                remove_files_of(lease.uid, [z.pid for z in zygotes if z is not None])
                 contain.uids.release(lease)
 
 

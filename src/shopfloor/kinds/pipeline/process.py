@@ -37,10 +37,10 @@ from shopfloor.kinds.pipeline import _procfs
 from shopfloor.kinds.pipeline.health import CommandChecks, check_health
 from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
 from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES
+from shopfloor.processes import listening_pid, open_files
 from shopfloor.sandbox import _contain
 from shopfloor.sandbox._contain import interpreter_trees
 from shopfloor.sandbox._identity import UidLease, UidPool
-from shopfloor.sandbox.host import listener_of, open_files
 from shopfloor.settings import Settings
 
 MARKER = "SHOPFLOOR_PIPELINE_SERVICE"
@@ -59,7 +59,9 @@ def marker_of(ref: ServiceRef) -> str:
 
 # `pipeline_run_as = "per-service"` (or ""): each service a uid of its own from the run pool.
 PER_SERVICE = "per-service"
-PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+# The launcher's own private /tmp, where it builds the service's root (`RunRoot`, whose /tmp
+# and /dev/shm are the service's own): the host's /var/tmp and /dev/shm are not in that root.
+PRIVATE_TMP = ("/tmp",)
 
 
 def _user(name: str) -> tuple[int, int] | None:
@@ -98,6 +100,7 @@ class ServiceSandbox:
     reachable: tuple[str, ...] = ()
     files: tuple[str, ...] = ()  # files read as empty (/dev/null over them)
     tmp_mb: int = 64
+    trees: tuple[str, ...] = ()  # the interpreter's trees, read-only in a service's root
     memory_mb: int | None = None
     max_processes: int | None = None
     # The monitoring pipeline's opening: the group its services run as (the network filter
@@ -145,7 +148,7 @@ def temporal_files(settings: Settings) -> list[str]:
     """The SQLite files of a Temporal server on this machine (the embedded dev server's, or
     one a test started): what it has open, found through the process on the frontend port."""
     address = settings.target_address.rsplit(":", 1)
-    pid = listener_of(int(address[1])) if len(address) == 2 and address[1].isdigit() else None
+    pid = listening_pid(int(address[1])) if len(address) == 2 and address[1].isdigit() else None
     suffixes = (".db", ".db-wal", ".db-shm", ".sqlite")
     found = {t for t in open_files(pid) if t.endswith(suffixes)} if pid is not None else set()
     embedded = (settings.data_dir / "temporal.db").resolve()
@@ -184,6 +187,7 @@ def service_sandbox(settings: Settings, uids: UidPool | None) -> ServiceSandbox:
         reachable=tuple(sorted(reachable)),
         files=tuple(files),
         tmp_mb=settings.sandbox_tmp_mb,
+        trees=tuple(interpreter_trees(exclude=[checkout])),
         memory_mb=settings.pipeline_service_memory_mb,
         max_processes=settings.pipeline_service_max_processes,
     )
@@ -316,6 +320,7 @@ class ProcessRuntime:
                 "gid": uid_gid[1] if uid_gid else None,
                 "cwd": cwd,
                 "env": {**BASE_ENV, "HOME": cwd, **spec.env, MARKER: marker_of(ref)},
+                "contain": CONTAIN_MODULE,
             }
             if self.sandbox.mounts:
                 # A home is bound back as is (it is the service's own); a definition's cwd
@@ -329,8 +334,7 @@ class ProcessRuntime:
                 # Then a minimal root, as a script run's: system and interpreter trees
                 # read-only, its own directory, /tmp, /dev/shm; no other host directory.
                 options["root"] = {
-                    "module": CONTAIN_MODULE,
-                    "trees": interpreter_trees(exclude=[os.getcwd()]),
+                    "trees": list(self.sandbox.trees),
                     "tmp_mb": self.sandbox.tmp_mb,
                 }
             return self._spawn(ref, options, lease)

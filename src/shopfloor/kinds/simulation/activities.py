@@ -121,7 +121,6 @@ from shopfloor.usercode import (
     Zygotes,
     cold_module_argv,
     refuse_over_ceilings,
-    remove_files_of,
     warm_environment,
     zygote_options,
     zygotes,
@@ -470,7 +469,6 @@ class SimulationActivities:
         """Steps 2 and 3 (module docstring), inside the run (`UserCodeRun.run(then=...)`),
         once the scene's process and its whole tree are gone (`scene`: how it ended)."""
         contain, lease, verdict = run.contain, None, None
-        zygote_pids = [z.pid for z in (self.zygotes.cold, self.zygotes.warm) if z is not None]
         try:
             found = await asyncio.to_thread(_handed_over, run.path, scene, request)
             remaining = request.timeout_s - scene.duration_s
@@ -494,7 +492,6 @@ class SimulationActivities:
                 "progress_every": PROGRESS_EVERY_S,
             }
             async with self.light.use(True) as zygotes:
-                zygote_pids += [z.pid for z in (zygotes.warm,) if z is not None]
                 if request.options.gl_backend == gl.worker_backend() and zygotes.warm:
                     judged = await zygotes.warm.run_call(
                         f"{RUNNER}:run_in_child", RUN_FILE, **options
@@ -519,7 +516,6 @@ class SimulationActivities:
                     # Root's again before its uid goes to another run, which could otherwise
                     # reach the report and out/ before they are read.
                     os.chown(verdict, os.getuid(), os.getgid())
-                remove_files_of(lease.uid, zygote_pids)
                 contain.uids.release(lease)
 
 
