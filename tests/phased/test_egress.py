@@ -162,11 +162,21 @@ async def _run_all(env: WorkflowEnvironment, settings: Settings, urls: dict[str,
 async def test_no_loopback_form_reaches_a_local_server_by_default(
     env: WorkflowEnvironment, recorder: Recorder, tmp_path: Path
 ) -> None:
-    """Before the policy every one of these reached the recorder and the job completed."""
+    """Before the policy every one of these reached the recorder and the job completed.
+    Beside them, two innocent jobs call the one server the worker's allow-list names (its
+    port on 127.0.0.1 only): they complete, and their requests are all that server saw."""
     urls = loopback_forms(recorder.port)
-    with redirector(f"http://127.0.0.1:{recorder.port}/redirected") as hop:
-        urls["a redirect to loopback"] = f"http://{hop}/"
-        outcomes = await _run_all(env, _settings(tmp_path), urls)
+    innocent = Recorder()
+    innocents = {f"innocent {n}": f"http://127.0.0.1:{innocent.port}/innocent-{n}" for n in (1, 2)}
+    try:
+        with redirector(f"http://127.0.0.1:{recorder.port}/redirected") as hop:
+            urls["a redirect to loopback"] = f"http://{hop}/"
+            settings = _settings(tmp_path, egress_allow=[f"127.0.0.1:{innocent.port}"])
+            outcomes = await _run_all(env, settings, {**urls, **innocents})
+    finally:
+        innocent.close()
+    assert [outcomes.pop(name) for name in innocents] == ["ok", "ok"]
+    assert sorted(innocent.hits) == [f"127.0.0.1:{innocent.port} /innocent-{n}" for n in (1, 2)]
     assert recorder.hits == []
     for form, outcome in outcomes.items():
         assert outcome != "ok", form
