@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     pipeline_run_as: str = "per-service"
     # Docker Engine API address for the docker runtime (unset → DOCKER_HOST / the local socket).
     pipeline_docker_host: str | None = None
+    # A pipeline's containers run as the engine's root, from a definition whoever may start
+    # pipelines writes: the host's network (Temporal and the controller on its loopback) and
+    # host directories bound in are the operator's to open. `network: host` is refused unless
+    # this is true; a volume's host side must lie under one of these directories.
+    pipeline_docker_host_network: bool = False
+    pipeline_docker_volume_roots: list[Path] = Field(default_factory=list)
 
     # Containing pipeline services and health-check commands (issue 19). Services run as a
     # uid leased from the sandbox pool, in a memory cgroup of this size (MB) and a pids cgroup

@@ -12,6 +12,8 @@ Containers use the host's network (`network: host`) or none: the engine has no b
 from __future__ import annotations
 
 import asyncio
+import json
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, closing
@@ -61,7 +63,14 @@ def health_image(docker_engine: PrivateDockerd) -> str:
 
 
 def runtime(docker_engine: PrivateDockerd) -> DockerRuntime:
-    return DockerRuntime(docker_engine.client, address=docker_engine.url)
+    # The engine has no bridge: these containers use the host's network, which the operator
+    # opens (SHOPFLOOR_PIPELINE_DOCKER_HOST_NETWORK), as the temp dir for their volumes.
+    return DockerRuntime(
+        docker_engine.client,
+        address=docker_engine.url,
+        host_network=True,
+        volume_roots=[Path(tempfile.gettempdir())],
+    )
 
 
 def ref(pipeline: str, name: str, token: str = "run1", **spec: Any) -> ServiceRef:
@@ -167,7 +176,12 @@ async def test_a_pipeline_starts_gated_and_stops_in_reverse(
     tmp_path: Path,
     sdk_threads: list[bool],
 ) -> None:
-    settings = pipeline_settings(tmp_path, pipeline_docker_host=docker_engine.url)
+    settings = pipeline_settings(
+        tmp_path,
+        pipeline_docker_host=docker_engine.url,
+        pipeline_docker_host_network=True,
+        pipeline_docker_volume_roots=[tmp_path],
+    )
     gate = tmp_path / "gate"
     gate.mkdir()
     a, b = free_port(), free_port()
@@ -230,6 +244,8 @@ async def test_worker_sigkilled_while_containers_start(
         extra_env={
             "SHOPFLOOR_PIPELINE_HOST": host,
             "SHOPFLOOR_PIPELINE_DOCKER_HOST": docker_engine.url,
+            "SHOPFLOOR_PIPELINE_DOCKER_HOST_NETWORK": "true",
+            "SHOPFLOOR_PIPELINE_DOCKER_VOLUME_ROOTS": json.dumps([str(tmp_path)]),
         },
     )
     settings = Settings(

@@ -112,7 +112,13 @@ class PipelineActivities:
             checks=checks,
         )
         address = engine_address(settings.pipeline_docker_host)
-        self.docker = DockerRuntime(connector(address), checks=checks, address=address)
+        self.docker = DockerRuntime(
+            connector(address),
+            checks=checks,
+            address=address,
+            host_network=settings.pipeline_docker_host_network,
+            volume_roots=settings.pipeline_docker_volume_roots,
+        )
 
     @property
     def workflow_side(self) -> list[Callable]:

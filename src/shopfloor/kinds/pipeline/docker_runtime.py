@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -150,11 +151,17 @@ class DockerRuntime:
         *,
         checks: CommandChecks | None = None,
         address: EngineAddress | str = "the configured address",
+        host_network: bool = False,
+        volume_roots: Sequence[Path] = (),
     ) -> None:
         # Connecting is lazy: a worker whose pipelines use no containers needs no engine.
         self._connect = connect
         self.checks = checks  # health-check commands run on this host, contained
         self.address = address
+        # What a definition may ask of the engine beyond a container of its own (settings
+        # PIPELINE_DOCKER_HOST_NETWORK and PIPELINE_DOCKER_VOLUME_ROOTS: the operator's).
+        self.host_network = host_network
+        self.volume_roots = [Path(r).resolve() for r in volume_roots]
         self._client: docker.DockerClient | None = None
         self._lock = asyncio.Lock()
 
@@ -213,9 +220,31 @@ class DockerRuntime:
             await self._call(api.start, container_id)
         return ServiceHandle(container_id=container_id, adopted=adopted)
 
+    def refusal(self, ref: ServiceRef) -> str | None:
+        """Why this worker will not create the service's container (None: it will)."""
+        spec = ref.service
+        if spec.network == "host" and not self.host_network:
+            return (
+                f"{spec.name}: network: host is not allowed on this worker (the container "
+                "would run as root on the host's network, Temporal's and the controller's "
+                "loopback included); the operator opens it with "
+                "SHOPFLOOR_PIPELINE_DOCKER_HOST_NETWORK=true"
+            )
+        for host in spec.volumes:
+            path = Path(host).resolve()
+            if not any(path == r or path.is_relative_to(r) for r in self.volume_roots):
+                return (
+                    f"{spec.name}: volume {host!r} is not under a directory this worker lets "
+                    "containers bind (SHOPFLOOR_PIPELINE_DOCKER_VOLUME_ROOTS: "
+                    f"{[str(r) for r in self.volume_roots]})"
+                )
+        return None
+
     async def _create(self, api: docker.APIClient, ref: ServiceRef) -> str:
         spec = ref.service
         assert spec.image, "docker services have an image (the model checks)"
+        if (refused := self.refusal(ref)) is not None:
+            raise PermissionError(refused)  # the start fails at once, not retried
         await self._pull_if_missing(api, spec.image)
         host_config = api.create_host_config(
             port_bindings=dict(spec.ports),
