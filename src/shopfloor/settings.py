@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -200,7 +200,7 @@ class Settings(BaseSettings):
         first time this Settings is asked, unless `with_kind` gave them."""
         if model not in self._kinds:
             self._kinds[model] = model()
-        return self._kinds[model]  # type: ignore[return-value]
+        return cast(KindSettings, self._kinds[model])
 
     def with_kind(self, *given: BaseSettings) -> Settings:
         """A copy whose kinds' settings are `given` rather than read from the environment
