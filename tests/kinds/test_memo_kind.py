@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shopfloor.artifacts import store_for
 from shopfloor.devserver import DevServer
 from shopfloor.settings import Settings
 from tests.helpers import REPO, Stack
@@ -50,7 +51,8 @@ def test_a_large_memo_travels_through_the_store_and_gets_its_page(memo_stack: St
     result = memo_stack.result(job_id)["result"]
     # The worker read the text back from the store: the input carried only its URI.
     assert result["chars"] == len(text)
-    assert result["text_uri"].startswith("artifact://")
+    store = store_for(Settings(data_dir=memo_stack.tmp / "data"))
+    assert store.read_bytes(result["text_uri"]) == text.encode()
 
     page = memo_stack.http.get(f"/ui/jobs/{job_id}")
     assert page.status_code == 200, page.text
