@@ -65,3 +65,15 @@ def test_list_shows_whole_ids_and_refuses_unknown_statuses(stack: Stack, tmp_pat
     bogus = stack.cli("list", "--status", "bogus")
     assert bogus.returncode == 2 and "unknown status 'bogus'" in bogus.stderr
     assert "ExecutionStatus" not in bogus.stderr
+
+
+def test_kind_options_reach_their_kind_only(stack: Stack, tmp_path: Path) -> None:
+    """`--env` is the script kind's own option of `submit` (its `Presentation.cli_options`)."""
+    env = script(tmp_path, "env.py", "import os\nprint(os.environ['JOB_A'], os.environ['SEED'])")
+    done = stack.cli("submit", "script", env, "--env", "JOB_A=x y", "--env", "SEED=42", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "x y 42" in done.stdout
+    bad = stack.cli("submit", "script", env, "--env", "JOB_A")
+    assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
+    other = stack.cli("submit", "simulation", env, "--env", "JOB_A=1")
+    assert other.returncode == 2 and "not an option of simulation jobs" in other.stderr

@@ -71,3 +71,22 @@ def test_seed_workflow_names_belong_to_their_kind() -> None:
         found = kind_for_workflow_type(workflow_type)
         assert found is not None and found.name == kind, workflow_type
     assert kind_for_workflow_type("SomethingElse") is None
+
+
+def test_each_kind_declares_what_its_workflows_define() -> None:
+    """The contract is declared once, in `kind.py`; the workflow decorators must match it:
+    the entry workflow's type, signals, queries and updates, and every workflow's type."""
+    from temporalio.workflow import _Definition
+
+    from shopfloor.registry import kinds
+    from tests.kinds.memo.kind import KIND as MEMO
+    from tests.kinds.steerable.kind import KIND as STEERABLE
+
+    for kind in [*kinds().values(), MEMO, STEERABLE]:
+        defined = [_Definition.must_from_class(w) for w in kind.load_workflows()]
+        entry = defined[0]
+        assert entry.name == kind.workflow_type, kind.name
+        assert {d.name for d in defined} <= {kind.workflow_type, *kind.other_workflow_types}
+        assert set(entry.signals) == {s.name for s in kind.signals}, kind.name
+        assert set(entry.queries) == {q.name for q in kind.queries}, kind.name
+        assert set(entry.updates) == {u.name for u in kind.updates}, kind.name

@@ -67,7 +67,8 @@ async def two_queue_worker(ctx: WorkerContext) -> AsyncIterator[KindWork]:
 
 
 async def test_a_kind_can_run_work_on_other_queues(tmp_path: Path) -> None:
-    kind = replace(STEERABLE, worker=f"{__name__}:two_queue_worker")
+    bundle = replace(STEERABLE.bundle, run_context=f"{__name__}:two_queue_worker")
+    kind = replace(STEERABLE, bundle=bundle)
     settings = Settings(data_dir=tmp_path, task_queue_prefix="p-")
     async with kind_resources(settings, [kind]) as plans:
         assert set(plans) == {"p-steerable-test-queue", "p-host-a"}

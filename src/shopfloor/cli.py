@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal as signals
 import sys
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 
 from shopfloor.client import ControllerError, ShopfloorClient
 from shopfloor.processes import stop_process
-from shopfloor.registry import kind_named, kinds, load
+from shopfloor.registry import JobKind, kind_named, kinds, load
 from shopfloor.settings import Settings, get_settings
 
 # Exit codes, the same for every command (README: "Exit codes").
@@ -320,7 +322,44 @@ def controller(log_format: LogFormat = None) -> None:
 # -- jobs ----------------------------------------------------------------------------------------
 
 
+def _kind_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the options kinds declare (a script's `--env`) in its signature, which
+    typer reads: their values arrive in its `**kind_options`."""
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    flags = {o.flag: o for k in kinds().values() for o in k.presentation.cli_options}
+    for flag, option in flags.items():
+        hint = Annotated[list[str] | None, typer.Option(f"--{flag}", help=option.help)]
+        params.append(
+            inspect.Parameter(
+                _param(flag), inspect.Parameter.KEYWORD_ONLY, default=None, annotation=hint
+            )
+        )
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return command
+
+
+def _param(flag: str) -> str:
+    return flag.replace("-", "_")
+
+
+def _apply_kind_options(
+    kind: JobKind, given: dict[str, list[str] | None], fields: dict[str, Any]
+) -> None:
+    own = {_param(o.flag): o for o in kind.presentation.cli_options}
+    for name, values in given.items():
+        if not values:
+            continue
+        if name not in own:
+            fail(f"--{name.replace('_', '-')} is not an option of {kind.name} jobs", 2)
+        try:
+            own[name].apply(values, fields)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+
+
 @app.command()
+@_kind_options
 def submit(
     kind: Annotated[KindName, typer.Argument(help="job kind")],
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
@@ -331,8 +370,8 @@ def submit(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="input field KEY=VALUE (JSON)")
     ] = None,
-    env: Annotated[list[str] | None, typer.Option(help="script env NAME=VALUE")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    **kind_options: list[str] | None,
 ) -> None:
     """Submit a job built from FILE (e.g. a Python script) and optional input fields."""
     from shopfloor.display import console, show_result, wait_with_progress
@@ -340,8 +379,7 @@ def submit(
     job_kind = kind_named(kind.value)
     assert job_kind is not None  # the choices come from the registry
     options = dict(_parse_option(o) for o in option or [])
-    if env:
-        options["env"] = {k: str(v) for k, v in (_parse_option(e) for e in env)}
+    _apply_kind_options(job_kind, kind_options, options)
     if job_kind.input_from_file is None:
         fail(f"{job_kind.name} jobs cannot be built from a file; use the HTTP API", 2)
     try:
@@ -500,8 +538,9 @@ def _add_command_groups() -> None:
     app.add_typer(kill_switch_app, name="kill-switch")
     # Kinds with commands of their own (`shopfloor pipeline start …`) bring a typer app.
     for kind in kinds().values():
-        if kind.cli:
-            app.add_typer(load(kind.cli), name=kind.cli_name or kind.name)
+        own = kind.presentation
+        if own.cli:
+            app.add_typer(load(own.cli), name=own.cli_name or kind.name)
 
 
 _add_command_groups()

@@ -2,7 +2,15 @@
 
 A new kind is one sub-package under `shopfloor.kinds` whose `kind.py` defines a `KIND`
 descriptor, plus one line in `_KIND_MODULES` below (or, for kinds that live outside this
-package, a module name in `SHOPFLOOR_KIND_MODULES`).
+package, a module name in `SHOPFLOOR_KIND_MODULES`). A kind owns all of itself through three
+facets the shared code only calls (docs/architecture.md):
+
+- the contract: the `JobKind` fields themselves (name, queue, workflow types, input and result
+  models, signals, queries, updates), what any client relies on;
+- the worker bundle (`WorkerBundle`): its workflows and the run context that yields its
+  activities and extra queues, the shape of temporalio's `SimplePlugin`;
+- the presentation (`Presentation`): its dashboard page, live query, large-input offload,
+  kill reason, CLI options, commands and routes, and its own settings model.
 
 Descriptors are light on purpose: the controller and every CLI call import them. They name
 their workflows and worker-side code by import path ("module:attribute"), so importing the
@@ -20,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
+from pydantic_settings import BaseSettings
 
 from shopfloor.progress import WorkflowProgress
 
@@ -76,6 +85,86 @@ PROGRESS = Query(
 )
 
 
+# -- the worker bundle ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerBundle:
+    """What a worker runs for a kind, as temporalio's `SimplePlugin` holds it (workflows, and a
+    run context around the worker that provides the activities), named by "module:attribute"
+    so that the registry imports none of it."""
+
+    # "module:Class" of every workflow the kind's workers run (the entry one first).
+    workflows: Sequence[str]
+    # "module:function": the kind's worker-side lifespan. Called with the WorkerContext, it is
+    # an async context manager that yields the kind's activities (or a KindWork: activities
+    # plus work on other queues) and holds whatever they need (an HTTP client pool, a Docker
+    # client, a warm zygote) until the worker stops.
+    run_context: str
+    # "module:Class" made with the worker's prometheus-client registry: its `observe(
+    # activity_type, args, result, error)` sees every activity this worker process runs and
+    # counts what is the kind's (pipeline services' health, agent calls).
+    observer: str | None = None
+
+    def load_workflows(self) -> list[type]:
+        return [load(path) for path in self.workflows]
+
+    def lifespan(
+        self, ctx: WorkerContext
+    ) -> AbstractAsyncContextManager[Sequence[Callable] | KindWork]:
+        return load(self.run_context)(ctx)
+
+
+# -- the presentation -------------------------------------------------------------------------
+
+# Stores bytes under a file name, answers their artifact:// URI (`ArtifactStore.put_upload`).
+PutUpload = Callable[[str, bytes], str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CliOption:
+    """A repeatable option of `shopfloor submit` that only this kind reads (`--env NAME=VALUE`):
+    `apply` folds the values given into the input fields built from the file."""
+
+    flag: str  # the option without dashes: `env` → `--env`
+    help: str
+    apply: Callable[[list[str], dict[str, Any]], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Presentation:
+    """How the shared controller, dashboard, CLI and metrics show and treat this kind's jobs.
+    Every part is optional: a kind without one gets the generic behaviour."""
+
+    # The dashboard's page of one job: a Jinja template in the kind's folder, rendered inside
+    # the job page with `view` (dashboard.views.JobView), `job_id` and `csrf`…
+    page: Path | None = None
+    # …plus what "module:function"(view, settings) -> dict adds (a timeline, log tails).
+    page_context: str | None = None
+    # The query a running job answers for its page (under `view.live[<name>]`).
+    live_query: str | None = None
+    # The page shows the job's input (read from the first event of its history).
+    page_input: bool = False
+    # Kinds whose page has its own stop or cancel button hide the generic "Cancel job".
+    cancel_button: bool = True
+    # Moves large inline fields of the input (as JSON data) to the artifact store when the
+    # input is over the limit; returns whether it changed anything (shopfloor.offload).
+    offload: Callable[[dict[str, Any], PutUpload, int], bool] | None = None
+    # Why the sandbox killed the run, read from an activity's result (as JSON), for
+    # `shopfloor_sandbox_kills{reason}`.
+    kill_reason: Callable[[dict[str, Any]], str | None] | None = None
+    cli_options: Sequence[CliOption] = ()
+    # Commands and routes of the kind's own, beyond submit/status/signal/…, by "module:attr":
+    # a typer.Typer added as `shopfloor <cli_name> …`, and a FastAPI APIRouter the controller
+    # includes. Keep those modules light: every CLI call imports the CLI one.
+    cli: str | None = None
+    cli_name: str | None = None  # default: the kind's name
+    routes: str | None = None
+    # The kind's own settings: a BaseSettings with its own env_prefix, read through
+    # `Settings.of(model)`.
+    settings: type[BaseSettings] | None = None
+
+
 # -- the kind --------------------------------------------------------------------------------
 
 
@@ -90,12 +179,6 @@ class JobKind:
     other_workflow_types: Sequence[str] = ()
     input_model: type[BaseModel]
     result_model: type[BaseModel]
-    # "module:Class" of every workflow the kind's workers run (the entry one first).
-    workflows: Sequence[str]
-    # "module:function": the kind's worker-side lifespan. Called with the WorkerContext, it is
-    # an async context manager that yields the kind's activities and holds whatever they need
-    # (an HTTP client pool, a Docker client, a warm zygote) until the worker stops.
-    worker: str
     signals: Sequence[Signal] = ()
     queries: Sequence[Query] = ()
     updates: Sequence[Update] = ()
@@ -117,12 +200,8 @@ class JobKind:
     # Whether a COMPLETED job's result (as JSON) counts as passed: a script that exited 1, a
     # simulation with a FAIL verdict completed as workflows but did not pass (CLI exit code 1).
     passed: Callable[[dict[str, Any]], bool] | None = None
-    # Commands and routes of the kind's own, beyond submit/status/signal/…, by "module:attr":
-    # a typer.Typer added as `shopfloor <cli_name> …`, and a FastAPI APIRouter the controller
-    # includes. Keep those modules light: every CLI call imports the CLI one.
-    cli: str | None = None
-    cli_name: str | None = None  # default: the kind's name
-    routes: str | None = None
+    bundle: WorkerBundle
+    presentation: Presentation = Presentation()
 
     def signal(self, name: str) -> Signal | None:
         return next((s for s in self.signals if s.name == name), None)
@@ -138,12 +217,12 @@ class JobKind:
         return self.query(PROGRESS_QUERY) is not None
 
     def load_workflows(self) -> list[type]:
-        return [load(path) for path in self.workflows]
+        return self.bundle.load_workflows()
 
     def lifespan(
         self, ctx: WorkerContext
     ) -> AbstractAsyncContextManager[Sequence[Callable] | KindWork]:
-        return load(self.worker)(ctx)
+        return self.bundle.lifespan(ctx)
 
 
 def load(path: str) -> Any:
@@ -208,7 +287,7 @@ class KindWork:
     other_queues: Sequence[QueueWork] = ()
 
 
-# What a kind's `worker` lifespan is, as an async generator under @asynccontextmanager: it
+# What a kind's `run_context` lifespan is, as an async generator under @asynccontextmanager: it
 # yields its activities (on the kind's queue), or a KindWork.
 ActivitiesIterator = AsyncIterator[Sequence[Callable] | KindWork]
 

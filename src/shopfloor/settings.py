@@ -1,13 +1,19 @@
-"""All configuration in one place: a pydantic-settings object read from `SHOPFLOOR_*`."""
+"""The shared configuration: a pydantic-settings object read from `SHOPFLOOR_*`.
+
+Each job kind declares its own settings, a BaseSettings with its own env_prefix in its own
+folder (e.g. `SHOPFLOOR_PIPELINE_*`), read through `Settings.of(model)`: this file names no kind.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar, cast
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KindSettings = TypeVar("KindSettings", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -73,26 +79,6 @@ class Settings(BaseSettings):
     # Extra modules defining a `KIND` (job kinds that live outside this package).
     kind_modules: list[str] = Field(default_factory=list)
 
-    # Environment variable names a job may set for its script (glob patterns). Names that look
-    # like secrets are refused regardless: secrets come from the worker's own settings.
-    script_env_allowlist: list[str] = Field(
-        default_factory=lambda: ["JOB_*", "SEED", "TZ", "LANG", "LC_*", "OMP_NUM_THREADS"]
-    )
-
-    # Agent jobs: keys live here, on the workers, never in job input or workflow history.
-    anthropic_api_key: SecretStr | None = None
-    anthropic_base_url: str | None = None  # unset: Anthropic's own API
-    anthropic_model: str = "claude-sonnet-4-5"  # when a job's agentConfig names no model
-    # An HTTP agent endpoint (`gateway-agent`), e.g. seed 003's gateway, and its bearer token.
-    agent_gateway_url: str | None = None
-    agent_gateway_token: SecretStr | None = None
-
-    # Seed 003's gateway: agent turns are `POST {gateway_url}/api/cron/fire` with this token.
-    # Read by workers only; never part of any job input or workflow history.
-    gateway_url: str | None = None
-    gateway_token: SecretStr | None = None
-    gateway_timeout_s: float = 300.0
-
     # Egress (shopfloor.egress): requests made on a job's behalf (phased `http` steps, gateway
     # and model URLs) never reach loopback, private, link-local or metadata addresses unless
     # named here: hosts, addresses or CIDRs, optionally with a port, comma-separated
@@ -102,37 +88,8 @@ class Settings(BaseSettings):
     # stack lists every worker's metrics port here).
     egress_deny_ports: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
-    # Pipelines (kind `pipeline`). Directories of pipeline definitions (YAML) beside the shipped
-    # ones: a worker polls `<name>-queue` for each pipeline found there, the controller starts
-    # them by name. Processes and logs of the process runtime live under `pipeline_run_dir`
-    # (default <data_dir>/pipelines).
-    pipeline_dirs: list[Path] = Field(default_factory=list)
-    pipeline_run_dir: Path | None = None
-    # The host name of this worker's queue `pipeline-host-<host>` (default: the machine's name):
-    # the activities that touch a host's processes or Docker engine run there.
-    pipeline_host: str | None = None
-    # A worker running as root starts process services each as a uid of its own
-    # ("per-service"), or all as the user named here ("" → as root).
-    pipeline_run_as: str = "per-service"
-    # Docker Engine API address for the docker runtime (unset → DOCKER_HOST / the local socket).
-    pipeline_docker_host: str | None = None
-    # A pipeline's containers run as the engine's root, from a definition whoever may start
-    # pipelines writes: the host's network (Temporal and the controller on its loopback) and
-    # host directories bound in are the operator's to open. `network: host` is refused unless
-    # this is true; a volume's host side must lie under one of these directories.
-    pipeline_docker_host_network: bool = False
-    pipeline_docker_volume_roots: list[Path] = Field(default_factory=list)
-
-    # Containing pipeline services and health-check commands (issue 19). Services run as a
-    # uid leased from the sandbox pool, in a memory cgroup of this size (MB) and a pids cgroup
-    # capped at this many processes; health-check commands run like scripts, with these small
-    # limits. More loopback ports no run or service may reach (e.g. the metrics ports of the
+    # More loopback ports no run or pipeline service may reach (e.g. the metrics ports of the
     # other workers of a stack): the frontend, controller, UI and own metrics port always.
-    # (`pipeline_run_as = ""` no longer means root: as "per-service", a pool uid each.)
-    pipeline_service_memory_mb: int = Field(2048, ge=16)
-    pipeline_service_max_processes: int = Field(512, ge=1)
-    pipeline_check_memory_mb: int = Field(256, ge=16)
-    pipeline_check_max_processes: int = Field(16, ge=1)
     sandbox_protected_ports: list[int] = Field(default_factory=list)
 
     # Containing user code (scripts, scenes): see the README, "What contains a run".
@@ -235,6 +192,23 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 24 * 3600)
 
+    # The kinds' own settings, read once per Settings (see `of`).
+    _kinds: dict[type[BaseSettings], BaseSettings] = PrivateAttr(default_factory=dict)
+
+    def of(self, model: type[KindSettings]) -> KindSettings:
+        """A kind's own settings, read from the environment (and `.env`) by its own prefix the
+        first time this Settings is asked, unless `with_kind` gave them."""
+        if model not in self._kinds:
+            self._kinds[model] = model()
+        return cast(KindSettings, self._kinds[model])
+
+    def with_kind(self, *given: BaseSettings) -> Settings:
+        """A copy whose kinds' settings are `given` rather than read from the environment
+        (tests, and workers embedded in another program)."""
+        copy = self.model_copy()
+        copy._kinds = {**self._kinds, **{type(each): each for each in given}}
+        return copy
+
     @field_validator("api_token")
     @classmethod
     def _token_not_empty(cls, token: SecretStr | None) -> SecretStr | None:
@@ -306,10 +280,6 @@ class Settings(BaseSettings):
             "multipart_threshold": int(self.s3_multipart_threshold_mb * 2**20),
             "multipart_chunksize": int(self.s3_multipart_chunk_mb * 2**20),
         }
-
-    @property
-    def pipeline_runtime_dir(self) -> Path:
-        return (self.pipeline_run_dir or self.data_dir / "pipelines").resolve()
 
     @property
     def temporal_ui(self) -> str | None:

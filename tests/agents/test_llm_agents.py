@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from shopfloor.kinds.agents.models import GoalStatus, StepStatus
+from shopfloor.kinds.agents.settings import AgentSettings
 from shopfloor.settings import Settings
 from tests.agents.fake_llm import FakeLLM
 from tests.agents.support import SEED_CONFIG, agent_worker
@@ -21,14 +22,15 @@ KEY = "sk-ant-test-" + uuid.uuid4().hex
 
 
 def settings(fake: FakeLLM) -> Settings:
-    return Settings(
+    own = AgentSettings(
         anthropic_api_key=SecretStr(KEY),
         anthropic_base_url=fake.url,
         anthropic_model="claude-test-model",
         agent_gateway_url=f"{fake.url}/agent/step",
         agent_gateway_token=SecretStr("gw-" + KEY),
-        egress_allow=[fake.url.removeprefix("http://")],  # the fake LLM is on loopback
     )
+    # The fake LLM is on loopback.
+    return Settings(egress_allow=[fake.url.removeprefix("http://")]).with_kind(own)
 
 
 def anthropic_goal(system: str) -> dict:

@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from shopfloor.killswitch import switch_off, switch_on
 from shopfloor.kinds.phased.kind import KIND as PHASED
 from shopfloor.kinds.phased.models import PhasedInput, PhasedResult, PoetryResearchInput
+from shopfloor.kinds.phased.settings import GatewaySettings
 from shopfloor.kinds.poetry_research.kind import KIND as POETRY
 from shopfloor.settings import Settings
 from tests.phased.conftest import TOKEN, running
@@ -23,11 +24,9 @@ from tests.phased.conftest import TOKEN, running
 def settings_for(tmp_path: Path, gateway, *, token: str = TOKEN) -> Settings:
     return Settings(
         data_dir=tmp_path,
-        gateway_url=gateway.url,
-        gateway_token=token,
         egress_allow=[gateway.url.removeprefix("http://")],  # the gateway is on loopback
         task_queue_prefix=f"tq-{uuid.uuid4().hex[:8]}-",
-    )
+    ).with_kind(GatewaySettings(url=gateway.url, token=token))
 
 
 async def test_two_hour_wait_under_time_skipping(

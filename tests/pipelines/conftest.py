@@ -12,19 +12,17 @@ import docker
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.registry import kinds
 from shopfloor.settings import Settings
 from shopfloor.worker import build_workers, kind_resources
 
 
 def pipeline_settings(tmp_path: Path, **extra: object) -> Settings:
+    """Settings of a test worker; `extra` are the pipeline kind's own (PipelineSettings)."""
     tag = uuid.uuid4().hex[:8]
-    return Settings(
-        data_dir=tmp_path / "data",
-        task_queue_prefix=f"tq-{tag}-",
-        pipeline_host=f"test-{tag}",
-        **extra,  # type: ignore[arg-type]
-    )
+    own = PipelineSettings(host=f"test-{tag}", **extra)  # type: ignore[arg-type]
+    return Settings(data_dir=tmp_path / "data", task_queue_prefix=f"tq-{tag}-").with_kind(own)
 
 
 @pytest.fixture

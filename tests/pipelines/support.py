@@ -20,6 +20,7 @@ from shopfloor.kinds.pipeline.models import (
     PipelineStatus,
 )
 from shopfloor.kinds.pipeline.process import MARKER
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.settings import Settings
 from tests.helpers import free_port
 
@@ -91,7 +92,7 @@ async def past_starting(handle: WorkflowHandle[Any, PipelineResult], *, timeout_
 
 
 def log_of(settings: Settings, d: PipelineDefinition, name: str) -> str:
-    path = settings.pipeline_runtime_dir / d.name / f"{name}.log"
+    path = settings.of(PipelineSettings).runtime_dir(settings.data_dir) / d.name / f"{name}.log"
     return path.read_text() if path.exists() else ""
 
 

@@ -12,6 +12,7 @@ from shopfloor.kinds.pipeline.definition import (
     load_definition,
     parse_definition,
 )
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.settings import Settings
 from tests.helpers import REPO
 
@@ -85,7 +86,7 @@ def test_not_yaml_or_not_a_mapping() -> None:
 def test_shipped_and_configured_definitions(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("name: bad\nservices: []\n")
     known, problems = known_definitions(
-        Settings(pipeline_dirs=[REPO / "examples" / "pipelines", tmp_path])
+        Settings().with_kind(PipelineSettings(dirs=[REPO / "examples" / "pipelines", tmp_path]))
     )
     assert {"logs", "demo"} <= set(known)
     logs = known["logs"][1]

@@ -178,9 +178,9 @@ async def test_a_pipeline_starts_gated_and_stops_in_reverse(
 ) -> None:
     settings = pipeline_settings(
         tmp_path,
-        pipeline_docker_host=docker_engine.url,
-        pipeline_docker_host_network=True,
-        pipeline_docker_volume_roots=[tmp_path],
+        docker_host=docker_engine.url,
+        docker_host_network=True,
+        docker_volume_roots=[tmp_path],
     )
     gate = tmp_path / "gate"
     gate.mkdir()

@@ -98,7 +98,7 @@ async def test_health_from_the_container(engine: FakeDockerEngine) -> None:
 async def test_docker_pipeline_through_the_workflow(
     env: WorkflowEnvironment, engine: FakeDockerEngine, tmp_path: Path, sdk_threads: list[bool]
 ) -> None:
-    settings = pipeline_settings(tmp_path, pipeline_docker_host=engine.base_url)
+    settings = pipeline_settings(tmp_path, docker_host=engine.base_url)
     port = engine.server.server_address[1]
     d = definition(
         {"name": "otel-collector", "image": "otel/opentelemetry-collector:0.98.0",
@@ -194,7 +194,7 @@ async def test_the_logs_pipeline_without_an_engine_fails_at_once_naming_it(
 ) -> None:
     """Seed 004's trigger with no engine: one start attempt, a message naming the service,
     the address and its setting, and no rollback waiting out the same error."""
-    settings = pipeline_settings(tmp_path, pipeline_docker_host=no_engine)
+    settings = pipeline_settings(tmp_path, docker_host=no_engine)
     async with AsyncExitStack() as stack:
         plans = await stack.enter_async_context(kind_resources(settings, [kinds()["pipeline"]]))
         for worker in build_workers(env.client, settings, plans):
@@ -256,7 +256,7 @@ async def test_a_pipeline_whose_image_cannot_be_had_fails_at_once_naming_it(
     env: WorkflowEnvironment, engine: FakeDockerEngine, tmp_path: Path
 ) -> None:
     engine.pull_errors["example/absent:1"] = (500, REGISTRY_UNREACHABLE)
-    settings = pipeline_settings(tmp_path, pipeline_docker_host=engine.base_url)
+    settings = pipeline_settings(tmp_path, docker_host=engine.base_url)
     d = definition({"name": "api", "image": "example/absent:1"})
     async with AsyncExitStack() as stack:
         plans = await stack.enter_async_context(kind_resources(settings, [kinds()["pipeline"]]))

@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from shopfloor.devserver import DevServer
 from shopfloor.kinds.pipeline.models import PipelineStatus
 from shopfloor.kinds.pipeline.process import CGROUP_ROOT
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.settings import Settings
 from tests.helpers import Stack, wait_until
 from tests.pipelines.support import alive, definition, events, marked, service, start
@@ -66,8 +67,9 @@ async def test_worker_killed_mid_start_then_before_stop(
             assert len(leaders(procs)) == 1, (name, procs)
             assert len(procs) == (2 if name == "b" else 1), (name, procs)
         assert len(events(settings, d, "b")["started"]) == 1  # started once, not twice
+        b_log = settings.of(PipelineSettings).runtime_dir(settings.data_dir) / d.name / "b.log"
         escapee = int(
-            next(ln for ln in (settings.pipeline_runtime_dir / d.name / "b.log").read_text()
+            next(ln for ln in b_log.read_text()
                  .splitlines() if ln.startswith("escapee")).split()[1]
         )  # fmt: skip
         assert alive(escapee)

@@ -71,8 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(interaction_router(every_kind))
     for kind in every_kind:
-        if kind.routes:
-            app.include_router(load(kind.routes))
+        if kind.presentation.routes:
+            app.include_router(load(kind.presentation.routes))
     app.include_router(artifacts.router)
     app.include_router(schedules_router)
     dashboard.install(app)

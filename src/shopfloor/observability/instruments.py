@@ -1,6 +1,7 @@
 """What prometheus-client counts in a worker or controller process, beside the SDK's meter:
-pipeline services' health and (re)starts, agent calls and tokens by provider, artifact bytes
-stored and read, and the kill switch (controller).
+artifact bytes stored and read, and the kill switch (controller). Kinds count what is theirs
+from their activities' results (`WorkerBundle.observer`: pipeline services' health, agent
+calls), through `as_json` below.
 
 These are per-process observations of activities' results (a retried activity counts again),
 not job accounting: that stays on the workflow's replay-safe meter (`metrics.py`).
@@ -8,124 +9,11 @@ not job accounting: that stays on the workflow's replay-safe meter (`metrics.py`
 
 from __future__ import annotations
 
-import threading
 from typing import Any, BinaryIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shopfloor.artifacts.base import ArtifactStore
-
-
-class PipelineMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.healthy = Gauge(
-            "shopfloor_pipeline_service_healthy",
-            "1 when the service's last check on this worker passed, 0 when it failed or the "
-            "service was not running (gone once the service is stopped)",
-            ["pipeline", "service"],
-            registry=registry,
-        )
-        self.checks_failed = Counter(
-            "shopfloor_pipeline_health_check_failures",
-            "health checks of a running pipeline service that failed, or found it dead",
-            ["pipeline", "service"],
-            registry=registry,
-        )
-        self.starts = Counter(
-            "shopfloor_pipeline_service_starts",
-            "pipeline services started by this worker (an adopted running one not counted)",
-            ["pipeline", "service"],
-            registry=registry,
-        )
-        self.restarts = Counter(
-            "shopfloor_pipeline_service_restarts",
-            "starts of a service of a pipeline run that this worker had started before",
-            ["pipeline", "service"],
-            registry=registry,
-        )
-        self._started: set[tuple[str, str, str]] = set()
-        self._lock = threading.Lock()
-
-    def observe(self, activity_type: str, args: list[Any], result: Any) -> None:
-        """From a pipeline host activity's argument and result (models or their JSON)."""
-        ref = _as_json(args[0]) if args else None
-        data = _as_json(result)
-        if activity_type == "pipeline_probe" and isinstance(ref, dict):
-            for one, probe in zip(ref.get("refs", []), data or [], strict=False):
-                self._health(one, probe)
-        elif not isinstance(ref, dict) or "service" not in ref:
-            return
-        elif activity_type == "pipeline_wait_healthy":
-            self._health(ref, data)
-        elif activity_type == "pipeline_start_service" and isinstance(data, dict):
-            if data.get("adopted"):
-                return
-            labels = _labels(ref)
-            self.starts.labels(*labels).inc()
-            # At zero from the first start: `increase()` and alerts see a series to compare.
-            self.restarts.labels(*labels)
-            key = (ref.get("run_token", ""), *labels)
-            with self._lock:
-                again = key in self._started
-                self._started.add(key)
-            if again:
-                self.restarts.labels(*labels).inc()
-        elif activity_type == "pipeline_stop_service":
-            try:
-                self.healthy.remove(*_labels(ref))
-            except KeyError:
-                pass
-
-    def _health(self, ref: Any, probe: Any) -> None:
-        if not isinstance(ref, dict) or not isinstance(probe, dict):
-            return
-        labels = _labels(ref)
-        ok = bool(probe.get("healthy"))
-        self.healthy.labels(*labels).set(1 if ok else 0)
-        failures = self.checks_failed.labels(*labels)  # at zero from the first check
-        if not ok:
-            failures.inc()
-
-
-def _labels(ref: dict[str, Any]) -> tuple[str, str]:
-    return str(ref.get("pipeline", "")), str((ref.get("service") or {}).get("name", ""))
-
-
-class AgentMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.calls = Counter(
-            "shopfloor_agent_calls",
-            "agent steps run (one provider call each, its retries counted again), by provider "
-            "and the reply's status (OK, FAIL, PARTIAL, RATE_LIMITED, CONTEXT_EXCEEDED, or "
-            "error when the activity raised)",
-            ["provider", "status"],
-            registry=registry,
-        )
-        self.tokens = Counter(
-            "shopfloor_agent_tokens",
-            "tokens the providers reported, by provider and direction (input, output)",
-            ["provider", "direction"],
-            registry=registry,
-        )
-
-    def observe(self, args: list[Any], result: Any, error: BaseException | None) -> None:
-        request = _as_json(args[0]) if args else None
-        if not isinstance(request, dict):
-            return
-        agent = str(request.get("agentType") or request.get("agent_type") or "unknown")
-        provider = agent.removesuffix("-agent")
-        if error is not None:
-            self.calls.labels(provider, "error").inc()
-            return
-        reply = _as_json(result)
-        if not isinstance(reply, dict):
-            return
-        self.calls.labels(provider, str(reply.get("status", "unknown"))).inc()
-        usage = reply.get("usage") or {}
-        for direction in ("input", "output"):
-            count = usage.get(f"{direction}Tokens", usage.get(f"{direction}_tokens", 0))
-            if isinstance(count, int) and count > 0:
-                self.tokens.labels(provider, direction).inc(count)
 
 
 class ArtifactMetrics:
@@ -200,9 +88,9 @@ class KillSwitchMetrics:
         )
 
 
-def _as_json(value: Any) -> Any:
+def as_json(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json", by_alias=True)
     if isinstance(value, list):
-        return [_as_json(v) for v in value]
+        return [as_json(v) for v in value]
     return value

@@ -48,15 +48,13 @@ from temporalio.worker import (
 )
 
 from shopfloor.jobs import HANDED_OFF
-from shopfloor.observability.instruments import AgentMetrics, PipelineMetrics
-from shopfloor.registry import JobKind
+from shopfloor.registry import JobKind, kinds, load
 
 log = logging.getLogger("shopfloor.metrics")
 
 # Seconds: jobs run from well under a second (a warm script) to hours (phased, pipelines).
 JOB_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600]
 ACTIVITY_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800]
-KILL_REASONS = ("timeout", "memory", "cpu", "processes", "file_size", "disk", "cancelled")
 
 
 def metrics_runtime(host: str, port: int) -> Runtime:
@@ -89,13 +87,14 @@ def metrics_runtime(host: str, port: int) -> Runtime:
 class _KindInfo:
     name: str
     passed: Callable[[dict[str, Any]], bool] | None
+    kill_reason: Callable[[dict[str, Any]], str | None] | None
 
 
 def _kind_table(kinds: list[JobKind]) -> dict[str, _KindInfo]:
     table = {}
     for kind in kinds:
         for wf_type in (kind.workflow_type, *kind.other_workflow_types):
-            table[wf_type] = _KindInfo(kind.name, kind.passed)
+            table[wf_type] = _KindInfo(kind.name, kind.passed, kind.presentation.kill_reason)
     return table
 
 
@@ -114,20 +113,15 @@ def job_outcome(kind: _KindInfo | None, result: Any) -> str:
         return "failed"
 
 
-def kill_reason(result: Any) -> str | None:
-    """Why the sandbox killed the run, from a job activity's result: a script's
-    `killed_reason`, a simulation's FAIL reason ("timeout: …", "memory: …")."""
+def kill_reason(kind: _KindInfo | None, result: Any) -> str | None:
+    """Why the sandbox killed the run, as the job's kind reads it from an activity's result."""
     data = _as_json(result)
-    if not isinstance(data, dict):
+    if kind is None or kind.kill_reason is None or not isinstance(data, dict):
         return None
-    reason = data.get("killed_reason")
-    if isinstance(reason, str):
-        return reason
-    text = data.get("reason")
-    if data.get("outcome") == "FAIL" and isinstance(text, str):
-        head = text.split(":", 1)[0].strip()
-        return head if head in KILL_REASONS else None
-    return None
+    try:
+        return kind.kill_reason(data)
+    except Exception:  # noqa: BLE001 - a metric label must never fail an activity
+        return None
 
 
 class JobMetrics:
@@ -165,21 +159,24 @@ def job_metrics() -> JobMetrics | None:
 
 @dataclasses.dataclass
 class ActivityObservers:
-    """prometheus-client instruments fed from activities' arguments and results."""
+    """prometheus-client instruments fed from activities' arguments and results: each kind's
+    `WorkerBundle.observer`, made once on the process's registry."""
 
-    pipelines: PipelineMetrics
-    agents: AgentMetrics
+    observers: list[Any]
+
+    @classmethod
+    def on(cls, registry: CollectorRegistry) -> ActivityObservers:
+        paths = {k.bundle.observer for k in kinds().values() if k.bundle.observer}
+        return cls([load(path)(registry) for path in sorted(paths)])
 
     def observe(
         self, activity_type: str, args: list[Any], result: Any, error: BaseException | None
     ) -> None:
-        try:
-            if activity_type.startswith("pipeline_") and error is None:
-                self.pipelines.observe(activity_type, args, result)
-            elif activity_type == "run_agent_step":
-                self.agents.observe(args, result, error)
-        except Exception:  # noqa: BLE001 - a metric must never fail an activity
-            log.debug("cannot observe %s", activity_type, exc_info=True)
+        for observer in self.observers:
+            try:
+                observer.observe(activity_type, args, result, error)
+            except Exception:  # noqa: BLE001 - a metric must never fail an activity
+                log.debug("cannot observe %s", activity_type, exc_info=True)
 
 
 class MetricsInterceptor(Interceptor):
@@ -235,7 +232,7 @@ class _ActivityMetrics(ActivityInboundInterceptor):
             outcome = "completed"
             if observers is not None:
                 observers.observe(info.activity_type, list(input.args), result, None)
-            reason = kill_reason(result)
+            reason = kill_reason(kind, result)
             if reason:
                 metrics.sandbox_kills.with_additional_attributes(
                     {"kind": attrs["kind"], "reason": reason}
@@ -326,12 +323,12 @@ class _WorkflowMetrics(WorkflowInboundInterceptor):
 def install(runtime: Runtime | None, registry: CollectorRegistry | None = None) -> JobMetrics:
     """The process's instruments on `runtime`'s meter (a no-op meter without one), a counter
     of zygote starts fed from the sandbox's log of them, and, with a prometheus-client
-    `registry`, the instruments fed from activities' results (pipelines, agents)."""
+    `registry`, the instruments the kinds feed from their activities' results."""
     meter = runtime.metric_meter if runtime is not None else MetricMeter.noop
     metrics = JobMetrics(meter)
     _current["metrics"] = metrics
     if registry is not None:
-        _observers["worker"] = ActivityObservers(PipelineMetrics(registry), AgentMetrics(registry))
+        _observers["worker"] = ActivityObservers.on(registry)
     logging.getLogger("shopfloor.zygote").addFilter(_ZygoteStarts(metrics))
     return metrics
 

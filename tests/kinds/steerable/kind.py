@@ -5,7 +5,7 @@ Served when `SHOPFLOOR_KIND_MODULES` names this module, as any out-of-tree kind 
 
 from __future__ import annotations
 
-from shopfloor.registry import PROGRESS, JobKind, Query, Signal, Update
+from shopfloor.registry import PROGRESS, JobKind, Query, Signal, Update, WorkerBundle
 from tests.kinds.steerable.models import (
     LabelChanged,
     Messages,
@@ -20,8 +20,6 @@ KIND = JobKind(
     summary="Naps on durable timers; nudge it, ask it, relabel it, finish it early.",
     task_queue="steerable-test-queue",
     workflow_type="SteerableTestWorkflow",
-    workflows=["tests.kinds.steerable.workflows:SteerableWorkflow"],
-    worker="tests.kinds.steerable.activities:worker",
     input_model=SteerInput,
     result_model=SteerResult,
     signals=[
@@ -31,4 +29,8 @@ KIND = JobKind(
     queries=[PROGRESS, Query(name="messages", result=Messages)],
     updates=[Update(name="set_label", model=SetLabel, result=LabelChanged)],
     max_concurrent_activities=2,
+    bundle=WorkerBundle(
+        workflows=["tests.kinds.steerable.workflows:SteerableWorkflow"],
+        run_context="tests.kinds.steerable.activities:worker",
+    ),
 )

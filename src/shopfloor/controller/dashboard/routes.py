@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import ChoiceLoader
 from pydantic import ValidationError
 
 from shopfloor import killswitch
@@ -46,8 +47,8 @@ from shopfloor.settings import Settings
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.loader = ChoiceLoader([templates.env.loader, views.KindPages()])
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
-templates.env.filters["flat_metrics"] = views.flat_metrics
 
 CSRF_COOKIE = "shopfloor_csrf"
 KEEPALIVE_S = 15.0
@@ -254,16 +255,7 @@ async def job_page(request: Request, job_id: str) -> Response:
         run_id = (await client.get_workflow_handle(job_id).describe()).run_id
     except Exception:  # noqa: BLE001 - the link without a run id still opens the job
         pass
-    return render(request, "job.html", **_job_context(settings, view), run_id=run_id)
-
-
-def _job_context(settings: Settings, view: views.JobView) -> dict[str, Any]:
-    context: dict[str, Any] = {"view": view, "job_id": view.status.job_id}
-    if view.template == "kinds/phased.html":
-        context["timeline"] = views.phased_timeline(view)
-    if view.template == "kinds/pipeline.html":
-        context["log_tails"] = views.pipeline_log_tails(settings, view)
-    return context
+    return render(request, "job.html", **views.page_context(settings, view), run_id=run_id)
 
 
 @router.get("/events/jobs/{job_id}")
@@ -285,7 +277,7 @@ async def job_events(request: Request, job_id: str) -> Response:
                 seen_lines.append(line)
                 del seen_lines[:-40]
         html = templates.get_template("_live.html").render(
-            **_job_context(settings, view), seen_lines=seen_lines, csrf=csrf
+            **views.page_context(settings, view), seen_lines=seen_lines, csrf=csrf
         )
         return ("END" if view.terminal else "") + html
 

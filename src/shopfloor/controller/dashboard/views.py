@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from jinja2 import BaseLoader, Environment, FileSystemLoader, TemplateNotFound
 from pydantic import BaseModel
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
@@ -23,14 +22,13 @@ from temporalio.exceptions import ApplicationError
 from shopfloor.controller.links import links_in
 from shopfloor.controller.routes.jobs import STATUSES
 from shopfloor.jobstate import JobStatus, describe_job, is_terminal, last_activity_result
-from shopfloor.registry import JobKind, kind_for_workflow_type, kinds
+from shopfloor.registry import JobKind, kind_for_workflow_type, kinds, load
 from shopfloor.settings import Settings
 
 log = logging.getLogger("shopfloor.dashboard")
 PAGE_SIZE = 50
 RPC = timedelta(seconds=10)
 QUERY_TIMEOUT = timedelta(seconds=2)
-LOG_TAIL_BYTES = 4096
 
 
 class BadFilter(ValueError):
@@ -184,13 +182,35 @@ class JobView:
 
     @property
     def template(self) -> str:
-        name = self.kind.name if self.kind else ""
-        if name == "poetry-research":
-            name = "phased"
-        return f"kinds/{name}.html" if name in _KIND_PAGES else "kinds/other.html"
+        """The kind's own page (see `KindPages`), or the generic one."""
+        if self.kind is None or self.kind.presentation.page is None:
+            return "kinds/other.html"
+        return f"{KIND_PAGE}{self.kind.name}.html"
 
 
-_KIND_PAGES = {"script", "simulation", "agent", "phased", "pipeline"}
+# Template names of the kinds' own pages: `kind/<kind name>.html`.
+KIND_PAGE = "kind/"
+
+
+class KindPages(BaseLoader):
+    """Loads `kind/<name>.html` from the page file the kind declares, in its own folder."""
+
+    def get_source(self, environment: Environment, template: str) -> Any:
+        name = template.removeprefix(KIND_PAGE).removesuffix(".html")
+        kind = kinds().get(name) if template.startswith(KIND_PAGE) else None
+        page = kind.presentation.page if kind is not None else None
+        if page is None:
+            raise TemplateNotFound(template)
+        return FileSystemLoader(page.parent).get_source(environment, page.name)
+
+
+def page_context(settings: Settings, view: JobView) -> dict[str, Any]:
+    """What a job's page is rendered with: the view, and what its kind adds."""
+    context: dict[str, Any] = {"view": view, "job_id": view.status.job_id}
+    builder = view.kind.presentation.page_context if view.kind else None
+    if builder is not None:
+        context.update(load(builder)(view, settings))
+    return context
 
 
 def _dump(value: Any) -> Any:
@@ -223,7 +243,7 @@ async def job_view(client: Client, settings: Settings, job_id: str) -> JobView:
             view.error = "the result could not be read in time"
     elif kind is not None:
         view.live = await _live(client, kind, job_id)
-    if kind is not None and kind.name in ("phased", "pipeline"):
+    if kind is not None and kind.presentation.page_input:
         view.input = await first_input(client, settings, job_id)
     view.links = _links(view.result, settings) | _links(view.live, settings)
     return view
@@ -240,12 +260,11 @@ def _failure(err: WorkflowFailureError) -> tuple[str, Any]:
 
 
 async def _live(client: Client, kind: JobKind, job_id: str) -> dict[str, Any]:
-    """What a running job of this kind answers: its own query (agent state, pipeline status)."""
-    name = {"agent": "state", "pipeline": "status"}.get(kind.name)
-    if name is None or kind.query(name) is None:
+    """What a running job of this kind answers to the query its page shows."""
+    name = kind.presentation.live_query
+    query = kind.query(name) if name else None
+    if name is None or query is None:
         return {}
-    query = kind.query(name)
-    assert query is not None
     try:
         answer = await client.get_workflow_handle(job_id).query(
             name, result_type=query.result, rpc_timeout=QUERY_TIMEOUT
@@ -274,100 +293,6 @@ async def first_input(client: Client, settings: Settings, job_id: str) -> Any:
     except Exception as err:  # noqa: BLE001 - the page shows the job without its definition
         log.info("input of %s not read: %s", job_id, err)
         return None
-
-
-def phased_timeline(view: JobView) -> list[dict[str, Any]]:
-    """Each step of the definition with its state: done (and how), running, waiting, to come."""
-    definition = (view.input or {}).get("definition") if isinstance(view.input, dict) else None
-    outcomes = {}
-    if isinstance(view.result, dict):
-        outcomes = {s["id"]: s for s in view.result.get("steps", []) if isinstance(s, dict)}
-    progress = view.status.workflow_progress
-    current = progress.step if progress else None
-    steps = [s for s in (definition or {}).get("steps", []) if isinstance(s, dict)]
-    if not steps:
-        steps = [{"id": sid, "type": o.get("type")} for sid, o in outcomes.items()]
-    timeline, seen_current = [], False
-    for step in steps:
-        sid = step.get("id")
-        entry = {"id": sid, "type": step.get("type"), "detail": _step_detail(step)}
-        if sid in outcomes:
-            entry["state"] = outcomes[sid]["status"].lower()
-            entry["outcome"] = outcomes[sid]
-        elif sid == current and not view.terminal:
-            seen_current = True
-            entry["state"] = "waiting" if progress and progress.wake_at else "running"
-            entry["wake_at"] = progress.wake_at if progress else None
-        elif not view.terminal and current and not seen_current:
-            entry["state"] = "done"
-        else:
-            entry["state"] = "to come" if not view.terminal else "not run"
-        timeline.append(entry)
-    return timeline
-
-
-def _step_detail(step: dict[str, Any]) -> str:
-    kind = step.get("type")
-    if kind == "delay":
-        return f"wait {step.get('duration')}"
-    if kind == "http":
-        return f"{step.get('method', 'GET')} {step.get('url')}"
-    if kind == "agent_turn":
-        return f"agent turn {step.get('job_id')}"
-    if kind == "job":
-        return f"child job of kind {step.get('kind')}"
-    if kind == "parallel":
-        return "together: " + ", ".join(str(s.get("id")) for s in step.get("steps", []))
-    return ""
-
-
-def pipeline_log_tails(settings: Settings, view: JobView) -> dict[str, str]:
-    """The last lines of each process service's log, when this controller can see the
-    worker's pipeline directory (one machine, or a shared data dir); {} otherwise."""
-    status = view.live.get("status") or view.result
-    if not isinstance(status, dict):
-        return {}
-    name = status.get("name")
-    tails = {}
-    for service in status.get("services", []):
-        if not isinstance(service, dict) or service.get("runtime") != "process" or not name:
-            continue
-        path = settings.pipeline_runtime_dir / str(name) / f"{service.get('name')}.log"
-        tail = _tail(path)
-        if tail is not None:
-            tails[str(service.get("name"))] = tail
-    return tails
-
-
-def _tail(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            data = f.read()
-    except OSError:
-        return None
-    text = data.decode(errors="replace")
-    return text.split("\n", 1)[1] if size > LOG_TAIL_BYTES and "\n" in text else text
-
-
-def flat_metrics(metrics: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """A simulation's metrics as rows: nested dicts become dotted names."""
-    rows: list[tuple[str, str]] = []
-    if not isinstance(metrics, dict):
-        return rows
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += flat_metrics(value, f"{name}.")
-        elif isinstance(value, float):
-            rows.append((name, f"{value:.4g}"))
-        elif isinstance(value, list):
-            rows.append((name, json.dumps(value)))
-        else:
-            rows.append((name, str(value)))
-    return rows
 
 
 def temporal_ui_link(settings: Settings, job_id: str, run_id: str | None = None) -> str | None:

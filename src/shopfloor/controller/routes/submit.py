@@ -55,7 +55,11 @@ def submit_router(kind: JobKind) -> APIRouter:
                 raise HTTPException(422, str(err)) from err
         try:
             job = await asyncio.to_thread(  # large inputs go to the store (maybe S3)
-                offload_inline, job, store, max_inline=settings.inline_input_max_kb * 1024
+                offload_inline,
+                job,
+                store,
+                max_inline=settings.inline_input_max_kb * 1024,
+                offload=kind.presentation.offload,
             )
         except InputTooLarge as err:
             raise HTTPException(413, str(err)) from err

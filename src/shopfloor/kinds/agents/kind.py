@@ -15,7 +15,17 @@ from shopfloor.kinds.agents.models import (
     InstructionAdded,
     config_problem,
 )
-from shopfloor.registry import PROGRESS, InputRejected, JobKind, Query, Signal, Update
+from shopfloor.kinds.agents.settings import AgentSettings
+from shopfloor.registry import (
+    PROGRESS,
+    InputRejected,
+    JobKind,
+    Presentation,
+    Query,
+    Signal,
+    Update,
+    WorkerBundle,
+)
 from shopfloor.settings import Settings
 
 _WORKFLOWS = "shopfloor.kinds.agents.workflows"
@@ -42,12 +52,6 @@ KIND = JobKind(
     task_queue=TASK_QUEUE,
     workflow_type="agentCoordinatorWorkflow",
     other_workflow_types=["helloWorkflow", "multiStepWorkflow"],  # seed 002's names
-    workflows=[
-        f"{_WORKFLOWS}:AgentCoordinatorWorkflow",
-        f"{_WORKFLOWS}:HelloWorkflow",
-        f"{_WORKFLOWS}:MultiStepWorkflow",
-    ],
-    worker="shopfloor.kinds.agents.activities:worker",
     input_model=CoordinatorConfig,
     passed=lambda result: result.get("status") == "COMPLETED",
     result_model=CoordinatorResult,
@@ -78,4 +82,19 @@ KIND = JobKind(
     input_from_file=_input_from_file,
     check_input=_check_input,
     aliases=("agents",),
+    bundle=WorkerBundle(
+        workflows=[
+            f"{_WORKFLOWS}:AgentCoordinatorWorkflow",
+            f"{_WORKFLOWS}:HelloWorkflow",
+            f"{_WORKFLOWS}:MultiStepWorkflow",
+        ],
+        run_context="shopfloor.kinds.agents.activities:worker",
+        observer="shopfloor.kinds.agents.metrics:AgentMetrics",
+    ),
+    presentation=Presentation(
+        page=Path(__file__).with_name("page.html"),
+        live_query="state",
+        cancel_button=False,  # the page has its own: the `cancel` signal
+        settings=AgentSettings,
+    ),
 )

@@ -24,6 +24,7 @@ from shopfloor.kinds.phased.models import (
     HttpRequest,
     HttpResponse,
 )
+from shopfloor.kinds.phased.settings import GatewaySettings
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 
 MAX_REDIRECTS = 5
@@ -53,14 +54,15 @@ class PhasedActivities:
     @activity.defn(name="agent_turn")
     async def agent_turn(self, turn: AgentTurnRequest) -> AgentTurnResult:
         settings = self.ctx.settings
-        if not settings.gateway_url:
+        gateway = settings.of(GatewaySettings)
+        if not gateway.url:
             raise invalid_input("this worker has no gateway: set SHOPFLOOR_GATEWAY_URL")
         # Checked where turns start: a paused schedule can still be triggered by hand.
         refuse_if_on(await read_state(activity.client(), settings.task_queue_prefix))
         headers = {}
-        if settings.gateway_token is not None:
-            headers["Authorization"] = f"Bearer {settings.gateway_token.get_secret_value()}"
-        url = settings.gateway_url.rstrip("/") + "/api/cron/fire"
+        if gateway.token is not None:
+            headers["Authorization"] = f"Bearer {gateway.token.get_secret_value()}"
+        url = gateway.url.rstrip("/") + "/api/cron/fire"
         what = f"agent turn {turn.job_id}"
         try:
             response = await heartbeating(
@@ -68,7 +70,7 @@ class PhasedActivities:
                     url,
                     json={"job_id": turn.job_id},
                     headers=headers,
-                    timeout=settings.gateway_timeout_s,
+                    timeout=gateway.timeout_s,
                 ),
                 what,
             )
@@ -99,7 +101,7 @@ class PhasedActivities:
                     request.url,
                     headers=request.headers,
                     json=request.body,
-                    timeout=self.ctx.settings.gateway_timeout_s,
+                    timeout=self.ctx.settings.of(GatewaySettings).timeout_s,
                     follow_redirects=True,
                 ),
                 what,

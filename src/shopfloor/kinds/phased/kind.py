@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,16 @@ from pydantic import ValidationError
 
 from shopfloor.kinds.phased.models import JobStep, ParallelStep, PhasedInput, PhasedResult
 from shopfloor.kinds.phased.references import references_in
-from shopfloor.registry import PROGRESS, InputRejected, JobKind, kind_named, kinds
+from shopfloor.kinds.phased.settings import GatewaySettings
+from shopfloor.registry import (
+    PROGRESS,
+    InputRejected,
+    JobKind,
+    Presentation,
+    WorkerBundle,
+    kind_named,
+    kinds,
+)
 from shopfloor.settings import Settings
 
 
@@ -69,17 +79,27 @@ def check_job_steps(job: PhasedInput, settings: Settings) -> None:
             kind.check_input(child, settings)
 
 
+# Shared with the poetry-research kind, which runs the same turns.
+PAGE = Presentation(
+    page=Path(__file__).with_name("page.html"),
+    page_context="shopfloor.kinds.phased.page:context",
+    settings=GatewaySettings,
+)
+
 KIND = JobKind(
     name="phased",
     summary="Run a phased definition: agent turns, durable waits, HTTP calls, child jobs.",
     task_queue="phased-queue",
     workflow_type="PhasedWorkflow",
-    workflows=["shopfloor.kinds.phased.workflows:PhasedWorkflow"],
-    worker="shopfloor.kinds.phased.activities:worker",
     input_model=PhasedInput,
     result_model=PhasedResult,
     queries=[PROGRESS],
     input_from_file=_input_from_file,
     check_input=check_job_steps,
     max_concurrent_activities=32,  # turns wait on the network, not the CPU
+    bundle=WorkerBundle(
+        workflows=["shopfloor.kinds.phased.workflows:PhasedWorkflow"],
+        run_context="shopfloor.kinds.phased.activities:worker",
+    ),
+    presentation=replace(PAGE, page_input=True),  # the timeline shows the definition's steps
 )

@@ -42,6 +42,7 @@ from shopfloor.kinds.pipeline.models import (
 )
 from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox
 from shopfloor.kinds.pipeline.runtime import Runtime
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.registry import ActivitiesIterator, KindWork, QueueWork, WorkerContext
 from shopfloor.settings import Settings
 from shopfloor.usercode import Zygotes, zygotes
@@ -53,7 +54,7 @@ SETTLE_S = 0.5
 
 def host_queue(settings: Settings, host: str | None = None) -> str:
     """This (or the named) host's activity queue, without the settings' prefix."""
-    return f"pipeline-host-{host or settings.pipeline_host or socket.gethostname()}"
+    return f"pipeline-host-{host or settings.of(PipelineSettings).host or socket.gethostname()}"
 
 
 @asynccontextmanager
@@ -103,21 +104,22 @@ async def _heartbeating(what: str) -> AsyncIterator[None]:
 class PipelineActivities:
     def __init__(self, settings: Settings, zygotes: Zygotes) -> None:
         self.settings = settings
+        own = settings.of(PipelineSettings)
         checks = ContainedChecks(zygotes, settings)
         uids = zygotes.contain.uids if zygotes.contain is not None else None
         self.process = ProcessRuntime(
-            settings.pipeline_runtime_dir,
-            run_as=settings.pipeline_run_as,
+            own.runtime_dir(settings.data_dir),
+            run_as=own.run_as,
             sandbox=service_sandbox(settings, uids),
             checks=checks,
         )
-        address = engine_address(settings.pipeline_docker_host)
+        address = engine_address(own.docker_host)
         self.docker = DockerRuntime(
             connector(address),
             checks=checks,
             address=address,
-            host_network=settings.pipeline_docker_host_network,
-            volume_roots=settings.pipeline_docker_volume_roots,
+            host_network=own.docker_host_network,
+            volume_roots=own.docker_volume_roots,
         )
 
     @property

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from shopfloor.kinds.pipeline.models import PipelineDefinition
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.settings import Settings
 
 log = logging.getLogger("shopfloor.pipeline")
@@ -87,7 +88,7 @@ def load_definition(path: Path) -> PipelineDefinition:
 
 
 def definition_dirs(settings: Settings) -> list[Path]:
-    return [SHIPPED, *settings.pipeline_dirs]
+    return [SHIPPED, *settings.of(PipelineSettings).dirs]
 
 
 def known_definitions(

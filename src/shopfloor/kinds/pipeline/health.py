@@ -17,6 +17,7 @@ from typing import Protocol
 import httpx
 
 from shopfloor.kinds.pipeline.models import HealthCheck
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.sandbox import Limits, SandboxOutcome, job_environment
 from shopfloor.sandbox._identity import remove_run_dir
 from shopfloor.settings import Settings
@@ -121,8 +122,9 @@ class ContainedChecks:
 
     def __init__(self, zygotes: Zygotes, settings: Settings) -> None:
         self.zygotes = zygotes
-        self.memory_mb = settings.pipeline_check_memory_mb
-        self.max_processes = settings.pipeline_check_max_processes
+        own = settings.of(PipelineSettings)
+        self.memory_mb = own.check_memory_mb
+        self.max_processes = own.check_max_processes
 
     @property
     def probes_contained(self) -> bool:

@@ -12,7 +12,8 @@ from shopfloor.kinds.pipeline.models import (
     RestartService,
     ServiceRestarted,
 )
-from shopfloor.registry import PROGRESS, JobKind, Query, Signal, Update
+from shopfloor.kinds.pipeline.settings import PipelineSettings
+from shopfloor.registry import PROGRESS, JobKind, Presentation, Query, Signal, Update, WorkerBundle
 
 
 def _input_from_file(path: Path, options: dict[str, Any]) -> PipelineInput:
@@ -28,11 +29,6 @@ KIND = JobKind(
     task_queue="pipeline-task-queue",
     workflow_type="PipelineWorkflow",
     other_workflow_types=["LogsPipelineWorkflow"],  # seed 004's name
-    workflows=[
-        "shopfloor.kinds.pipeline.workflows:PipelineWorkflow",
-        "shopfloor.kinds.pipeline.workflows:LogsPipelineWorkflow",
-    ],
-    worker="shopfloor.kinds.pipeline.activities:worker",
     input_model=PipelineInput,
     result_model=PipelineResult,
     signals=[Signal(name="stop", description="stop every service, in reverse order, and end")],
@@ -55,7 +51,23 @@ KIND = JobKind(
     # Probes and health waits are mostly idle: many pipelines share a worker.
     max_concurrent_activities=64,
     input_from_file=_input_from_file,
-    cli="shopfloor.kinds.pipeline.cli:app",
-    cli_name="pipeline",
-    routes="shopfloor.kinds.pipeline.routes:router",
+    bundle=WorkerBundle(
+        workflows=[
+            "shopfloor.kinds.pipeline.workflows:PipelineWorkflow",
+            "shopfloor.kinds.pipeline.workflows:LogsPipelineWorkflow",
+        ],
+        run_context="shopfloor.kinds.pipeline.activities:worker",
+        observer="shopfloor.kinds.pipeline.metrics:PipelineMetrics",
+    ),
+    presentation=Presentation(
+        page=Path(__file__).with_name("page.html"),
+        page_context="shopfloor.kinds.pipeline.page:context",
+        live_query="status",
+        page_input=True,
+        cancel_button=False,  # the page has its own: the `stop` signal
+        cli="shopfloor.kinds.pipeline.cli:app",
+        cli_name="pipeline",
+        routes="shopfloor.kinds.pipeline.routes:router",
+        settings=PipelineSettings,
+    ),
 )

@@ -37,6 +37,7 @@ from shopfloor.kinds.pipeline import _procfs
 from shopfloor.kinds.pipeline.health import CommandChecks, check_health
 from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
 from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.processes import listening_pid, open_files
 from shopfloor.sandbox import _contain
 from shopfloor.sandbox._contain import interpreter_trees
@@ -164,7 +165,7 @@ def service_sandbox(settings: Settings, uids: UidPool | None) -> ServiceSandbox:
     hidden = {
         str(settings.data_dir.resolve()),
         str(settings.artifact_root),
-        str(settings.pipeline_runtime_dir),
+        str(settings.of(PipelineSettings).runtime_dir(settings.data_dir)),
         "/root",
     }
     reachable = set(PRIVATE_TMP)
@@ -188,8 +189,8 @@ def service_sandbox(settings: Settings, uids: UidPool | None) -> ServiceSandbox:
         files=tuple(files),
         tmp_mb=settings.sandbox_tmp_mb,
         trees=tuple(interpreter_trees(exclude=[checkout])),
-        memory_mb=settings.pipeline_service_memory_mb,
-        max_processes=settings.pipeline_service_max_processes,
+        memory_mb=settings.of(PipelineSettings).service_memory_mb,
+        max_processes=settings.of(PipelineSettings).service_max_processes,
     )
 
 

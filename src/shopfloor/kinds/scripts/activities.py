@@ -13,6 +13,7 @@ from temporalio import activity
 from shopfloor.artifacts import ArtifactError, Collected
 from shopfloor.jobs import invalid_input
 from shopfloor.kinds.scripts.models import InputFile, ScriptInput, ScriptResult
+from shopfloor.kinds.scripts.settings import ScriptSettings
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import Limits, SandboxOutcome, Script
 from shopfloor.usercode import (
@@ -73,7 +74,7 @@ class ScriptActivities:
     @activity.defn(name="run_script")
     async def run_script(self, job: ScriptInput) -> ScriptResult:
         refuse_over_ceilings(job, self.ctx.settings)
-        disallowed = job.disallowed_env(self.ctx.settings.script_env_allowlist)
+        disallowed = job.disallowed_env(self.ctx.settings.of(ScriptSettings).env_allowlist)
         if disallowed:
             raise invalid_input(f"environment variables not allowed here: {disallowed}")
         # The store may be S3 (network): its reads and writes run off the event loop; what

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shopfloor.kinds.scripts import presentation
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
-from shopfloor.registry import InputRejected, JobKind
+from shopfloor.kinds.scripts.settings import ScriptSettings
+from shopfloor.registry import InputRejected, JobKind, Presentation, WorkerBundle
 from shopfloor.settings import Settings
 
 
@@ -18,11 +20,12 @@ def _check_input(job: ScriptInput, settings: Settings) -> None:
     over = settings.over_ceiling(job)
     if over is not None:
         raise InputRejected(over)
-    disallowed = job.disallowed_env(settings.script_env_allowlist)
+    allowlist = settings.of(ScriptSettings).env_allowlist
+    disallowed = job.disallowed_env(allowlist)
     if disallowed:
         raise InputRejected(
             f"environment variables {disallowed} are not in this deployment's allow-list "
-            f"{settings.script_env_allowlist} (SHOPFLOOR_SCRIPT_ENV_ALLOWLIST)"
+            f"{allowlist} (SHOPFLOOR_SCRIPT_ENV_ALLOWLIST)"
         )
 
 
@@ -32,11 +35,20 @@ KIND = JobKind(
     task_queue="simulation-task-queue",
     local_first=True,
     workflow_type="ScriptExecutionWorkflow",
-    workflows=["shopfloor.kinds.scripts.workflows:ScriptExecutionWorkflow"],
-    worker="shopfloor.kinds.scripts.activities:worker",
     input_model=ScriptInput,
     result_model=ScriptResult,
     input_from_file=_input_from_file,
     passed=lambda result: result.get("exit_code") == 0 and not result.get("killed_reason"),
     check_input=_check_input,
+    bundle=WorkerBundle(
+        workflows=["shopfloor.kinds.scripts.workflows:ScriptExecutionWorkflow"],
+        run_context="shopfloor.kinds.scripts.activities:worker",
+    ),
+    presentation=Presentation(
+        page=Path(__file__).with_name("page.html"),
+        offload=presentation.offload,
+        kill_reason=presentation.kill_reason,
+        cli_options=[presentation.ENV_OPTION],
+        settings=ScriptSettings,
+    ),
 )

@@ -7,6 +7,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from shopfloor.kinds.simulation import presentation
 from shopfloor.kinds.simulation.models import (
     GeometryPart,
     SceneGeometry,
@@ -15,7 +16,7 @@ from shopfloor.kinds.simulation.models import (
     SimulationRequest,
     SimulationResult,
 )
-from shopfloor.registry import InputRejected, JobKind
+from shopfloor.registry import InputRejected, JobKind, Presentation, WorkerBundle
 from shopfloor.settings import Settings
 
 _REQUEST_FIELDS = {"memory_mb", "timeout_s"}
@@ -61,8 +62,6 @@ KIND = JobKind(
     task_queue="simulation-task-queue",
     local_first=True,
     workflow_type="SimulationWorkflow",
-    workflows=["shopfloor.kinds.simulation.workflows:SimulationWorkflow"],
-    worker="shopfloor.kinds.simulation.activities:worker",
     input_model=SimulationRequest,
     result_model=SimulationResult,
     input_from_file=_input_from_file,
@@ -72,4 +71,14 @@ KIND = JobKind(
     # and the pipeline's modules cost ~100 ms a run when each fork imports them again).
     warm_imports=("build123d", "mujoco", "imageio_ffmpeg", *RUN_MODULES),
     aliases=("simulate",),
+    bundle=WorkerBundle(
+        workflows=["shopfloor.kinds.simulation.workflows:SimulationWorkflow"],
+        run_context="shopfloor.kinds.simulation.activities:worker",
+    ),
+    presentation=Presentation(
+        page=Path(__file__).with_name("page.html"),
+        page_context="shopfloor.kinds.simulation.page:context",
+        offload=presentation.offload,
+        kill_reason=presentation.kill_reason,
+    ),
 )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from shopfloor.egress import EgressPolicy, EgressRefused
 from shopfloor.kinds.agents.agents.prompt import SYSTEM, user_prompt
 from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
+from shopfloor.kinds.agents.settings import AgentSettings
 from shopfloor.retry_after import retry_after_s
 from shopfloor.settings import Settings
 
@@ -43,12 +44,12 @@ class AnthropicAgent:
         import httpx2  # the SDK's own HTTP stack: the egress policy guards its connections
 
         if self._client is None:
-            key = self.settings.anthropic_api_key
+            key = self.settings.of(AgentSettings).anthropic_api_key
             if key is None:
                 raise RuntimeError("no Anthropic key on this worker (SHOPFLOOR_ANTHROPIC_API_KEY)")
             self._client = anthropic.AsyncAnthropic(
                 api_key=key.get_secret_value(),
-                base_url=self.settings.anthropic_base_url,
+                base_url=self.settings.of(AgentSettings).anthropic_base_url,
                 max_retries=0,
                 timeout=self.timeout_s,
                 http_client=self.policy.client(lib=httpx2, timeout=self.timeout_s),
@@ -60,7 +61,7 @@ class AnthropicAgent:
             await self._client.close()
 
     async def step(self, request: AgentRequest) -> AgentReply:
-        if self.settings.anthropic_api_key is None:
+        if self.settings.of(AgentSettings).anthropic_api_key is None:
             return self._fail(
                 request,
                 "no Anthropic key on this worker: set "
@@ -75,7 +76,7 @@ class AnthropicAgent:
             messages.append({"role": "assistant", "content": request.partial})
         try:
             message = await self.client().messages.create(
-                model=str(config.get("model") or self.settings.anthropic_model),
+                model=str(config.get("model") or self.settings.of(AgentSettings).anthropic_model),
                 max_tokens=int(config.get("maxTokens", 1024)),
                 system=str(config.get("system") or SYSTEM),
                 messages=messages,  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import httpx
 
 from shopfloor.egress import EgressRefused
 from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
+from shopfloor.kinds.agents.settings import AgentSettings
 from shopfloor.retry_after import retry_after_s
 from shopfloor.settings import Settings
 
@@ -25,7 +26,7 @@ class GatewayAgent:
         self.http = http
 
     async def step(self, request: AgentRequest) -> AgentReply:
-        url = self.settings.agent_gateway_url
+        url = self.settings.of(AgentSettings).agent_gateway_url
         if not url:
             return self._reply(
                 request,
@@ -34,8 +35,9 @@ class GatewayAgent:
                 "set SHOPFLOOR_AGENT_GATEWAY_URL in the workers' environment",
             )
         headers = {}
-        if self.settings.agent_gateway_token is not None:
-            token = self.settings.agent_gateway_token.get_secret_value()
+        secret = self.settings.of(AgentSettings).agent_gateway_token
+        if secret is not None:
+            token = secret.get_secret_value()
             headers["Authorization"] = f"Bearer {token}"
         body = request.model_dump(mode="json", exclude={"job_id"})
         try:
