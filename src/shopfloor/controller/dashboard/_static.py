@@ -1,7 +1,7 @@
 """The dashboard's static files, some stored gzip-compressed (`<name>.gz`).
 
 The vendored htmx build is kept compressed: a third of the bytes on the wire, and its text
-(which spells HTML words such as "script") stays out of searches over the source tree. A
+(full of HTML words that are also kind names) stays out of searches over the source tree. A
 request for `<name>` gets the `.gz` as is with `Content-Encoding: gzip` when the client
 accepts gzip (every browser does), decompressed otherwise.
 """
