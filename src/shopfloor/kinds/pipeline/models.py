@@ -142,7 +142,8 @@ class RestartPolicy(_Strict):
 
     def delay_s(self, failed_restarts: int) -> float:
         """Wait before the next restart after `failed_restarts` restarts in a row that failed."""
-        return min(self.backoff_initial_s * 2 ** max(failed_restarts - 1, 0), self.backoff_max_s)
+        factor: int = 2 ** max(failed_restarts - 1, 0)
+        return min(self.backoff_initial_s * factor, self.backoff_max_s)
 
 
 class PipelineDefinition(_Strict):
