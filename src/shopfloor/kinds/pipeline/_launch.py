@@ -29,8 +29,7 @@ import importlib.util
 import json
 import os
 import sys
-from types import ModuleType
-from typing import Any
+from types import ModuleType  # (already loaded: no typing import in this small process)
 
 
 def resolve(command: str, path: str) -> str:
@@ -81,7 +80,7 @@ def _load(path: str) -> ModuleType:
     return module
 
 
-def enter_root(contain: ModuleType, root: dict[str, Any], cwd: str) -> None:
+def enter_root(contain: ModuleType, root: dict[str, object], cwd: str) -> None:
     work_root = os.path.dirname(cwd)
     run_root = contain.RunRoot.build(
         trees=root["trees"], hide=[], work_root=work_root, tmp_mb=root["tmp_mb"]
