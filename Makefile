@@ -37,9 +37,11 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_all.py
 
+# Style (ruff) and types (mypy, strict over src/shopfloor: [tool.mypy] in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format src tests benchmarks examples
@@ -49,4 +51,4 @@ up: setup
 	$(VENV)/bin/shopfloor up
 
 clean:
-	rm -rf $(VENV) .shopfloor .pytest_cache .lock-venv
+	rm -rf $(VENV) .shopfloor .pytest_cache .mypy_cache .lock-venv

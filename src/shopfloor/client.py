@@ -60,6 +60,11 @@ class ShopfloorClient:
             raise ControllerError(f"{response.status_code}: {detail}", status=response.status_code)
         return response
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A route whose answer is a JSON object."""
+        answer: dict[str, Any] = self._call(method, path, **kwargs).json()
+        return answer
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Any controller route; the decoded JSON answer (None for 204)."""
         response = self._call(method, path, **kwargs)
@@ -67,30 +72,33 @@ class ShopfloorClient:
 
     def submit(self, kind: str, job: dict[str, Any], *, key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": key} if key else {}
-        return self._call("POST", f"/jobs/{kind}", json=job, headers=headers).json()
+        return self._object("POST", f"/jobs/{kind}", json=job, headers=headers)
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/jobs/{job_id}").json()
+        return self._object("GET", f"/jobs/{job_id}")
 
     def result(self, job_id: str, *, wait_s: float = 0) -> dict[str, Any]:
         timeout = httpx.Timeout(wait_s + 30.0)
-        return self._call(
+        return self._object(
             "GET", f"/jobs/{job_id}/result", params={"wait": wait_s}, timeout=timeout
-        ).json()
+        )
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/jobs/{job_id}/cancel").json()
+        return self._object("POST", f"/jobs/{job_id}/cancel")
 
-    def list(self, *, kind: str | None = None, status: str | None = None, limit: int = 20) -> list:
+    def list(
+        self, *, kind: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         if kind:
             params["kind"] = kind
         if status:
             params["status"] = status
-        return self._call("GET", "/jobs", params=params).json()
+        jobs: list[dict[str, Any]] = self._call("GET", "/jobs", params=params).json()
+        return jobs
 
     def signal(self, job_id: str, name: str, body: Any = None) -> dict[str, Any]:
-        return self._call("POST", f"/jobs/{job_id}/signals/{name}", json=body).json()
+        return self._object("POST", f"/jobs/{job_id}/signals/{name}", json=body)
 
     def query(self, job_id: str, name: str) -> Any:
         return self._call("GET", f"/jobs/{job_id}/queries/{name}").json()
@@ -99,4 +107,5 @@ class ShopfloorClient:
         return self._call("POST", f"/jobs/{job_id}/updates/{name}", json=body).json()
 
     def upload(self, name: str, data: bytes) -> str:
-        return self._call("PUT", f"/uploads/{name}", content=data).json()["uri"]
+        uri: str = self._object("PUT", f"/uploads/{name}", content=data)["uri"]
+        return uri

@@ -8,6 +8,7 @@ a terminal, tables become tab-separated lines that are never cut.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -63,7 +64,9 @@ def progress_text(status: dict[str, Any]) -> Text:
     return text
 
 
-def wait_with_progress(client: ShopfloorClient, job_id: str, *, poll_s: float = 1.0) -> dict:
+def wait_with_progress(
+    client: ShopfloorClient, job_id: str, *, poll_s: float = 1.0
+) -> dict[str, Any]:
     with Live(
         Text(f"{job_id}  submitted"), console=err_console, refresh_per_second=4, transient=True
     ) as live:
@@ -160,7 +163,7 @@ def _is_multiline(value: Any) -> bool:
     return isinstance(value, str) and "\n" in value.strip()
 
 
-def _rows(body: dict[str, Any], prefix: str = ""):
+def _rows(body: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
     """Flat `key  value` rows; nested dicts (metrics) as dotted keys, artifact maps left to
     the links list, multi-line tails printed separately."""
     for key, value in body.items():

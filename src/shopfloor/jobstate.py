@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from temporalio.api.history.v1 import HistoryEvent
@@ -16,6 +16,9 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 
 from shopfloor.progress import WorkflowProgress, is_terminal
 from shopfloor.registry import PROGRESS_QUERY, kind_for_workflow_type
+
+if TYPE_CHECKING:
+    from temporalio.api.enums.v1 import PendingActivityState
 
 __all__ = [
     "ActivityProgress",
@@ -106,7 +109,7 @@ async def describe_job(client: Client, job_id: str, *, with_progress: bool = Tru
     )
 
 
-def _pending_state(state: int) -> str:
+def _pending_state(state: PendingActivityState.ValueType) -> str:
     from temporalio.api.enums.v1 import PendingActivityState
 
     return PendingActivityState.Name(state).removeprefix("PENDING_ACTIVITY_STATE_")

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, TypeVar, cast
+from typing import Annotated, TypedDict, TypeVar, cast
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KindSettings = TypeVar("KindSettings", bound=BaseSettings)
+
+
+class S3Options(TypedDict):
+    """The S3 artifact store's arguments (`Settings.s3_settings`)."""
+
+    url: str
+    endpoint_url: str | None
+    public_endpoint_url: str | None
+    region: str | None
+    access_key_id: str | None
+    secret_access_key: str | None
+    multipart_threshold: int
+    multipart_chunksize: int
 
 
 class Settings(BaseSettings):
@@ -265,7 +278,7 @@ class Settings(BaseSettings):
             return Path(self.artifacts.removeprefix("file://")).resolve()
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
 
-    def s3_settings(self) -> dict[str, str | int | None] | None:
+    def s3_settings(self) -> S3Options | None:
         """The S3 store's arguments when `artifacts` names a bucket, else None."""
         if not (self.artifacts and self.artifacts.startswith("s3://")):
             return None

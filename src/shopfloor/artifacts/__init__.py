@@ -35,7 +35,7 @@ __all__ = [
     "store_for",
 ]
 
-_stores: dict[tuple, ArtifactStore] = {}
+_stores: dict[tuple[object, ...], ArtifactStore] = {}
 _lock = threading.Lock()
 
 

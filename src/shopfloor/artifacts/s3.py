@@ -11,6 +11,7 @@ Every call blocks (boto3): callers on an event loop run them in a thread.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,7 +50,7 @@ class S3Object:
     length: int
     content_range: str | None  # set when a Range was asked for and honoured
 
-    def chunks(self, size: int = 256 * 1024):
+    def chunks(self, size: int = 256 * 1024) -> Iterator[bytes]:
         try:
             yield from self.body.iter_chunks(size)
         finally:
@@ -168,9 +169,10 @@ class S3ArtifactStore(ArtifactStore):
             return 0
 
     def open(self, uri: str) -> BinaryIO:
-        return self.get(uri).body
+        body: BinaryIO = self.get(uri).body  # botocore's StreamingBody: a file-like reader
+        return body
 
-    def copy_to(self, uri: str, dest) -> None:  # type: ignore[override]
+    def copy_to(self, uri: str, dest: Path) -> None:
         with open(dest, "xb") as out:
             try:
                 self.client.download_fileobj(
@@ -199,6 +201,7 @@ class S3ArtifactStore(ArtifactStore):
             ),
             "ResponseCacheControl": "private, max-age=60",
         }
-        return self.presign_client.generate_presigned_url(
+        url: str = self.presign_client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=ttl_s
         )
+        return url

@@ -50,16 +50,20 @@ class TemporalConnection:
             return self._client
 
 
+# What create_app put on the app's state (Starlette's State holds anything: typed here).
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def _store(request: Request) -> ArtifactStore:
-    return request.app.state.artifacts
+    store: ArtifactStore = request.app.state.artifacts
+    return store
 
 
 async def _client(request: Request) -> Client:
-    return await request.app.state.temporal.get()
+    temporal: TemporalConnection = request.app.state.temporal
+    return await temporal.get()
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -81,7 +85,12 @@ class AuthThrottle:
     only shortens a wait."""
 
     def __init__(
-        self, *, free: int = 5, base_s: float = 1.0, max_s: float = 300.0, clock=time.monotonic
+        self,
+        *,
+        free: int = 5,
+        base_s: float = 1.0,
+        max_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.free, self.base_s, self.max_s, self.clock = free, base_s, max_s, clock
         self._clients: dict[str, tuple[int, float]] = {}  # address → (failures, locked until)
@@ -110,7 +119,8 @@ def _throttle(request: Request) -> AuthThrottle:
     state = request.app.state
     if not hasattr(state, "auth_throttle"):  # an app assembled without create_app (tests)
         state.auth_throttle = AuthThrottle()
-    return state.auth_throttle
+    throttle: AuthThrottle = state.auth_throttle
+    return throttle
 
 
 def _count(request: Request, metric: str, via: str) -> None:
@@ -188,7 +198,7 @@ def revoke_session(settings: Settings, value: str | None) -> None:
     in another tab) is refused from now on. Revoked ids are files under the data dir (shared
     by the controller replicas of one machine), kept until the session would have expired."""
     sid = _session_id(settings, value)
-    if sid is None:
+    if sid is None or value is None:  # (a session id comes only from a value)
         return
     revoked = _revoked_dir(settings)
     revoked.mkdir(parents=True, exist_ok=True)
@@ -197,7 +207,7 @@ def revoke_session(settings: Settings, value: str | None) -> None:
         with contextlib.suppress(OSError, ValueError):
             if float(old.read_text() or 0) < now:
                 old.unlink()
-    (revoked / sid).write_text(value.partition(".")[0])  # type: ignore[union-attr]
+    (revoked / sid).write_text(value.partition(".")[0])
 
 
 def same_origin(request: Request, settings: Settings) -> bool:
@@ -219,7 +229,7 @@ def bearer_ok(request: Request, given: str | None) -> bool | None:
     this client is locked out). Once per request."""
     if given is None:
         return None
-    cached = getattr(request.state, "bearer_ok", None)
+    cached: bool | None = getattr(request.state, "bearer_ok", None)
     if cached is not None:
         return cached
     settings: Settings = request.app.state.settings

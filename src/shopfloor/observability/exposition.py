@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("shopfloor.metrics")
 # `_created` samples double every counter's series for a start time Prometheus does not use
 # (process_start_time_seconds says when the process started).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client: unannotated
 
 
 class ServiceLabelled(Collector):

@@ -15,12 +15,15 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from temporalio.client import Client
 
 from shopfloor.settings import Settings
+
+if TYPE_CHECKING:
+    from temporalio.contrib.opentelemetry import TracingInterceptor
 
 log = logging.getLogger("shopfloor.tracing")
 TRACER_NAME = "shopfloor"
@@ -79,7 +82,7 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-def temporal_interceptors() -> list:
+def temporal_interceptors() -> list[TracingInterceptor]:
     """The SDK's tracing interceptor, when tracing is on (for clients and workers)."""
     if not enabled():
         return []

@@ -80,7 +80,7 @@ class WorkRoot:
 
     def sweep(self) -> list[Path]:
         """Removes the work roots of workers that are gone (killed before they cleaned up)."""
-        removed = []
+        removed: list[Path] = []
         current_boot = boot_id()
         try:
             entries = list(self.base.iterdir())

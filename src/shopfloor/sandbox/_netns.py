@@ -88,7 +88,7 @@ class RunNetworks:
                 infos = socket.getaddrinfo(host.strip("[]"), int(port), socket.AF_INET)
             except OSError:
                 continue
-            for ip in sorted({info[4][0] for info in infos}):
+            for ip in sorted({str(info[4][0]) for info in infos}):  # AF_INET: (host, port)
                 if not ipaddress.ip_address(ip).is_loopback:  # a run has its own loopback
                     out.append((ip, port))
         return out

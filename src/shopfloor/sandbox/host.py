@@ -181,7 +181,8 @@ def network_filter_rules(
         if hp is None:
             continue
         try:
-            ips = {info[4][0] for info in socket.getaddrinfo(hp[0], hp[1], socket.AF_INET)}
+            infos = socket.getaddrinfo(hp[0], hp[1], socket.AF_INET)
+            ips = {str(info[4][0]) for info in infos}  # AF_INET: (host, port)
         except OSError:
             continue
         for ip in sorted(ips):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shopfloor.durations import Duration
-from shopfloor.inputs import StrictInput
+from shopfloor.inputs import StrictInput as _Strict
 
 SCHEDULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/?#LW-]+$")
@@ -19,8 +19,8 @@ Overlap = Literal[
 ]
 
 
-# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
-_Strict = StrictInput
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers. (`_Strict`
+# is an import alias: an assigned alias would hide the models' fields from mypy's pydantic plugin.)
 
 
 class ScheduledJob(_Strict):

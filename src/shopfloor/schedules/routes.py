@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
@@ -20,6 +21,7 @@ from shopfloor.schedules.models import (
 )
 
 router = APIRouter(tags=["schedules"], dependencies=AUTH)
+T = TypeVar("T")
 
 
 @router.get("/schedules")
@@ -41,8 +43,12 @@ async def apply_schedules(
         raise HTTPException(422, str(err)) from None
 
 
-@router.get("/schedules/{schedule_id}")
-async def describe_schedule(schedule_id: str, client: ClientDep, settings: SettingsDep):
+# response_model=None: the return annotation is for mypy; FastAPI would take it for a response
+# model (checked answers, another OpenAPI document).
+@router.get("/schedules/{schedule_id}", response_model=None)
+async def describe_schedule(
+    schedule_id: str, client: ClientDep, settings: SettingsDep
+) -> ScheduleView:
     return await _found(service.describe(client, settings, schedule_id))
 
 
@@ -61,7 +67,9 @@ async def unpause_schedule(
 
 
 @router.post("/schedules/{schedule_id}/trigger", status_code=202)
-async def trigger_schedule(schedule_id: str, client: ClientDep, settings: SettingsDep) -> dict:
+async def trigger_schedule(
+    schedule_id: str, client: ClientDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Run now — even while paused; agent turns still check the kill switch."""
     await _found(service.trigger(client, settings, schedule_id))
     return {"schedule": schedule_id, "status": "TRIGGERED"}
@@ -70,7 +78,7 @@ async def trigger_schedule(schedule_id: str, client: ClientDep, settings: Settin
 @router.post("/schedules/{schedule_id}/backfill", status_code=202)
 async def backfill_schedule(
     schedule_id: str, body: BackfillRequest, client: ClientDep, settings: SettingsDep
-) -> dict:
+) -> dict[str, Any]:
     await _found(service.backfill(client, settings, schedule_id, body.start, body.end))
     return {"schedule": schedule_id, "status": "BACKFILL_REQUESTED"}
 
@@ -102,7 +110,7 @@ async def kill_switch_off(
     return await service.kill_switch_off(client, settings, body.note or "turned off")
 
 
-async def _found(call):
+async def _found(call: Awaitable[T]) -> T:
     try:
         return await call
     except service.ScheduleNotFound as err:

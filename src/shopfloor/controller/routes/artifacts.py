@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import tempfile
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
@@ -25,7 +26,13 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from shopfloor.artifacts import SCHEME, ArtifactError, LocalArtifactStore, media_type_of
+from shopfloor.artifacts import (
+    SCHEME,
+    ArtifactError,
+    ArtifactStore,
+    LocalArtifactStore,
+    media_type_of,
+)
 from shopfloor.artifacts import disposition as disposition
 from shopfloor.controller.deps import AUTH, SettingsDep, StoreDep, require_token
 from shopfloor.controller.links import artifact_url, signature_valid
@@ -55,8 +62,12 @@ def _upload_name_problem(name: str) -> str | None:
     return None
 
 
-@router.put("/uploads/{name}", status_code=201, dependencies=AUTH)
-async def upload(name: str, request: Request, store: StoreDep, settings: SettingsDep):
+# response_model=None: the return annotation is for mypy; FastAPI would take it for a response
+# model (checked answers, another OpenAPI document).
+@router.put("/uploads/{name}", status_code=201, dependencies=AUTH, response_model=None)
+async def upload(
+    name: str, request: Request, store: StoreDep, settings: SettingsDep
+) -> dict[str, str]:
     """Upload an input file (a large script, STEP/STL geometry); pass the URI in a job.
     The body is streamed to a temp file (hashed on the way: uploads are content-addressed),
     then into the store."""
@@ -76,7 +87,7 @@ async def upload(name: str, request: Request, store: StoreDep, settings: Setting
                 f.write(chunk)
         try:
             uri = await asyncio.to_thread(
-                store.put_upload_file, name, spool, sha256=digest.hexdigest()
+                store.put_upload_file, name, Path(spool), sha256=digest.hexdigest()
             )
         except ArtifactError as err:
             raise HTTPException(400, str(err)) from err
@@ -138,11 +149,13 @@ async def artifact(
 
 
 async def _streamed(
-    store, path: str, name: str, media_type: str, range_header: str | None
+    store: ArtifactStore, path: str, name: str, media_type: str, range_header: str | None
 ) -> Response:
     """An object of a remote store (S3), streamed through: one `bytes=` range is passed on
     (206 with its Content-Range); several ranges or a malformed one get the whole object."""
-    from shopfloor.artifacts.s3 import RangeNotSatisfiable
+    from shopfloor.artifacts.s3 import RangeNotSatisfiable, S3ArtifactStore
+
+    assert isinstance(store, S3ArtifactStore), "S3 is the one store that is not local"
 
     wanted = range_header.strip() if range_header else None
     if wanted is not None and not _SINGLE_RANGE.fullmatch(wanted):

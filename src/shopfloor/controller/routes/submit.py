@@ -41,7 +41,7 @@ def submit_router(kind: JobKind) -> APIRouter:
         status_code=201,
     )
     async def submit(
-        job: input_model,  # type: ignore[valid-type]
+        job: input_model,  # type: ignore[valid-type]  # FastAPI: the body model, known at run time
         response: Response,
         client: ClientDep,
         settings: SettingsDep,

@@ -121,11 +121,15 @@ class PhasedActivities:
             body = response.json() if uri is None and response.text else None
         except ValueError:
             body = None
-        return HttpResponse(status_code=response.status_code, text=text, json=body, text_uri=uri)
+        return HttpResponse(
+            status_code=response.status_code, text=text, json_body=body, text_uri=uri
+        )
 
     def _keep(self, text: str, name: str) -> tuple[str, str | None]:
         """Small text inline; a large one in the artifact store, referenced by URI."""
         if len(text) <= MAX_INLINE_TEXT:
             return text, None
-        uri = self.ctx.artifacts.put_bytes(activity.info().workflow_id, name, text.encode())
+        job_id = activity.info().workflow_id
+        assert job_id is not None, "a job's activities run in its workflow"
+        uri = self.ctx.artifacts.put_bytes(job_id, name, text.encode())
         return text[:500], uri

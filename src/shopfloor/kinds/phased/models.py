@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shopfloor.durations import Duration
-from shopfloor.inputs import StrictInput
+from shopfloor.inputs import StrictInput as _Strict
 from shopfloor.kinds.phased.references import check_references
 
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -21,8 +21,8 @@ STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 GATEWAY_JOB_ID = r"^[A-Za-z0-9_.:-]{1,200}$"
 
 
-# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
-_Strict = StrictInput
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers. (`_Strict`
+# is an import alias: an assigned alias would hide the models' fields from mypy's pydantic plugin.)
 
 
 class StepRetry(_Strict):

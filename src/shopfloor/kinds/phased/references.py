@@ -27,7 +27,10 @@ def references_in(value: Any) -> Iterable[str]:
 
 
 def _step_fields(step: Any) -> dict[str, Any]:
-    return step.model_dump(mode="json", exclude={"id", "type", "retry", "timeout", "steps"})
+    fields: dict[str, Any] = step.model_dump(
+        mode="json", exclude={"id", "type", "retry", "timeout", "steps"}
+    )
+    return fields
 
 
 def check_references(steps: Sequence[Any]) -> None:

@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import sys
+from types import ModuleType  # (already loaded: no typing import in this small process)
 
 
 def resolve(command: str, path: str) -> str:
@@ -43,7 +44,9 @@ def resolve(command: str, path: str) -> str:
     return command
 
 
-def enter_private_mounts(contain, covers: list, binds: list[str], files: list[str]) -> None:
+def enter_private_mounts(
+    contain: ModuleType, covers: list[list[str]], binds: list[str], files: list[str]
+) -> None:
     """`covers`: [path, tmpfs options] in order, outermost first (one already under an earlier
     cover no longer exists there: skipped); `binds`: directories bound back at their path
     (opened before anything covers them), the way to each passable (0711), not listable;
@@ -65,17 +68,19 @@ def enter_private_mounts(contain, covers: list, binds: list[str], files: list[st
             mount("/dev/null", path, None, contain.MS_BIND, None)
 
 
-def _load(path: str):
+def _load(path: str) -> ModuleType:
     """The sandbox's levers module, by path: a package import would run the package's
     `__init__` (asyncio, the zygotes) in this small root process."""
     spec = importlib.util.spec_from_file_location("shopfloor_contain", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 
 
-def enter_root(contain, root: dict, cwd: str) -> None:
+def enter_root(contain: ModuleType, root: dict[str, object], cwd: str) -> None:
     work_root = os.path.dirname(cwd)
     run_root = contain.RunRoot.build(
         trees=root["trees"], hide=[], work_root=work_root, tmp_mb=root["tmp_mb"]

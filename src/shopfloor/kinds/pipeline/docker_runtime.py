@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import docker
 import requests
@@ -33,6 +33,9 @@ LABEL_SERVICE = "shopfloor.service"
 LABEL_RUN = "shopfloor.run"
 LOG_TAIL_LINES = 50
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Phrases of the engine's pull errors that mean no registry could be reached at all (DNS,
 # routing, a proxy or firewall), as opposed to a registry that answered "no such image".
@@ -168,7 +171,7 @@ class DockerRuntime:
     def _unavailable(self, err: BaseException) -> DockerEngineUnavailable:
         return DockerEngineUnavailable(f"no Docker engine at {self.address}: {_reason(err)}")
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except requests.exceptions.ConnectionError as err:
@@ -247,7 +250,7 @@ class DockerRuntime:
             raise PermissionError(refused)  # the start fails at once, not retried
         await self._pull_if_missing(api, spec.image)
         host_config = api.create_host_config(
-            port_bindings=dict(spec.ports),
+            port_bindings={port: host for port, host in spec.ports.items()},
             binds={host: {"bind": inside, "mode": "rw"} for host, inside in spec.volumes.items()},
             network_mode=spec.network,
         )
@@ -262,7 +265,8 @@ class DockerRuntime:
                 ports=[_port_key(k) for k in spec.ports],
                 host_config=host_config,
             )
-            return created["Id"]
+            created_id: str = created["Id"]
+            return created_id
         except APIError as err:
             if err.status_code != 409:
                 raise
@@ -275,7 +279,8 @@ class DockerRuntime:
                 f"container name {container_name(ref)!r} is taken by a container that is not "
                 f"this pipeline's ({existing['Id'][:12]})"
             )
-        return existing["Id"]
+        existing_id: str = existing["Id"]
+        return existing_id
 
     async def _pull_if_missing(self, api: docker.APIClient, image: str) -> None:
         if await self._has_image(api, image):
@@ -320,11 +325,10 @@ class DockerRuntime:
         cid = info["Id"]
         if not state.get("Running"):
             status = state.get("Status", "stopped")
-            error = f"container {status} (exit code {state.get('ExitCode')})"
             return Probe(
                 alive=False,
                 healthy=False,
-                error=error,
+                error=f"container {status} (exit code {state.get('ExitCode')})",
                 container_id=cid,
                 log_tail=await self._logs(api, cid),
             )

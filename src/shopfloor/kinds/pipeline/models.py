@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shopfloor.inputs import StrictInput
+from shopfloor.inputs import StrictInput as _Strict
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PIPELINE_WORKFLOWS = ("PipelineWorkflow", "LogsPipelineWorkflow")
@@ -21,8 +21,8 @@ DOCKER_ENGINE_UNAVAILABLE = "DockerEngineUnavailable"
 IMAGE_UNAVAILABLE = "ImageUnavailable"
 
 
-# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
-_Strict = StrictInput
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers. (`_Strict`
+# is an import alias: an assigned alias would hide the models' fields from mypy's pydantic plugin.)
 
 
 # -- the definition (YAML) -------------------------------------------------------------------
@@ -142,7 +142,8 @@ class RestartPolicy(_Strict):
 
     def delay_s(self, failed_restarts: int) -> float:
         """Wait before the next restart after `failed_restarts` restarts in a row that failed."""
-        return min(self.backoff_initial_s * 2 ** max(failed_restarts - 1, 0), self.backoff_max_s)
+        factor: int = 2 ** max(failed_restarts - 1, 0)
+        return min(self.backoff_initial_s * factor, self.backoff_max_s)
 
 
 class PipelineDefinition(_Strict):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from shopfloor.kinds.pipeline import _procfs
 from shopfloor.kinds.pipeline.health import CommandChecks, check_health
@@ -213,7 +214,7 @@ class ProcessRuntime:
         self.memory_cgroup_root = _cgroups_usable(memory_cgroup_root)
         # Services this worker started: polled so that they are reaped when they exit (a
         # zombie is no service), and to say how they ended.
-        self._children: dict[str, subprocess.Popen] = {}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- where things are ---------------------------------------------------------------------
 
@@ -269,7 +270,8 @@ class ProcessRuntime:
             if recorded["token"] == ref.run_token and _procfs.running(
                 recorded["pid"], recorded["starttime"]
             ):
-                return recorded["pid"]
+                pid: int = recorded["pid"]
+                return pid
         except (OSError, ValueError, KeyError):
             pass
         # No pidfile (the worker died between spawning and writing it), or a stale one: the
@@ -312,10 +314,11 @@ class ProcessRuntime:
         lease = self.sandbox.uids.acquire() if self.sandbox.uids and not self.user else None
         try:
             uid_gid = (lease.uid, lease.gid) if lease else self.user
-            if lease is not None and self.sandbox.reads_metrics(ref):
-                uid_gid = (lease.uid, self.sandbox.metrics_gid)  # type: ignore[assignment]
+            metrics_gid = self.sandbox.metrics_gid
+            if lease is not None and metrics_gid is not None and self.sandbox.reads_metrics(ref):
+                uid_gid = (lease.uid, metrics_gid)
             cwd = self._place(ref, uid_gid)
-            options = {
+            options: dict[str, Any] = {
                 "cgroups": [str(c) for c in self._make_cgroups(ref)],
                 "uid": uid_gid[0] if uid_gid else None,
                 "gid": uid_gid[1] if uid_gid else None,
@@ -372,8 +375,11 @@ class ProcessRuntime:
                     (cgroup / name).write_text(str(value))
         return cgroups
 
-    def _spawn(self, ref: ServiceRef, options: dict, lease: UidLease | None) -> ServiceHandle:
+    def _spawn(
+        self, ref: ServiceRef, options: dict[str, Any], lease: UidLease | None
+    ) -> ServiceHandle:
         spec = ref.service
+        assert spec.command, "process services have a command (the model checks)"
         with open(self.log_path(ref), "ab") as log:
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
             log.write(f"--- shopfloor: starting {spec.name} at {stamp}\n".encode())

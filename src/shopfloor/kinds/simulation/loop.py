@@ -81,7 +81,8 @@ class SimulationLoop:
             [model.jnt_dofadr[model.body_jntadr[b]] + i for b in bodies for i in range(3)],
             dtype=np.int64,
         )
-        self.pos = self.vel = None
+        self.pos: np.ndarray | None = None
+        self.vel: np.ndarray | None = None
         if scene.target is not None:
             body = body_id(scene.target)
             dof = model.jnt_dofadr[model.body_jntadr[body]]
@@ -225,7 +226,8 @@ class SimulationLoop:
         st.physics_s += time.perf_counter() - t0
         st.step = until
         while st.frames < len(frame_step) and frame_step[st.frames] <= until:
-            self.on_frame(self.d)  # type: ignore[misc]  # frame steps exist only with on_frame
+            assert self.on_frame is not None, "frame steps exist only with on_frame"
+            self.on_frame(self.d)
             st.frames += 1
             st.last_frame_step = until
 
@@ -268,7 +270,8 @@ class SimulationLoop:
     def _speeds(self) -> np.ndarray:
         """The linear speed of each movable body (m/s)."""
         v = self.d.qvel[self.lin_dofs].reshape(-1, 3)
-        return np.sqrt((v * v).sum(axis=1))
+        speeds: np.ndarray = np.sqrt((v * v).sum(axis=1))
+        return speeds
 
     def _metrics(self, st: _RunState, t: float, stopped_early: bool, wall: float) -> dict[str, Any]:
         d = self.d
@@ -357,7 +360,9 @@ class SimulationLoop:
                 "SUCCESS",
                 f"target {s.target!r} ended inside goal zone {goal.label!r} at t={t:.2f} s",
             )
-        dist, nearest = min((_distance(self.pos, z), z.label) for z in s.goals)
+        pos = self.pos
+        assert pos is not None, "a scene with goal zones has a target"
+        dist, nearest = min((_distance(pos, z), z.label) for z in s.goals)
         return "FAIL", (
             f"time limit: target {s.target!r} did not reach a goal zone within "
             f"{t:.2f} s (ended at {_vec(self.pos)} m, {dist:.3f} m from {nearest!r})"

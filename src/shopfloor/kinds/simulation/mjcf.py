@@ -78,9 +78,12 @@ def build_mjcf(
         world_xml.append(_floor_xml(options, lo, hi))
     for p in bodies:
         geoms = _mesh_geoms(p, target, assets, mesh_files, asset_xml)
-        world_xml += (
-            geoms if p.fixed else [_free_body_xml(p, start if p is target else p.com, geoms)]
-        )
+        if p.fixed:
+            world_xml += geoms
+            continue
+        origin = start if p is target else p.com
+        assert origin is not None, "a movable part has a centre of mass"
+        world_xml.append(_free_body_xml(p, origin, geoms))
     world_xml += [_zone_xml(p) for p in parts if p.role != "body"]
 
     xml = _MJCF.format(
@@ -114,6 +117,7 @@ def build_mjcf(
 
 def _target_start(target: Part, options: SimOptions) -> np.ndarray:
     """Where the target's centre of mass starts (mm): where it is, plus the spawn jitter."""
+    assert target.com is not None, "the target is movable: it has a centre of mass"
     start = target.com.copy()
     if options.spawn_jitter_mm:
         rng = np.random.default_rng(options.seed)
@@ -145,7 +149,7 @@ def _warn_about_start(
 
 def _mesh_geoms(
     p: Part,
-    target: Part,
+    target: Part | None,
     assets: dict[str, bytes],
     mesh_files: dict[str, str],
     asset_xml: list[str],

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shopfloor.artifacts import safe_relpath
-from shopfloor.inputs import StrictInput
+from shopfloor.inputs import StrictInput as _Strict
 
 MAX_INLINE_SOURCE = 1024 * 1024
 MAX_PART_BASE64 = 16 * 1024 * 1024  # ~12 MiB of STL, ~240k triangles; bigger scenes use URIs
@@ -39,8 +39,8 @@ def _check_label(label: str) -> str:
     return label
 
 
-# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers.
-_Strict = StrictInput
+# Unknown fields are errors (a typo is not a default); NaN and Infinity are not numbers. (`_Strict`
+# is an import alias: an assigned alias would hide the models' fields from mypy's pydantic plugin.)
 
 
 class CameraOptions(_Strict):
