@@ -27,11 +27,9 @@ from shopfloor.kinds.agents.models import (
     AgentRequest,
     StoreArtifacts,
 )
+from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.settings import Settings
-
-RUN_AGENT_STEP = "run_agent_step"
-STORE_AGENT_ARTIFACTS = "store_agent_artifacts"
 
 
 @asynccontextmanager
@@ -65,7 +63,7 @@ class AgentActivities:
         await self.anthropic.aclose()
         await self.http.aclose()
 
-    @activity.defn(name=RUN_AGENT_STEP)
+    @activity.defn(name=RUN_AGENT_STEP.name)
     async def run_agent_step(self, request: AgentRequest) -> AgentReply:
         agent = self.agents.get(request.agent_type)
         if agent is None:
@@ -106,7 +104,7 @@ class AgentActivities:
         except (ArtifactError, UnicodeDecodeError) as err:
             raise invalid_input(f"cannot read {uri}: {err}") from err
 
-    @activity.defn(name=STORE_AGENT_ARTIFACTS)
+    @activity.defn(name=STORE_AGENT_ARTIFACTS.name)
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:
         """`{goalId}/artifacts/{key}.json` under the job's artifact folder (seed 002's layout)."""
 

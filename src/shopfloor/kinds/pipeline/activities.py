@@ -42,6 +42,14 @@ from shopfloor.kinds.pipeline.models import (
 )
 from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox
 from shopfloor.kinds.pipeline.runtime import Runtime
+from shopfloor.kinds.pipeline.stubs import (
+    DEFINITION,
+    HOST_QUEUE,
+    PROBE,
+    START_SERVICE,
+    STOP_SERVICE,
+    WAIT_HEALTHY,
+)
 from shopfloor.registry import ActivitiesIterator, KindWork, QueueWork, WorkerContext
 from shopfloor.settings import Settings
 from shopfloor.usercode import Zygotes, zygotes
@@ -138,11 +146,11 @@ class PipelineActivities:
 
     # -- on the pipeline's queue ----------------------------------------------------------------
 
-    @activity.defn(name="pipeline_host_queue")
+    @activity.defn(name=HOST_QUEUE.name)
     async def pipeline_host_queue(self, host: str | None) -> str:
         return self.settings.task_queue_prefix + host_queue(self.settings, host)
 
-    @activity.defn(name="pipeline_definition")
+    @activity.defn(name=DEFINITION.name)
     async def pipeline_definition(self, name: str) -> PipelineDefinition:
         known, problems = known_definitions(self.settings)
         if name not in known:
@@ -154,7 +162,7 @@ class PipelineActivities:
 
     # -- on the host's queue ---------------------------------------------------------------------
 
-    @activity.defn(name="pipeline_start_service")
+    @activity.defn(name=START_SERVICE.name)
     async def pipeline_start_service(self, ref: ServiceRef) -> ServiceHandle:
         async with _heartbeating(f"starting {ref.service.name}"):
             try:
@@ -176,7 +184,7 @@ class PipelineActivities:
                     non_retryable=True,
                 ) from None
 
-    @activity.defn(name="pipeline_wait_healthy")
+    @activity.defn(name=WAIT_HEALTHY.name)
     async def pipeline_wait_healthy(self, ref: ServiceRef) -> Probe:
         """Checks until healthy, dead, or out of time; a Probe either way (the workflow decides)."""
         runtime = self.runtime(ref)
@@ -204,12 +212,12 @@ class PipelineActivities:
         probe.log_tail = probe.log_tail or await runtime.log_tail(ref)
         return probe
 
-    @activity.defn(name="pipeline_probe")
+    @activity.defn(name=PROBE.name)
     async def pipeline_probe(self, request: ProbeRequest) -> list[Probe]:
         async with _heartbeating("checking services"):
             return list(await asyncio.gather(*(self.runtime(r).probe(r) for r in request.refs)))
 
-    @activity.defn(name="pipeline_stop_service")
+    @activity.defn(name=STOP_SERVICE.name)
     async def pipeline_stop_service(self, ref: ServiceRef) -> StopReport:
         async with _heartbeating(f"stopping {ref.service.name}"):
             try:
