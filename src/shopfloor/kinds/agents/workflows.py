@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from shopfloor.failures import failure_message
     from shopfloor.jobs import (
         HEARTBEAT_TIMEOUT,
         JOB_RETRY_POLICY,
@@ -210,13 +211,11 @@ class CoordinatorWorkflow(ReportsProgress):
             if is_cancelled_exception(err):
                 # The workflow was cancelled and took the call with it: the loop handles that.
                 raise asyncio.CancelledError() from err
-            cause = err.cause
-            message = getattr(cause, "message", None) or str(cause or err)
             return AgentReply(
                 goal_id=config.goal_id,
                 step_id=step.id,
                 status=ReplyStatus.FAIL,
-                error=StepError(code="PROVIDER_ERROR", message=message),
+                error=StepError(code="PROVIDER_ERROR", message=failure_message(err)),
             )
 
     async def _honour_rate_limits(self, state: EngineState) -> None:

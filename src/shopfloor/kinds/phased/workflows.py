@@ -13,6 +13,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from shopfloor.contracts import ActivityStub
+    from shopfloor.failures import failure_message
     from shopfloor.jobs import HEARTBEAT_TIMEOUT, INVALID_INPUT, ReportsProgress, job_input
     from shopfloor.kinds.phased.models import (
         AgentTurnRequest,
@@ -88,7 +89,7 @@ class PhasedRunner(ReportsProgress):
             outcome.status, outcome.error = "FAILED", failed.reason
             raise
         except (ActivityError, ChildWorkflowError, ApplicationError, ValueError) as err:
-            outcome.status, outcome.error = "FAILED", _reason(err)
+            outcome.status, outcome.error = "FAILED", failure_message(err)
             raise StepFailed(step.id, outcome.error) from None
         finally:
             outcome.ended_at = _now()
@@ -168,17 +169,6 @@ def _retry_policy(retry: StepRetry) -> RetryPolicy:
         maximum_attempts=retry.attempts,
         non_retryable_error_types=FINAL_ERRORS,
     )
-
-
-def _reason(err: BaseException) -> str:
-    parts = []
-    current: BaseException | None = err
-    while current is not None:
-        message = getattr(current, "message", None) or str(current)
-        if message and message not in parts:
-            parts.append(message)
-        current = current.__cause__
-    return ": ".join(parts)
 
 
 def _now() -> str:

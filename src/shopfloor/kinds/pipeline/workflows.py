@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from shopfloor.contracts import ActivityStub
+    from shopfloor.failures import failure_message
     from shopfloor.jobs import HEARTBEAT_TIMEOUT, JOB_RETRY_POLICY, ReportsProgress, job_input
     from shopfloor.kinds.pipeline.models import (
         DOCKER_ENGINE_UNAVAILABLE,
@@ -56,15 +57,6 @@ SERVICE_UNHEALTHY = "ServiceUnhealthy"
 # Probes are cheap and repeated every tick anyway: a failed one is not worth many retries.
 PROBE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=1))
 _CREATED_NOTHING = (DOCKER_ENGINE_UNAVAILABLE, IMAGE_UNAVAILABLE)
-
-
-def _error_text(err: BaseException) -> str:
-    parts = []
-    cause: BaseException | None = err
-    while cause is not None:
-        parts.append(getattr(cause, "message", None) or str(cause))
-        cause = cause.__cause__
-    return ": ".join(p for p in parts if p and p != "Activity task failed")
 
 
 @workflow.defn(name="PipelineWorkflow")
@@ -203,7 +195,7 @@ class PipelineWorkflow(ReportsProgress):
                 timedelta(seconds=start_timeout_s(spec) + 60),
             )
         except ActivityError as err:
-            probe = Probe(alive=False, healthy=False, error=_error_text(err))
+            probe = Probe(alive=False, healthy=False, error=failure_message(err))
             cause = err.cause
             first_start = self._phase == "starting"  # not a restart: nothing ran before
             if first_start and isinstance(cause, ApplicationError):
@@ -280,7 +272,7 @@ class PipelineWorkflow(ReportsProgress):
         except ActivityError as err:
             # The host did not answer (its worker may be restarting): nothing is known, so
             # nothing is restarted. The next tick asks again.
-            self.report(f"health check failed: {_error_text(err)}", step="supervising")
+            self.report(f"health check failed: {failure_message(err)}", step="supervising")
             return
         now = workflow.now()
         for spec, probe in zip(specs, probes, strict=True):
@@ -315,7 +307,7 @@ class PipelineWorkflow(ReportsProgress):
                     timedelta(seconds=spec.stop_timeout_s + 60),
                 )
             except ActivityError as err:
-                st.health = f"stop before restart failed: {_error_text(err)}"
+                st.health = f"stop before restart failed: {failure_message(err)}"
             healthy = await self._start_one(spec)
             if healthy:
                 st.failed_restarts, st.next_restart_at = 0, None
