@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 import httpx
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
 from shopfloor.egress import EgressPolicy
-from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.heartbeats import heartbeating
+from shopfloor.jobs import invalid_input
 from shopfloor.killswitch import read_state, refuse_if_on
 from shopfloor.kinds.agents.agents import Agent
 from shopfloor.kinds.agents.agents.anthropic_agent import AnthropicAgent
@@ -76,13 +77,9 @@ class AgentActivities:
             )
         # A long LLM call heartbeats so that a dead worker is noticed in seconds, not after
         # the call's whole timeout; the step is then retried on another worker.
-        beat = asyncio.create_task(_heartbeat(request))
-        try:
+        details = {"step": request.step_id, "agent": request.agent_type, "attempt": request.attempt}
+        async with heartbeating(details):
             reply = await agent.step(request)
-        finally:
-            beat.cancel()
-            with suppress(asyncio.CancelledError):
-                await beat
         # A job writes under its own id only (the workflow's, not what the request says).
         own = activity.info().workflow_id
         return await asyncio.to_thread(self._small, own, request, reply)  # the store may be S3
@@ -121,10 +118,3 @@ class AgentActivities:
             }
 
         return await asyncio.to_thread(store)  # the store may be S3: off the event loop
-
-
-async def _heartbeat(request: AgentRequest) -> None:
-    details = {"step": request.step_id, "agent": request.agent_type, "attempt": request.attempt}
-    while True:
-        activity.heartbeat(details)
-        await asyncio.sleep(PROGRESS_EVERY_S)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.heartbeats import heartbeating
+from shopfloor.jobs import invalid_input
 from shopfloor.kinds.pipeline.definition import known_definitions
 from shopfloor.kinds.pipeline.docker_runtime import (
     DockerEngineUnavailable,
@@ -91,23 +92,6 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
         await acts.docker.aclose()
 
 
-@asynccontextmanager
-async def _heartbeating(what: str) -> AsyncIterator[None]:
-    """Heartbeats while the block runs: a worker that dies mid-activity is noticed after the
-    heartbeat timeout (not the much longer start-to-close one) and the activity retried."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(what)
-            await asyncio.sleep(PROGRESS_EVERY_S)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-
-
 class PipelineActivities:
     def __init__(self, settings: Settings, zygotes: Zygotes) -> None:
         self.settings = settings
@@ -164,7 +148,7 @@ class PipelineActivities:
 
     @activity.defn(name=START_SERVICE.name)
     async def pipeline_start_service(self, ref: ServiceRef) -> ServiceHandle:
-        async with _heartbeating(f"starting {ref.service.name}"):
+        async with heartbeating(f"starting {ref.service.name}"):
             try:
                 return await self.runtime(ref).start(ref)
             except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
@@ -193,7 +177,7 @@ class PipelineActivities:
         interval = health.interval_s if health else 0.5
         timeout = start_timeout_s(ref.service)
         started = time.monotonic()
-        async with _heartbeating(f"waiting for {ref.service.name} to become healthy"):
+        async with heartbeating(f"waiting for {ref.service.name} to become healthy"):
             if health is None:
                 await asyncio.sleep(SETTLE_S)
             while True:
@@ -214,12 +198,12 @@ class PipelineActivities:
 
     @activity.defn(name=PROBE.name)
     async def pipeline_probe(self, request: ProbeRequest) -> list[Probe]:
-        async with _heartbeating("checking services"):
+        async with heartbeating("checking services"):
             return list(await asyncio.gather(*(self.runtime(r).probe(r) for r in request.refs)))
 
     @activity.defn(name=STOP_SERVICE.name)
     async def pipeline_stop_service(self, ref: ServiceRef) -> StopReport:
-        async with _heartbeating(f"stopping {ref.service.name}"):
+        async with heartbeating(f"stopping {ref.service.name}"):
             try:
                 return await self.runtime(ref).stop(ref)
             except DockerEngineUnavailable as err:
