@@ -56,7 +56,10 @@ class Child:
         return len(self.exits) == MAX_EXITS and self.exits[-1] - self.exits[0] < EXIT_WINDOW_S
 
 
-class Stack:
+class EmbeddedStack:
+    """`shopfloor up`'s stack in one machine (not the tests' `tests.helpers.Stack`, which
+    starts workers and a controller against a test's Temporal server)."""
+
     def __init__(self, settings: Settings, *, workers: int = 1, say=print) -> None:
         self.settings = settings
         self.say = say
