@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 from temporalio import activity
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import LocalArtifactStore
 from shopfloor.contracts import ActivityStub, stubs_in
 from shopfloor.registry import JobKind, KindWork, WorkerContext, kinds
 from shopfloor.settings import Settings
@@ -47,7 +47,9 @@ def _stubs(kind: JobKind) -> list[ActivityStub[Any, Any]]:
 
 async def _registered(kind: JobKind, tmp_path: Path) -> list[Callable[..., Any]]:
     settings = Settings(data_dir=tmp_path)
-    ctx = _NoSharedResources(settings=settings, artifacts=ArtifactStore(tmp_path / "artifacts"))
+    ctx = _NoSharedResources(
+        settings=settings, artifacts=LocalArtifactStore(tmp_path / "artifacts")
+    )
     async with ctx, kind.lifespan(ctx) as work:
         if not isinstance(work, KindWork):
             work = KindWork(activities=work)

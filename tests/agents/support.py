@@ -13,7 +13,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import ArtifactStore, LocalArtifactStore
 from shopfloor.kinds.agents.activities import AgentActivities
 from shopfloor.kinds.agents.models import CoordinatorConfig, CoordinatorResult
 from shopfloor.kinds.agents.workflows import (
@@ -68,7 +68,7 @@ class AgentWorker:
 async def agent_worker(
     client: Client, tmp: Path, settings: Settings | None = None
 ) -> AsyncIterator[AgentWorker]:
-    store = ArtifactStore(tmp / "artifacts")
+    store = LocalArtifactStore(tmp / "artifacts")
     queue = f"tq-{uuid.uuid4()}"
     async with AgentActivities(settings or Settings(), store) as acts:
         async with Worker(
