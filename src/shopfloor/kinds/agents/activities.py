@@ -18,10 +18,10 @@ from shopfloor.egress import EgressPolicy
 from shopfloor.heartbeats import heartbeating
 from shopfloor.jobs import invalid_input
 from shopfloor.killswitch import read_state, refuse_if_on
-from shopfloor.kinds.agents.agents import Agent
-from shopfloor.kinds.agents.agents.anthropic_agent import AnthropicAgent
-from shopfloor.kinds.agents.agents.gateway import GatewayAgent
-from shopfloor.kinds.agents.agents.mock import MockAgent
+from shopfloor.kinds.agents.backends import Agent
+from shopfloor.kinds.agents.backends.anthropic_agent import AnthropicAgent
+from shopfloor.kinds.agents.backends.gateway import GatewayAgent
+from shopfloor.kinds.agents.backends.mock import MockAgent
 from shopfloor.kinds.agents.models import (
     INLINE_OUTPUT_CHARS,
     AgentReply,

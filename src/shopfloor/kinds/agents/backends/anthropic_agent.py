@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shopfloor.egress import EgressPolicy, EgressRefused
-from shopfloor.kinds.agents.agents.prompt import SYSTEM, user_prompt
+from shopfloor.kinds.agents.backends.prompt import SYSTEM, user_prompt
 from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
 from shopfloor.retry_after import retry_after_s
 from shopfloor.settings import Settings
