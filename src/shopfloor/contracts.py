@@ -63,27 +63,6 @@ class ActivityStub(Generic[A, R]):
         )
         return result
 
-    async def execute_local(
-        self,
-        arg: A,
-        *,
-        start_to_close_timeout: timedelta,
-        retry_policy: RetryPolicy | None = None,
-        cancellation_type: workflow.ActivityCancellationType = (
-            workflow.ActivityCancellationType.TRY_CANCEL
-        ),
-    ) -> R:
-        """`workflow.execute_local_activity` by this stub's name."""
-        result: R = await workflow.execute_local_activity(
-            self.name,
-            arg,
-            result_type=self.result,
-            start_to_close_timeout=start_to_close_timeout,
-            retry_policy=retry_policy,
-            cancellation_type=cancellation_type,
-        )
-        return result
-
 
 def stubs_in(namespace: dict[str, Any] | Sequence[Any]) -> list[ActivityStub[Any, Any]]:
     """The stubs among a module's globals (or a sequence): what a kind's stubs module offers."""

@@ -52,13 +52,6 @@ def root_message(err: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
     return shorten(message_of(root_cause(err)), limit)
 
 
-def first_cause_message(err: BaseException) -> str:
-    """The message of what `err` wraps (an ActivityError's: what the activity raised), else
-    of `err` itself."""
-    cause = getattr(err, "cause", None) or err.__cause__
-    return message_of(cause) if cause is not None else message_of(err)
-
-
 def failure_message(err: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
     """The chain's messages, outermost first, wrappers and repeats left out, joined by ": ".
 

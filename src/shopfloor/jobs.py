@@ -66,10 +66,6 @@ def heartbeat_progress(progress: Any) -> None:
     activity.heartbeat(progress.as_dict())
 
 
-# How every job activity reports sandbox progress (keyword options of the sandbox launchers).
-JOB_PROGRESS = {"on_progress": heartbeat_progress, "progress_every": PROGRESS_EVERY_S}
-
-
 def ensure_cancel_was_requested() -> None:
     """Call when a job's processes were killed because its activity was cancelled.
 
