@@ -199,7 +199,7 @@ class CoordinatorWorkflow(ReportsProgress):
             partial=step.output if going_on and step.output_uri is None else None,
             partial_uri=step.output_uri if going_on else None,
         )
-        timeout_s = float(config.agent_config.get("timeoutS", DEFAULT_CALL_TIMEOUT_S))
+        timeout_s = config.agent_options.timeout_s or DEFAULT_CALL_TIMEOUT_S
         try:
             return await RUN_AGENT_STEP.execute(
                 request,
