@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from shopfloor.devserver import HTTP_API_OFFSET, METRICS_OFFSET, DevServer, DevServerError
+from shopfloor.devserver import DevServer, DevServerError
+from shopfloor.ports import HTTP_API_OFFSET, METRICS_OFFSET
 from shopfloor.processes import die_with_parent, listener_of, stop_process
 from shopfloor.settings import Settings
 
