@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio import activity, workflow
 from temporalio.client import WorkflowFailureError
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
     RetryState,
+    ServerError,
     TerminatedError,
 )
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from shopfloor.controller.dashboard.views import Filters, list_query
 from shopfloor.failures import (
+    MAX_MESSAGE_CHARS,
     causes,
     failure_details,
     failure_message,
@@ -96,3 +106,47 @@ def test_the_dashboard_and_the_api_build_the_same_query() -> None:
         "WorkflowType IN ('ScriptExecutionWorkflow') AND ExecutionStatus = 'Running'"
         " AND WorkflowId STARTS_WITH 'job-\\'1'"
     )
+
+
+@activity.defn(name="fails_with_a_huge_message")
+async def fails_with_a_huge_message() -> None:
+    raise RuntimeError("disk full: " + "x" * 3_000_000 + " (while writing out.bin)")
+
+
+@workflow.defn(name="HugeFailure", sandboxed=False)
+class HugeFailure:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_activity(
+            "fails_with_a_huge_message",
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+
+
+async def test_a_failure_too_large_for_the_server_still_says_what_failed(
+    env: WorkflowEnvironment,
+) -> None:
+    """The server keeps such a failure as "Failure exceeds size limit." wrapping a cut copy:
+    what a job's status and result say is the real error, shortened."""
+    queue = f"huge-failure-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[HugeFailure],
+        activities=[fails_with_a_huge_message],
+    ):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await env.client.execute_workflow("HugeFailure", id=queue, task_queue=queue)
+    text = job_failure_message(failed.value)
+    assert text.startswith("disk full: xxx") and "exceeds size limit" not in text
+    assert len(text) <= MAX_MESSAGE_CHARS
+
+
+def test_the_size_limit_wrapper_gives_way_to_its_cause() -> None:
+    server = ServerError("Failure exceeds size limit.", non_retryable=True)
+    server.__cause__ = ApplicationError("disk full")
+    assert failure_message(_job_failed(_activity_failed(server))) == "disk full"
+    # Alone (nothing under it), it is all there is to say.
+    alone = ServerError("Failure exceeds size limit.", non_retryable=True)
+    assert failure_message(_job_failed(_activity_failed(alone))) == "Failure exceeds size limit."

@@ -15,13 +15,16 @@ from typing import Any
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-# Messages of wrappers that say only where a failure passed, not what it was.
+# Messages of wrappers that say only where a failure passed, not what it was. The server's
+# "Failure exceeds size limit." wraps a failure too large to keep whole: its cause (cut to a
+# size the server keeps) is the real error.
 WRAPPERS = frozenset(
     {
         "Activity task failed",
         "Child Workflow execution failed",
         "Workflow execution failed",
         "Workflow update failed",
+        "Failure exceeds size limit.",
     }
 )
 # What a status or a step shows at most; the root cause's message is kept whole when it fits.
@@ -56,11 +59,13 @@ def failure_message(err: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
     """The chain's messages, outermost first, wrappers and repeats left out, joined by ": ".
 
     Longer than `limit`: the outer messages give way first, so the root cause's message (the
-    real error) is what remains."""
+    real error) is what remains, never "Failure exceeds size limit."."""
+    chain = causes(err)
     parts: list[str] = []
-    for link in causes(err):
+    for link in chain:
         message = message_of(link)
-        if message and message not in WRAPPERS and message not in parts:
+        wrapper = message in WRAPPERS and link is not chain[-1]
+        if message and not wrapper and message not in parts:
             parts.append(message)
     if not parts:
         return shorten(str(err), limit)
