@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from temporalio import activity, workflow
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
@@ -27,6 +28,7 @@ from shopfloor.failures import (
     failure_details,
     failure_message,
     job_failure_message,
+    proto_failure_message,
     root_message,
     shorten,
 )
@@ -150,3 +152,10 @@ def test_the_size_limit_wrapper_gives_way_to_its_cause() -> None:
     # Alone (nothing under it), it is all there is to say.
     alone = ServerError("Failure exceeds size limit.", non_retryable=True)
     assert failure_message(_job_failed(_activity_failed(alone))) == "Failure exceeds size limit."
+
+
+def test_an_activitys_last_failure_as_the_server_keeps_it() -> None:
+    """`shopfloor status` shows a pending activity's last failure from the server's copy."""
+    failure = Failure(message="Failure exceeds size limit.", cause=Failure(message="disk full"))
+    assert proto_failure_message(failure) == "disk full"
+    assert proto_failure_message(Failure()) == ""

@@ -60,15 +60,25 @@ def failure_message(err: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
 
     Longer than `limit`: the outer messages give way first, so the root cause's message (the
     real error) is what remains, never "Failure exceeds size limit."."""
-    chain = causes(err)
+    return _joined([message_of(link) for link in causes(err)], limit) or shorten(str(err), limit)
+
+
+def proto_failure_message(failure: Any, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`failure_message` of a failure as the server keeps it (`temporalio.api.failure.v1.
+    Failure`: an activity's last failure in a workflow's description)."""
+    messages = []
+    while failure is not None:
+        messages.append(failure.message)
+        failure = failure.cause if failure.HasField("cause") else None
+    return _joined(messages, limit)
+
+
+def _joined(messages: list[str], limit: int) -> str:
     parts: list[str] = []
-    for link in chain:
-        message = message_of(link)
-        wrapper = message in WRAPPERS and link is not chain[-1]
+    for i, message in enumerate(messages):
+        wrapper = message in WRAPPERS and i < len(messages) - 1
         if message and not wrapper and message not in parts:
             parts.append(message)
-    if not parts:
-        return shorten(str(err), limit)
     text = ": ".join(parts)
     while len(text) > limit and len(parts) > 1:
         parts.pop(0)
