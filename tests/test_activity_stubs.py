@@ -16,7 +16,7 @@ import pytest
 from temporalio import activity
 
 from shopfloor.artifacts import LocalArtifactStore
-from shopfloor.contracts import ActivityStub, stubs_in
+from shopfloor.contracts import ActivityStub
 from shopfloor.registry import JobKind, KindWork, WorkerContext, kinds
 from shopfloor.settings import Settings
 
@@ -42,7 +42,7 @@ def _stubs(kind: JobKind) -> list[ActivityStub[Any, Any]]:
         module = importlib.import_module(_package(kind) + ".stubs")
     except ModuleNotFoundError:
         return []
-    return stubs_in(vars(module))
+    return [v for v in vars(module).values() if isinstance(v, ActivityStub)]
 
 
 async def _registered(kind: JobKind, tmp_path: Path) -> list[Callable[..., Any]]:

@@ -13,7 +13,6 @@ Imported by workflows: deterministic and light (the SDK's `workflow` module only
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
@@ -62,9 +61,3 @@ class ActivityStub(Generic[A, R]):
             cancellation_type=cancellation_type,
         )
         return result
-
-
-def stubs_in(namespace: dict[str, Any] | Sequence[Any]) -> list[ActivityStub[Any, Any]]:
-    """The stubs among a module's globals (or a sequence): what a kind's stubs module offers."""
-    values = namespace.values() if isinstance(namespace, dict) else namespace
-    return [v for v in values if isinstance(v, ActivityStub)]
