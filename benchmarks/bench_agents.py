@@ -127,7 +127,7 @@ async def run_side(
 async def main(args: argparse.Namespace) -> None:
     from _common import temp_dev_server
 
-    from shopfloor.artifacts import ArtifactStore
+    from shopfloor.artifacts import LocalArtifactStore
     from shopfloor.kinds.agents.activities import AgentActivities
     from shopfloor.kinds.agents.workflows import MultiStepWorkflow
     from shopfloor.settings import Settings
@@ -135,7 +135,7 @@ async def main(args: argparse.Namespace) -> None:
 
     with temp_dev_server() as (server, root):
         client = await connect(Settings(temporal_address=server.address))
-        async with AgentActivities(Settings(), ArtifactStore(root / "artifacts")) as acts:
+        async with AgentActivities(Settings(), LocalArtifactStore(root / "artifacts")) as acts:
             seed_q, ours_q = f"seed-{uuid.uuid4()}", f"ours-{uuid.uuid4()}"
             seed_worker = Worker(
                 client,

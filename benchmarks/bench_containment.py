@@ -34,7 +34,7 @@ from pathlib import Path
 
 from _common import fmt_ms, machine_summary, percentile, print_table, ratio
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import ArtifactStore, LocalArtifactStore
 from shopfloor.sandbox import Limits, RunIdentity, Zygote
 from shopfloor.sandbox._identity import UidPool, WorkRoot, give_to, remove_run_dir
 from shopfloor.sandbox.host import detect
@@ -104,7 +104,7 @@ async def measure(jobs: int, warm: bool) -> tuple[Side, Side]:
     modules = ["json"] if warm else []
     mounts = {"work_root": str(root.path), "hide": [], "tmp_mb": 64}
     with tempfile.TemporaryDirectory(prefix="shopfloor-bench-") as store_dir:
-        store = ArtifactStore(Path(store_dir))
+        store = LocalArtifactStore(Path(store_dir))
         plain = await Zygote.start(modules)
         contained = await Zygote.start(
             modules, mounts=mounts, memory_cgroups=caps.memory_cgroup, pidns=caps.pidns

@@ -24,7 +24,7 @@ from shopfloor.client import ControllerError, ShopfloorClient
 from shopfloor.display import console, show_result
 from shopfloor.registry import kinds
 from shopfloor.settings import Settings, get_settings
-from shopfloor.stack import Stack
+from shopfloor.stack import EmbeddedStack
 
 HERE = Path(__file__).parent
 
@@ -166,7 +166,7 @@ def main() -> int:
             stop_detached_stack()
         return 1
     console.rule("links")
-    links = Stack(settings).urls()
+    links = EmbeddedStack(settings).urls()
     if prometheus:
         links["Prometheus"] = prometheus  # its targets page: the controller and every worker
     for name, url in links.items():

@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import LocalArtifactStore
 from shopfloor.devserver import DevServer
 from shopfloor.kinds.scripts.activities import ScriptActivities
 from shopfloor.kinds.scripts.models import ScriptInput
@@ -91,7 +91,7 @@ async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
     EFFECTS_BASE.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=root, sandbox_shared_dirs=[EFFECTS_BASE])
     async with WorkerContext(
-        settings=settings, artifacts=ArtifactStore(root), served=served
+        settings=settings, artifacts=LocalArtifactStore(root), served=served
     ) as ctx:
         yield ctx, await ctx.shared(zygotes)
 

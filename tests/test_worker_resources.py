@@ -9,7 +9,7 @@ from pathlib import Path
 
 from temporalio import activity
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import LocalArtifactStore
 from shopfloor.registry import KindWork, QueueWork, WorkerContext, kinds
 from shopfloor.settings import Settings
 from shopfloor.worker import QueuePlan, kind_resources
@@ -27,7 +27,9 @@ async def pool(ctx: WorkerContext) -> AsyncIterator[str]:
 
 async def test_shared_resources_open_once_and_close_with_the_worker(tmp_path: Path) -> None:
     EVENTS.clear()
-    ctx = WorkerContext(settings=Settings(data_dir=tmp_path), artifacts=ArtifactStore(tmp_path))
+    ctx = WorkerContext(
+        settings=Settings(data_dir=tmp_path), artifacts=LocalArtifactStore(tmp_path)
+    )
     async with ctx:
         assert await ctx.shared(pool) == "a pool"
         assert await ctx.shared(pool) == "a pool"  # the same instance for a second kind

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import LocalArtifactStore
 from shopfloor.registry import WorkerContext
 from shopfloor.sandbox import Call, Exec, Limits, RunIdentity, Script, Zygote, ZygoteDied
 from shopfloor.sandbox._launch import LaunchRequest
@@ -167,7 +167,9 @@ def test_launch_requests_round_trip_with_their_mode() -> None:
     not (PIDS_CGROUP_ROOT / "cgroup.procs").exists(), reason="no pids cgroup on this machine"
 )
 async def test_the_zygotes_lifespan_releases_the_cgroup_pool(tmp_path: Path) -> None:
-    ctx = WorkerContext(settings=Settings(data_dir=tmp_path), artifacts=ArtifactStore(tmp_path))
+    ctx = WorkerContext(
+        settings=Settings(data_dir=tmp_path), artifacts=LocalArtifactStore(tmp_path)
+    )
     ours = PIDS_CGROUP_ROOT / "shopfloor" / str(os.getpid())
     async with zygotes(ctx) as both:
         assert both.warm is None  # no served kind has heavy imports

@@ -17,17 +17,18 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from shopfloor.client import ControllerError, ShopfloorClient
+from shopfloor.cli_common import (
+    EXIT_FAILED,
+    EXIT_PASSED,
+    EXIT_RUNNING,
+    EXIT_USAGE,
+    controller_call,
+    fail,
+    make_client,
+)
 from shopfloor.processes import stop_process
 from shopfloor.registry import JobKind, kind_named, kinds, load
 from shopfloor.settings import Settings, get_settings
-
-# Exit codes, the same for every command (README: "Exit codes").
-EXIT_PASSED = 0  # the job passed (or the command did what it was asked)
-EXIT_FAILED = 1  # the job failed, was cancelled, or the command could not do it
-EXIT_USAGE = 2  # the call was wrong: bad options or input, unknown job, wrong state
-EXIT_UNREACHABLE = 3  # the controller or Temporal could not be reached: try again later
-EXIT_RUNNING = 4  # `result` without --wait: the job has not ended yet
 
 app = typer.Typer(
     help="Durable jobs for agent systems, on Temporal.",
@@ -44,23 +45,6 @@ KindName = Enum(  # type: ignore[misc]
 )
 
 
-def fail(message: str, code: int = 1) -> None:
-    from rich.markup import escape
-
-    from shopfloor.display import err_console
-
-    # User text is never markup: "[/tmp/x]" in a message must print as it is.
-    err_console.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(code)
-
-
-def fail_request(err: ControllerError) -> None:
-    """A refused or failed call to the controller, with the exit code that says which."""
-    if err.unreachable:
-        fail(str(err), EXIT_UNREACHABLE)
-    fail(str(err), EXIT_USAGE if err.refused else EXIT_FAILED)
-
-
 def job_passed(result: dict[str, Any]) -> bool:
     """Did the job pass? COMPLETED, and — for kinds whose results can say "failed" while the
     workflow completed (a script exiting 1, a simulation's FAIL verdict) — its own verdict."""
@@ -73,10 +57,6 @@ def job_passed(result: dict[str, Any]) -> bool:
 
 def exit_for(result: dict[str, Any]) -> None:
     raise typer.Exit(EXIT_PASSED if job_passed(result) else EXIT_FAILED)
-
-
-def make_client() -> ShopfloorClient:
-    return ShopfloorClient(get_settings())
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -103,7 +83,7 @@ def up(
     the controller and the workers. Ctrl-C, SIGTERM or SIGHUP stop them all."""
     from shopfloor.display import console
     from shopfloor.filemodes import make_private
-    from shopfloor.stack import Stack, StackError, pid_file
+    from shopfloor.stack import EmbeddedStack, StackError, pid_file
 
     settings = get_settings()
     problem, _ = bind_check(settings)
@@ -113,7 +93,7 @@ def up(
     if detach:
         _up_detached(settings, workers)
         return
-    stack = Stack(settings, workers=workers, say=console.print)
+    stack = EmbeddedStack(settings, workers=workers, say=console.print)
     for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
         signals.signal(sig, stack.request_stop)
     pids = pid_file(settings)
@@ -141,13 +121,13 @@ def _up_detached(settings: Any, workers: int) -> None:
 
     import httpx
 
-    from shopfloor.stack import Stack, StackError, pid_file
+    from shopfloor.stack import EmbeddedStack, StackError, pid_file
 
     running = _running_up(settings)
     if running:
         fail(f"a stack is already running from {settings.data_dir} (pid {running})", EXIT_USAGE)
     try:
-        Stack(settings, workers=workers).check_ports()  # refuse here, in the foreground
+        EmbeddedStack(settings, workers=workers).check_ports()  # refuse here, in the foreground
     except StackError as err:
         fail(str(err), EXIT_FAILED)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +155,7 @@ def _up_detached(settings: Any, workers: int) -> None:
         stop_process(proc)
         fail(f"the stack was not healthy after 120 s; see {log}", EXIT_FAILED)
     print(f"stack running in the background (pid {proc.pid}, log {log})")
-    for name, link in Stack(settings).urls().items():
+    for name, link in EmbeddedStack(settings).urls().items():
         print(f"{name:>12}  {link}")
     print("stop it with: shopfloor down")
 
@@ -389,7 +369,7 @@ def submit(
     except (OSError, UnicodeDecodeError, ValueError) as err:
         fail(f"cannot read {file}: {err}", 2)
     client = make_client()
-    try:
+    with controller_call():
         submitted = client.submit(job_kind.name, job.model_dump(mode="json"), key=key)
         if not wait:
             if as_json:
@@ -399,8 +379,6 @@ def submit(
                 console.print(f"{submitted['job_id']}{note}")
             return
         result = wait_with_progress(client, submitted["job_id"])
-    except ControllerError as err:
-        fail_request(err)
     if as_json:
         print(json.dumps(result))
     else:
@@ -413,10 +391,8 @@ def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
     """A job's status and live progress."""
     from shopfloor.display import console, progress_text
 
-    try:
+    with controller_call():
         state = make_client().status(job_id)
-    except ControllerError as err:
-        fail_request(err)
     if as_json:
         print(json.dumps(state, indent=2))  # plain print: valid JSON, piped or not
     else:
@@ -432,10 +408,8 @@ def result(
     """A job's result. Exit code 0 passed, 1 failed, 4 still running."""
     from shopfloor.display import show_result
 
-    try:
+    with controller_call():
         res = make_client().result(job_id, wait_s=wait)
-    except ControllerError as err:
-        fail_request(err)
     if as_json:
         print(json.dumps(res))
     elif res["status"] == "RUNNING":
@@ -450,10 +424,8 @@ def result(
 @app.command()
 def cancel(job_id: str) -> None:
     """Cancel a running job (its processes are killed; the result says `cancelled`)."""
-    try:
+    with controller_call():
         print(make_client().cancel(job_id)["status"])
-    except ControllerError as err:
-        fail_request(err)
 
 
 # -- steering and watching running jobs --------------------------------------------------------
@@ -486,28 +458,22 @@ JsonBody = Annotated[str | None, typer.Option("--json", help="the body, as JSON"
 
 @app.command(help=f"Send a signal to a running job. Signals: {_declared('signals')}.")
 def signal(job_id: str, name: str, body: JsonBody = None) -> None:
-    try:
+    with controller_call():
         _print_json(make_client().signal(job_id, name, _json_body(body)))
-    except ControllerError as err:
-        fail_request(err)
 
 
 @app.command(help=f"Ask a running job a query. Queries: {_declared('queries')}.")
 def query(job_id: str, name: str) -> None:
-    try:
+    with controller_call():
         _print_json(make_client().query(job_id, name))
-    except ControllerError as err:
-        fail_request(err)
 
 
 @app.command(
     help=f"Apply an update to a running job and print its answer. Updates: {_declared('updates')}."
 )
 def update(job_id: str, name: str, body: JsonBody = None) -> None:
-    try:
+    with controller_call():
         _print_json(make_client().update(job_id, name, _json_body(body)))
-    except ControllerError as err:
-        fail_request(err)
 
 
 @app.command("list")
@@ -520,11 +486,9 @@ def list_jobs(
     """Recent jobs, newest first."""
     from shopfloor.display import show_jobs
 
-    try:
+    with controller_call():
         name = kind_named(kind.value).name if kind else None  # type: ignore[union-attr]
         jobs = make_client().list(kind=name, status=status, limit=limit)
-    except ControllerError as err:
-        fail_request(err)
     if as_json:
         print(json.dumps(jobs))
     else:

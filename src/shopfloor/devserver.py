@@ -12,19 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shopfloor.filemodes import PRIVATE_UMASK, private_dir
+from shopfloor.ports import HTTP_API_OFFSET, METRICS_OFFSET
 from shopfloor.processes import kill_process, stop_process
 from shopfloor.settings import Settings
 
 
 class DevServerError(RuntimeError):
     pass
-
-
-# Temporal's HTTP API listens on the frontend port + 10 unless told otherwise; the embedded
-# dev server is started that way, with its metrics on + 11 (shopfloor.egress keeps jobs off
-# both, the stack lists them).
-HTTP_API_OFFSET = 10
-METRICS_OFFSET = 11
 
 
 def temporal_binary() -> str:

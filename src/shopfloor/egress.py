@@ -31,7 +31,7 @@ import anyio
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from shopfloor.devserver import HTTP_API_OFFSET, METRICS_OFFSET
+from shopfloor.ports import HTTP_API_OFFSET, METRICS_OFFSET
 
 if TYPE_CHECKING:
     from shopfloor.settings import Settings

@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
+from shopfloor.contracts import ActivityStub
 from shopfloor.inputs import describe_errors
 from shopfloor.progress import WorkflowProgress
 from shopfloor.registry import PROGRESS_QUERY
@@ -65,10 +66,6 @@ def heartbeat_progress(progress: Any) -> None:
     activity.heartbeat(progress.as_dict())
 
 
-# How every job activity reports sandbox progress (keyword options of the sandbox launchers).
-JOB_PROGRESS = {"on_progress": heartbeat_progress, "progress_every": PROGRESS_EVERY_S}
-
-
 def ensure_cancel_was_requested() -> None:
     """Call when a job's processes were killed because its activity was cancelled.
 
@@ -99,18 +96,17 @@ def invalid_input(message: str) -> ApplicationError:
 
 
 async def run_job_activity(
-    activity_name: str,
+    stub: ActivityStub[Any, R],
     arg: Any,
     *,
-    result_type: type[R],
     start_to_close: timedelta,
     heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
     cancelled: Callable[[R], bool] | None = None,
     local_first: bool = False,
     restarted: Callable[[R], R] | None = None,
 ) -> R:
-    """Runs a job's main activity, named as its workers register it (so workflows never import
-    activity code).
+    """Runs a job's main activity, through its typed stub (`shopfloor.contracts`: the name its
+    workers register and its result type, so workflows never import activity code).
 
     On a cancel request the activity kills the job's processes, stores what it produced and
     returns a result saying so; the workflow waits for that result (it lands in history, where
@@ -122,6 +118,7 @@ async def run_job_activity(
     ran: one regular activity. Should the worker a run was handed to be gone, the job starts
     again in an activity on the shared queue, whose attempts count from 1: `restarted` says
     so in its result."""
+    activity_name, result_type = stub.name, stub.result
     options: dict[str, Any] = {
         "result_type": result_type,
         "retry_policy": JOB_RETRY_POLICY,

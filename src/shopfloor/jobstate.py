@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
+from shopfloor.failures import proto_failure_message
 from shopfloor.progress import WorkflowProgress, is_terminal
 from shopfloor.registry import PROGRESS_QUERY, kind_for_workflow_type
 
@@ -84,7 +85,7 @@ async def describe_job(client: Client, job_id: str, *, with_progress: bool = Tru
                 last_heartbeat=pending.last_heartbeat_time.ToDatetime()
                 if pending.HasField("last_heartbeat_time")
                 else None,
-                last_failure=pending.last_failure.message or None,
+                last_failure=proto_failure_message(pending.last_failure) or None,
             )
         )
     status = status_name(desc.status)

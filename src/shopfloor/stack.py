@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from shopfloor.devserver import HTTP_API_OFFSET, METRICS_OFFSET, DevServer, DevServerError
+from shopfloor.devserver import DevServer, DevServerError
+from shopfloor.ports import HTTP_API_OFFSET, METRICS_OFFSET
 from shopfloor.processes import die_with_parent, listener_of, stop_process
 from shopfloor.settings import Settings
 
@@ -56,7 +57,10 @@ class Child:
         return len(self.exits) == MAX_EXITS and self.exits[-1] - self.exits[0] < EXIT_WINDOW_S
 
 
-class Stack:
+class EmbeddedStack:
+    """`shopfloor up`'s stack in one machine (not the tests' `tests.helpers.Stack`, which
+    starts workers and a controller against a test's Temporal server)."""
+
     def __init__(self, settings: Settings, *, workers: int = 1, say=print) -> None:
         self.settings = settings
         self.say = say

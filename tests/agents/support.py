@@ -13,9 +13,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import ArtifactStore, LocalArtifactStore
 from shopfloor.kinds.agents.activities import AgentActivities
-from shopfloor.kinds.agents.models import CoordinatorConfig, CoordinatorResult
+from shopfloor.kinds.agents.models import CoordinatorResult
 from shopfloor.kinds.agents.workflows import (
     AgentCoordinatorWorkflow,
     HelloWorkflow,
@@ -49,9 +49,11 @@ class AgentWorker:
         workflow: str = "agentCoordinatorWorkflow",
         start_signal: str | None = None,
     ) -> WorkflowHandle:
+        # As any client sends it (the seed's TypeScript starter, `temporal workflow start`):
+        # JSON the workflow checks itself.
         return await self.client.start_workflow(
             workflow,
-            CoordinatorConfig.model_validate(config),
+            config,
             id=f"agent-{uuid.uuid4()}",
             task_queue=self.queue,
             result_type=CoordinatorResult,
@@ -68,7 +70,7 @@ class AgentWorker:
 async def agent_worker(
     client: Client, tmp: Path, settings: Settings | None = None
 ) -> AsyncIterator[AgentWorker]:
-    store = ArtifactStore(tmp / "artifacts")
+    store = LocalArtifactStore(tmp / "artifacts")
     queue = f"tq-{uuid.uuid4()}"
     async with AgentActivities(settings or Settings(), store) as acts:
         async with Worker(

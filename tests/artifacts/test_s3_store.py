@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from shopfloor.artifacts import ArtifactError, ArtifactStore, LocalArtifactStore, store_for
+from shopfloor.artifacts import ArtifactError, LocalArtifactStore, store_for
 from shopfloor.artifacts.s3 import RangeNotSatisfiable, S3ArtifactStore
 from shopfloor.controller.app import create_app
 from shopfloor.settings import Settings
@@ -50,7 +50,7 @@ def _raw(endpoint: str):
 def test_put_read_and_uris_as_the_local_store(
     store: S3ArtifactStore, s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
-    local = ArtifactStore(tmp_path / "local")
+    local = LocalArtifactStore(tmp_path / "local")
     assert isinstance(local, LocalArtifactStore)
     uri = store.put_bytes("job-1", "reports/a.json", b'{"a": 1}')
     assert uri == local.put_bytes("job-1", "reports/a.json", b'{"a": 1}')
@@ -85,7 +85,7 @@ def test_collect_tree_keeps_the_safety_rules(store: S3ArtifactStore, tmp_path: P
     os.mkfifo(out / "fifo")
     (out / "bad\nname.txt").write_text("x")
     got = store.collect_tree("job-tree", out, run_dir=run)
-    same = ArtifactStore(tmp_path / "local").collect_tree("job-tree", out, run_dir=run)
+    same = LocalArtifactStore(tmp_path / "local").collect_tree("job-tree", out, run_dir=run)
     assert got.uris == same.uris and got.refused == same.refused
     assert sorted(got.uris) == ["ok.txt", "sub/deep.txt"]
     assert store.read_bytes(got.uris["sub/deep.txt"]) == b"deep"

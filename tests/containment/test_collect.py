@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import LocalArtifactStore
 
 
 def test_collect_refuses_links_special_files_and_bad_names(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_collect_refuses_links_special_files_and_bad_names(tmp_path: Path) -> No
     (out / "etcdir").symlink_to("/etc")  # a linked directory is not entered
     os.mkfifo(out / "fifo")
     (out / "bad\nname.txt").write_text("x")
-    store = ArtifactStore(tmp_path / "store")
+    store = LocalArtifactStore(tmp_path / "store")
     got = store.collect_tree("job-1", out, run_dir=run)
     assert sorted(got.uris) == ["mine.txt", "ok.txt", "sub/deep.txt"]
     assert store.read_bytes(got.uris["sub/deep.txt"]) == b"deep"

@@ -20,7 +20,7 @@ from temporalio.testing import ActivityEnvironment
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")  # before anything imports mujoco
 
-from shopfloor.artifacts import ArtifactStore  # noqa: E402
+from shopfloor.artifacts import LocalArtifactStore  # noqa: E402
 from shopfloor.kinds.simulation import meshes, scene  # noqa: E402
 from shopfloor.kinds.simulation.activities import (  # noqa: E402
     GeometryCache,
@@ -393,7 +393,7 @@ async def activities(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator:
     root = tmp_path_factory.mktemp("sim-cache-artifacts")
     served = [kind_named("simulation")]
     async with WorkerContext(
-        settings=Settings(data_dir=root), artifacts=ArtifactStore(root), served=served
+        settings=Settings(data_dir=root), artifacts=LocalArtifactStore(root), served=served
     ) as ctx:
         acts = SimulationActivities(ctx, await ctx.shared(zygotes))
         try:
@@ -411,7 +411,7 @@ async def run(acts: SimulationActivities, req: SimulationRequest) -> SimulationR
 
 
 def artifact(root: Path, result: SimulationResult, key: str) -> bytes:
-    return ArtifactStore(root).path_for(result.artifact_urls[key]).read_bytes()
+    return LocalArtifactStore(root).path_for(result.artifact_urls[key]).read_bytes()
 
 
 async def test_hit_miss_and_off_give_the_same_result(activities) -> None:
@@ -559,9 +559,9 @@ async def test_opting_out_neither_reads_nor_stores(activities) -> None:
 
 async def test_parts_are_not_cached(activities) -> None:
     acts, _ = activities
-    from shopfloor.kinds.simulation.render import _warm_up_scene
+    from shopfloor.kinds.simulation.warmup import warm_up_scene
 
-    result = await run(acts, SimulationRequest(scene=_warm_up_scene(), options=SimOptions(**QUICK)))
+    result = await run(acts, SimulationRequest(scene=warm_up_scene(), options=SimOptions(**QUICK)))
     assert "geometry_cache" not in result.metrics
 
 
@@ -595,7 +595,7 @@ async def test_hits_fork_a_zygote_without_cad_under_the_same_containment(activit
     assert hit.metrics["geometry_cache"] == "hit"
     same_result(hit, miss)
     assert video.outcome == "SUCCESS" and video.video_url, video
-    assert ArtifactStore(root).path_for(video.video_url).stat().st_size > 1000
+    assert LocalArtifactStore(root).path_for(video.video_url).stat().st_size > 1000
     # A run with another GL backend runs cold: it loads the parts too, without build123d.
     cold = await run(acts, request(src, **QUICK, gl_backend="egl"))
     assert cold.metrics["geometry_cache"] == "hit"

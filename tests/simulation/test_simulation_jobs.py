@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from shopfloor.artifacts import ArtifactStore
+from shopfloor.artifacts import LocalArtifactStore
 from shopfloor.kinds.simulation.activities import SimulationActivities
 from shopfloor.kinds.simulation.models import (
     GeometryPart,
@@ -42,7 +42,7 @@ async def activities(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator:
     served = [kind_named("simulation")]
     settings = Settings(data_dir=root)
     async with WorkerContext(
-        settings=settings, artifacts=ArtifactStore(root), served=served
+        settings=settings, artifacts=LocalArtifactStore(root), served=served
     ) as ctx:
         # The worker's own zygotes lifespan: the warm one imports mujoco with its GL backend.
         yield SimulationActivities(ctx, await ctx.shared(zygotes)), root
@@ -66,9 +66,9 @@ async def test_activity_succeeds_with_heartbeats_and_stored_artifacts(activities
     assert beats and "elapsed_s" in beats[0][0]
     assert result.video_url and result.video_url.startswith("artifact://")
     assert {"mjcf", "video"} <= set(result.artifact_urls)
-    video = ArtifactStore(root).path_for(result.video_url)
+    video = LocalArtifactStore(root).path_for(result.video_url)
     assert video.stat().st_size > 1000
-    assert "<mujoco" in ArtifactStore(root).path_for(result.artifact_urls["mjcf"]).read_text()
+    assert "<mujoco" in LocalArtifactStore(root).path_for(result.artifact_urls["mjcf"]).read_text()
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ async def test_big_inline_parts_reach_warm_and_cold_runs(activities, gl_backend)
     result = await ActivityEnvironment().run(acts.run_simulation, req)
     assert result.outcome == "SUCCESS", result.reason
     assert set(result.artifact_urls) == {"mjcf", "mesh:box"}
-    mesh = ArtifactStore(root).path_for(result.artifact_urls["mesh:box"])
+    mesh = LocalArtifactStore(root).path_for(result.artifact_urls["mesh:box"])
     assert mesh.name == "box.stl" and mesh.stat().st_size > 1_000_000
 
 

@@ -9,6 +9,7 @@ the same either way, so results do not say where their bytes are.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import mimetypes
@@ -51,20 +52,13 @@ class ArtifactError(ValueError):
     """A URI or name that does not address an artifact (bad form, or escapes the store)."""
 
 
-class ArtifactStore:
-    """Where artifacts live. `ArtifactStore(root)` is the local directory store (as it has
-    always been); `store_for(settings)` picks the backend the settings name.
+class ArtifactStore(abc.ABC):
+    """Where artifacts live: the interface. `store_for(settings)` makes the backend the
+    settings name; `LocalArtifactStore(root)` is the local directory store.
 
     Backends implement `_put_stream` (store a stream under a URI, all or nothing), `open`
     (read one artifact) and may offer `presigned_url`; naming, the safe collection of a run's
     files and content-addressed uploads are the same for all of them."""
-
-    def __new__(cls, *args: object, **kwargs: object) -> ArtifactStore:
-        if cls is ArtifactStore:  # the interface called as a constructor: the local store
-            from shopfloor.artifacts.local import LocalArtifactStore
-
-            return super().__new__(LocalArtifactStore)
-        return super().__new__(cls)
 
     # -- addressing ------------------------------------------------------------------------
     @staticmethod
@@ -90,14 +84,14 @@ class ArtifactStore:
         return type(self).__name__
 
     # -- the backend's part ----------------------------------------------------------------
+    @abc.abstractmethod
     def _put_stream(self, uri: str, source: BinaryIO) -> None:
         """Stores everything `source` yields under `uri`: the whole of it or nothing (a
         retried activity or a crash never leaves half an artifact)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def open(self, uri: str) -> BinaryIO:
         """The artifact's bytes, to read. Raises ArtifactError when there is none."""
-        raise NotImplementedError
 
     def presigned_url(self, uri: str, *, ttl_s: int) -> str | None:
         """A URL a browser opens without credentials until `ttl_s` from now, when the backend
@@ -115,11 +109,6 @@ class ArtifactStore:
         with open(src, "rb") as source:
             self._put_stream(uri, source)
         return uri
-
-    def put_tree(self, job_id: str, src_dir: Path, *, prefix: str = "") -> dict[str, str]:
-        """Every regular file under `src_dir` (see `collect_tree`: symlinks, hard links to
-        files elsewhere and special files are not stored)."""
-        return self.collect_tree(job_id, src_dir, run_dir=src_dir, prefix=prefix).uris
 
     def collect_tree(
         self,

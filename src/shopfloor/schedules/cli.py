@@ -11,18 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
+from shopfloor.cli_common import controller_call, fail, make_client
+
 schedule_app = typer.Typer(help="Schedules of any job kind: apply a file, pause, trigger, …")
 kill_switch_app = typer.Typer(help="Stop every agent turn and schedule, on every machine.")
 
 
 def _call(method: str, path: str, **kwargs: Any) -> Any:
-    from shopfloor.cli import fail_request, make_client
-    from shopfloor.client import ControllerError
-
-    try:
+    with controller_call():
         return make_client().call(method, path, **kwargs)
-    except ControllerError as err:
-        fail_request(err)
 
 
 def _print(value: Any, as_json: bool) -> None:
@@ -39,8 +36,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 def read_file(path: Path) -> Any:
     import yaml
-
-    from shopfloor.cli import fail
 
     try:
         text = path.read_text()

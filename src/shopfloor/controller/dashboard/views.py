@@ -17,13 +17,13 @@ from pydantic import BaseModel
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 
 from shopfloor.controller.links import links_in
-from shopfloor.controller.routes.jobs import STATUSES
+from shopfloor.failures import failure_details, job_failure_message
 from shopfloor.jobstate import JobStatus, describe_job, is_terminal, last_activity_result
 from shopfloor.registry import JobKind, kind_for_workflow_type, kinds, load
 from shopfloor.settings import Settings
+from shopfloor.visibility import MAX_PREFIX_CHARS, execution_status, jobs_query
 
 log = logging.getLogger("shopfloor.dashboard")
 PAGE_SIZE = 50
@@ -70,28 +70,19 @@ class Filters:
         return "&".join(f"{k}={quote(v)}" for k, v in values.items() if v)
 
 
-def _quoted(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def list_query(filters: Filters) -> str:
     registry = kinds()
     if filters.kind and filters.kind not in registry:
         raise BadFilter(f"unknown kind {filters.kind!r}; known: {', '.join(sorted(registry))}")
     chosen = [registry[filters.kind]] if filters.kind else list(registry.values())
     types = [t for k in chosen for t in (k.workflow_type, *k.other_workflow_types)]
-    query = "WorkflowType IN (" + ", ".join(_quoted(t) for t in types) + ")"
-    if filters.status:
-        wanted = filters.status.strip().upper().replace("-", "_")
-        if wanted not in STATUSES:
-            raise BadFilter(f"unknown status {filters.status[:40]!r}")
-        query += f" AND ExecutionStatus = '{STATUSES[wanted]}'"
+    wanted = execution_status(filters.status) if filters.status else None
+    if filters.status and wanted is None:
+        raise BadFilter(f"unknown status {filters.status[:40]!r}")
     text = filters.q.strip()
-    if text:
-        if len(text) > 200:
-            raise BadFilter("search text longer than 200 characters")
-        query += f" AND WorkflowId STARTS_WITH {_quoted(text)}"
-    return query
+    if len(text) > MAX_PREFIX_CHARS:
+        raise BadFilter(f"search text longer than {MAX_PREFIX_CHARS} characters")
+    return jobs_query(types, status=wanted, id_prefix=text)
 
 
 async def jobs_page(client: Client, filters: Filters) -> JobsPage:
@@ -236,7 +227,7 @@ async def job_view(client: Client, settings: Settings, job_id: str) -> JobView:
         try:
             view.result = _dump(await asyncio.wait_for(handle.result(), 10))
         except WorkflowFailureError as err:
-            view.error, view.result = _failure(err)
+            view.error, view.result = job_failure_message(err), failure_details(err)
             if view.result is None and status.status == "CANCELED":
                 view.result = await last_activity_result(client, job_id)
         except TimeoutError:
@@ -247,16 +238,6 @@ async def job_view(client: Client, settings: Settings, job_id: str) -> JobView:
         view.input = await first_input(client, settings, job_id)
     view.links = _links(view.result, settings) | _links(view.live, settings)
     return view
-
-
-def _failure(err: WorkflowFailureError) -> tuple[str, Any]:
-    parts, details, cause = [], None, err.cause
-    while cause is not None:
-        parts.append(getattr(cause, "message", "") or str(cause))
-        if isinstance(cause, ApplicationError) and cause.details and details is None:
-            details = cause.details[0]
-        cause = cause.__cause__
-    return ": ".join(p for p in parts if p) or str(err), details
 
 
 async def _live(client: Client, kind: JobKind, job_id: str) -> dict[str, Any]:

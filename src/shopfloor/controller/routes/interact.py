@@ -22,6 +22,7 @@ from temporalio.client import (
 )
 
 from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep
+from shopfloor.failures import root_message
 from shopfloor.jobstate import describe_job, is_terminal
 from shopfloor.registry import JobKind, Query, Signal, Update, kind_for_workflow_type
 
@@ -97,9 +98,7 @@ async def run_update(client: Client, job_id: str, name: str, body: Any) -> Any:
             name, *args, result_type=decl.result, rpc_timeout=RPC_TIMEOUT
         )
     except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        message = getattr(cause, "message", None) or str(cause or err)
-        raise HTTPException(422, f"update {name!r} rejected: {message}") from None
+        raise HTTPException(422, f"update {name!r} rejected: {root_message(err)}") from None
 
 
 def _one_type(types: set) -> Any:

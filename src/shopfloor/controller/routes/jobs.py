@@ -9,11 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel
 from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import CancelledError, TerminatedError
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep
 from shopfloor.controller.links import links_in
+from shopfloor.failures import job_failure_message
 from shopfloor.jobstate import (
     JobStatus,
     describe_job,
@@ -22,19 +21,9 @@ from shopfloor.jobstate import (
     status_name,
 )
 from shopfloor.registry import kind_for_workflow_type, kinds
+from shopfloor.visibility import STATUSES, execution_status, jobs_query
 
 MAX_RESULT_WAIT_S = 300
-# The statuses `list` filters on, as Temporal's visibility query spells them.
-STATUSES = {
-    "RUNNING": "Running",
-    "COMPLETED": "Completed",
-    "FAILED": "Failed",
-    "CANCELED": "Canceled",
-    "CANCELLED": "Canceled",
-    "TERMINATED": "Terminated",
-    "TIMED_OUT": "TimedOut",
-    "CONTINUED_AS_NEW": "ContinuedAsNew",
-}
 
 router = APIRouter(tags=["jobs"], dependencies=AUTH)
 
@@ -69,14 +58,12 @@ async def list_jobs(
         raise HTTPException(400, f"unknown kind {kind!r}; known: {sorted(registry)}")
     chosen = [registry[kind]] if kind else list(registry.values())
     types = [t for k in chosen for t in (k.workflow_type, *k.other_workflow_types)]
-    query = "WorkflowType IN (" + ", ".join(f"'{t}'" for t in types) + ")"
-    if status:
-        wanted = status.strip().upper().replace("-", "_")
-        if wanted not in STATUSES:
-            raise HTTPException(
-                400, f"unknown status {status[:40]!r}; one of: {', '.join(sorted(STATUSES))}"
-            )
-        query += f" AND ExecutionStatus = '{STATUSES[wanted]}'"
+    wanted = execution_status(status) if status else None
+    if status and wanted is None:
+        raise HTTPException(
+            400, f"unknown status {status[:40]!r}; one of: {', '.join(sorted(STATUSES))}"
+        )
+    query = jobs_query(types, status=wanted)
     jobs = []
     async for wf in client.list_workflows(query, limit=limit, rpc_timeout=RPC_TIMEOUT):
         k = kind_for_workflow_type(wf.workflow_type)
@@ -127,7 +114,7 @@ async def job_result(
             job_id=job_id,
             kind=status.kind,
             status=final.status,
-            error=_failure_text(err),
+            error=job_failure_message(err),
             result=partial,
             links=links_in(partial, settings),
         )
@@ -148,18 +135,3 @@ async def cancel_job(job_id: str, client: ClientDep) -> dict[str, str]:
         raise HTTPException(409, f"job {job_id} is {status.status}, nothing to cancel")
     await client.get_workflow_handle(job_id).cancel(rpc_timeout=RPC_TIMEOUT)
     return {"job_id": job_id, "status": "CANCEL_REQUESTED"}
-
-
-def _failure_text(err: WorkflowFailureError) -> str:
-    cause = err.cause
-    if isinstance(cause, CancelledError):
-        return "cancelled"
-    if isinstance(cause, TerminatedError):
-        return f"terminated: {cause.message}"
-    if isinstance(cause, TemporalTimeoutError):
-        return "workflow timed out"
-    parts = []
-    while cause is not None:
-        parts.append(getattr(cause, "message", str(cause)))
-        cause = cause.__cause__
-    return ": ".join(p for p in parts if p) or str(err)

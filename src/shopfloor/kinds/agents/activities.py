@@ -8,30 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 import httpx
 from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
 from shopfloor.egress import EgressPolicy
-from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.heartbeats import heartbeating
+from shopfloor.jobs import invalid_input
 from shopfloor.killswitch import read_state, refuse_if_on
-from shopfloor.kinds.agents.agents import Agent
-from shopfloor.kinds.agents.agents.anthropic_agent import AnthropicAgent
-from shopfloor.kinds.agents.agents.gateway import GatewayAgent
-from shopfloor.kinds.agents.agents.mock import MockAgent
+from shopfloor.kinds.agents.backends import Agent
+from shopfloor.kinds.agents.backends.anthropic_agent import AnthropicAgent
+from shopfloor.kinds.agents.backends.gateway import GatewayAgent
+from shopfloor.kinds.agents.backends.mock import MockAgent
 from shopfloor.kinds.agents.models import (
     INLINE_OUTPUT_CHARS,
     AgentReply,
     AgentRequest,
     StoreArtifacts,
 )
+from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.settings import Settings
-
-RUN_AGENT_STEP = "run_agent_step"
-STORE_AGENT_ARTIFACTS = "store_agent_artifacts"
 
 
 @asynccontextmanager
@@ -65,7 +64,7 @@ class AgentActivities:
         await self.anthropic.aclose()
         await self.http.aclose()
 
-    @activity.defn(name=RUN_AGENT_STEP)
+    @activity.defn(name=RUN_AGENT_STEP.name)
     async def run_agent_step(self, request: AgentRequest) -> AgentReply:
         agent = self.agents.get(request.agent_type)
         if agent is None:
@@ -78,13 +77,9 @@ class AgentActivities:
             )
         # A long LLM call heartbeats so that a dead worker is noticed in seconds, not after
         # the call's whole timeout; the step is then retried on another worker.
-        beat = asyncio.create_task(_heartbeat(request))
-        try:
+        details = {"step": request.step_id, "agent": request.agent_type, "attempt": request.attempt}
+        async with heartbeating(details):
             reply = await agent.step(request)
-        finally:
-            beat.cancel()
-            with suppress(asyncio.CancelledError):
-                await beat
         # A job writes under its own id only (the workflow's, not what the request says).
         own = activity.info().workflow_id
         return await asyncio.to_thread(self._small, own, request, reply)  # the store may be S3
@@ -106,7 +101,7 @@ class AgentActivities:
         except (ArtifactError, UnicodeDecodeError) as err:
             raise invalid_input(f"cannot read {uri}: {err}") from err
 
-    @activity.defn(name=STORE_AGENT_ARTIFACTS)
+    @activity.defn(name=STORE_AGENT_ARTIFACTS.name)
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:
         """`{goalId}/artifacts/{key}.json` under the job's artifact folder (seed 002's layout)."""
 
@@ -123,10 +118,3 @@ class AgentActivities:
             }
 
         return await asyncio.to_thread(store)  # the store may be S3: off the event loop
-
-
-async def _heartbeat(request: AgentRequest) -> None:
-    details = {"step": request.step_id, "agent": request.agent_type, "attempt": request.attempt}
-    while True:
-        activity.heartbeat(details)
-        await asyncio.sleep(PROGRESS_EVERY_S)

@@ -13,14 +13,35 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 TASK_QUEUE = "agent-coordinator-queue"
 # Agent outputs longer than this travel as artifact:// URIs; the history keeps a preview.
 INLINE_OUTPUT_CHARS = 2000
 
-_SECRET_NAME = re.compile(r"(api[_-]?key|secret|token|password|credential)", re.IGNORECASE)
+# The words of a key (camelCase, snake_case, kebab-case) that make it a secret's name: `apiKey`,
+# `accessToken`, `client_secret`, but not `maxTokens` (a count of tokens, not a token).
+_SECRET_WORDS = {"secret", "token", "password", "passwd", "credential", "credentials", "apikey"}
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+KEYS_LIVE_ON_WORKERS = (
+    "Set SHOPFLOOR_ANTHROPIC_API_KEY (or SHOPFLOOR_AGENT_GATEWAY_TOKEN) in the workers' "
+    "environment instead: API keys never enter job input or workflow history."
+)
+
+
+def is_secret_name(key: str) -> bool:
+    words = [w.lower() for w in _WORD.findall(key)]
+    pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
+    return bool(_SECRET_WORDS.intersection(words) or "apikey" in pairs)
 
 
 class _Camel(BaseModel):
@@ -160,10 +181,106 @@ class StoreArtifacts(_Camel):
     artifacts: dict[str, Any]
 
 
-# -- the job: input, steering, result ---------------------------------------------------------
+# -- agentConfig, per agentType ----------------------------------------------------------------
+
+
+class AgentConfig(_Camel):
+    """What every agent's `agentConfig` may say. Keys that name a secret are refused: keys
+    live on the workers."""
+
+    model_config = ConfigDict(strict=True)
+
+    timeout_s: float | None = Field(
+        None, gt=0, description="seconds an agent call may take (default 600)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            fields = {f.alias or n for n, f in cls.model_fields.items()} | set(cls.model_fields)
+            secret = sorted(k for k in data if k not in fields and is_secret_name(str(k)))
+            if secret:
+                raise ValueError(
+                    f"agentConfig may not carry secrets ({', '.join(secret)}). "
+                    + KEYS_LIVE_ON_WORKERS
+                )
+        return data
+
+
+class MockFailure(_Camel):
+    """A scripted reply (or error) of the mock agent instead of its usual one."""
+
+    model_config = ConfigDict(strict=True)
+
+    work_kind: str | None = None  # which steps it applies to (None: every one)
+    attempt: int | None = None  # which engine attempt of the step (None: every one)
+    status: str = Field(
+        "FAIL", description="FAIL, PARTIAL, RATE_LIMITED, CONTEXT_EXCEEDED, or RAISE"
+    )
+    message: str | None = None
+    output: str | None = None
+    retry_after_s: float | None = Field(None, ge=0)
+    # Raise a retryable error on the first n activity attempts, then reply as usual.
+    activity_attempts: int | None = Field(None, ge=0)
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, value: str) -> str:
+        value = value.upper()
+        if value != "RAISE" and value not in ReplyStatus.__members__:
+            raise ValueError(f"unknown status {value!r}")
+        return value
+
+
+class MockAgentConfig(AgentConfig):
+    """`mock-agent`: scripted replies, no network, no key."""
+
+    default_response: str | None = None  # for work kinds without a scripted response
+    responses: dict[str, str] = Field(default_factory=dict)  # by work kind
+    delay_ms: float = Field(0, ge=0, description="time each call takes")
+    failures: list[MockFailure] = Field(default_factory=list)
+
+
+class AnthropicAgentConfig(AgentConfig):
+    """`anthropic-agent`: the Messages API with the worker's key."""
+
+    model: str | None = Field(None, description="default: SHOPFLOOR_ANTHROPIC_MODEL")
+    max_tokens: int = Field(1024, ge=1)
+    system: str | None = None
+
+
+class GatewayAgentConfig(AgentConfig):
+    """`gateway-agent`: the step goes to the gateway as JSON, agentConfig with it; what else
+    it holds is the gateway's business (never a secret)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 AgentType = Literal["mock-agent", "anthropic-agent", "gateway-agent"]
+AGENT_CONFIGS: dict[str, type[AgentConfig]] = {
+    "mock-agent": MockAgentConfig,
+    "anthropic-agent": AnthropicAgentConfig,
+    "gateway-agent": GatewayAgentConfig,
+}
+
+
+def _described(err: ValidationError, limit: int = 5) -> str:
+    """`timeoutS: Input should be a valid number…`: the field inside agentConfig and why."""
+    parts = []
+    for error in err.errors(include_url=False, include_input=False)[:limit]:
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def agent_config_for(agent_type: str, raw: dict[str, Any]) -> AgentConfig:
+    """The typed `agentConfig` of an agent type (already checked when the job's input was)."""
+    return AGENT_CONFIGS.get(agent_type, AgentConfig).model_validate(raw)
+
+
+# -- the job: input, steering, result ---------------------------------------------------------
 
 
 class CoordinatorConfig(_Camel):
@@ -175,6 +292,8 @@ class CoordinatorConfig(_Camel):
     )
     spec_config: dict[str, Any] = Field(default_factory=dict)
     agent_type: AgentType = "mock-agent"
+    # Travels as the JSON it came as (the gateway gets it so); checked against the agent
+    # type's model (MockAgentConfig, AnthropicAgentConfig, GatewayAgentConfig).
     agent_config: dict[str, Any] = Field(default_factory=dict)
     max_iterations: int = Field(10, ge=1, le=100_000)
     # Accepted only to be refused with a useful message: keys belong in the worker's settings.
@@ -186,6 +305,22 @@ class CoordinatorConfig(_Camel):
         200, ge=1, description="continue-as-new after this many iterations (history stays small)"
     )
     carried: CarriedState | None = Field(None, description="internal: state across runs")
+
+    @field_validator("agent_config")
+    @classmethod
+    def _agent_config_fits_its_type(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
+        agent_type = info.data.get("agent_type")
+        if agent_type is not None:
+            try:
+                agent_config_for(agent_type, value)
+            except ValidationError as err:
+                raise ValueError(f"{_described(err)} (agentType {agent_type})") from None
+        return value
+
+    @property
+    def agent_options(self) -> AgentConfig:
+        """`agentConfig`, typed by `agentType`."""
+        return agent_config_for(self.agent_type, self.agent_config)
 
 
 class CarriedState(_Camel):
@@ -247,15 +382,8 @@ def config_problem(config: CoordinatorConfig) -> str | None:
             f"goalId {config.goal_id!r} must be letters, digits, '.', '_', ':' or '-' "
             "(it names the folder of the goal's artifacts)"
         )
-    where = (
-        "Set SHOPFLOOR_ANTHROPIC_API_KEY (or SHOPFLOOR_AGENT_GATEWAY_TOKEN) in the workers' "
-        "environment instead: API keys never enter job input or workflow history."
-    )
     if config.agent_api_key is not None:
-        return f"agentApiKey is not accepted. {where}"
-    secret = sorted(k for k in config.agent_config if _SECRET_NAME.search(k))
-    if secret:
-        return f"agentConfig may not carry secrets ({', '.join(secret)}). {where}"
+        return f"agentApiKey is not accepted. {KEYS_LIVE_ON_WORKERS}"
     return None
 
 

@@ -17,9 +17,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from shopfloor.failures import failure_message
     from shopfloor.jobs import (
         HEARTBEAT_TIMEOUT,
-        INVALID_INPUT,
+        JOB_RETRY_POLICY,
         ReportsProgress,
         invalid_input,
         job_input,
@@ -44,16 +45,11 @@ with workflow.unsafe.imports_passed_through():
         config_problem,
     )
     from shopfloor.kinds.agents.specs import Spec, SpecError, spec_for
+    from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
 
-# Agent calls: 5xx and network errors are retried with backoff; after the last attempt the
-# step gets a FAIL reply (PROVIDER_ERROR) and the spec decides what next.
-AGENT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[INVALID_INPUT],
-)
+# Agent calls are retried as every job activity is (`jobs.JOB_RETRY_POLICY`: 5xx and network
+# errors with backoff); after the last attempt the step gets a FAIL reply (PROVIDER_ERROR)
+# and the spec decides what next.
 STORE_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
 DEFAULT_CALL_TIMEOUT_S = 600.0
 # Versioning: changes to the commands a workflow issues go behind a patch, so that runs begun
@@ -203,27 +199,23 @@ class CoordinatorWorkflow(ReportsProgress):
             partial=step.output if going_on and step.output_uri is None else None,
             partial_uri=step.output_uri if going_on else None,
         )
-        timeout_s = float(config.agent_config.get("timeoutS", DEFAULT_CALL_TIMEOUT_S))
+        timeout_s = config.agent_options.timeout_s or DEFAULT_CALL_TIMEOUT_S
         try:
-            return await workflow.execute_activity(
-                "run_agent_step",
+            return await RUN_AGENT_STEP.execute(
                 request,
-                result_type=AgentReply,
                 start_to_close_timeout=timedelta(seconds=timeout_s),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=AGENT_RETRY,
+                retry_policy=JOB_RETRY_POLICY,
             )
         except ActivityError as err:
             if is_cancelled_exception(err):
                 # The workflow was cancelled and took the call with it: the loop handles that.
                 raise asyncio.CancelledError() from err
-            cause = err.cause
-            message = getattr(cause, "message", None) or str(cause or err)
             return AgentReply(
                 goal_id=config.goal_id,
                 step_id=step.id,
                 status=ReplyStatus.FAIL,
-                error=StepError(code="PROVIDER_ERROR", message=message),
+                error=StepError(code="PROVIDER_ERROR", message=failure_message(err)),
             )
 
     async def _honour_rate_limits(self, state: EngineState) -> None:
@@ -307,12 +299,10 @@ class CoordinatorWorkflow(ReportsProgress):
         return workflow.patched(BATCHED_STORE_PATCH)
 
     async def _store(self, config: CoordinatorConfig, artifacts: dict) -> dict[str, str]:
-        return await workflow.execute_activity(
-            "store_agent_artifacts",
+        return await STORE_AGENT_ARTIFACTS.execute(
             StoreArtifacts(
                 job_id=workflow.info().workflow_id, goal_id=config.goal_id, artifacts=artifacts
             ),
-            result_type=dict[str, str],
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=STORE_RETRY,
         )

@@ -25,6 +25,7 @@ from shopfloor.kinds.phased.models import (
     HttpResponse,
 )
 from shopfloor.kinds.phased.settings import GatewaySettings
+from shopfloor.kinds.phased.stubs import AGENT_TURN, HTTP_STEP
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 
 MAX_REDIRECTS = 5
@@ -51,7 +52,7 @@ class PhasedActivities:
         self.ctx = ctx
         self.http = http
 
-    @activity.defn(name="agent_turn")
+    @activity.defn(name=AGENT_TURN.name)
     async def agent_turn(self, turn: AgentTurnRequest) -> AgentTurnResult:
         settings = self.ctx.settings
         gateway = settings.of(GatewaySettings)
@@ -91,7 +92,7 @@ class PhasedActivities:
             attempt=info.attempt,
         )
 
-    @activity.defn(name="http_step")
+    @activity.defn(name=HTTP_STEP.name)
     async def http_step(self, request: HttpRequest) -> HttpResponse:
         what = f"{request.method} {request.url}"
         try:

@@ -3,16 +3,14 @@ and plain `http` steps. Secrets come from the worker's settings, never from job 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable
 from datetime import timedelta
 
 import httpx
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from shopfloor.jobs import PROGRESS_EVERY_S
+from shopfloor import heartbeats
+from shopfloor.heartbeats import waiting_for
 from shopfloor.retry_after import retry_after_s
 
 GATEWAY_REJECTED = "GatewayRejected"  # a 4xx: the same call cannot succeed later
@@ -25,18 +23,10 @@ MAX_RETRY_AFTER_S = 3600.0
 
 async def heartbeating(call: Awaitable[httpx.Response], what: str) -> httpx.Response:
     """Awaits `call`, heartbeating while it runs: a turn can take minutes, and a worker that
-    dies meanwhile is noticed after the heartbeat timeout, not after the 300 s call timeout."""
-    task = asyncio.ensure_future(call)
-    started = time.monotonic()
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=PROGRESS_EVERY_S)
-            if done:
-                return task.result()
-            elapsed = round(time.monotonic() - started)
-            activity.heartbeat({"waiting_for": what, "elapsed_s": elapsed})
-    finally:
-        task.cancel()  # cancelled activity: the request goes too
+    dies meanwhile is noticed after the heartbeat timeout, not after the 300 s call timeout.
+    A cancelled activity takes the request with it."""
+    async with heartbeats.heartbeating(waiting_for(what)):
+        return await call
 
 
 def raise_for_status(response: httpx.Response, what: str, *, expected: list[int]) -> None:

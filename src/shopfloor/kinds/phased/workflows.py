@@ -12,14 +12,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from shopfloor.contracts import ActivityStub
+    from shopfloor.failures import failure_message
     from shopfloor.jobs import HEARTBEAT_TIMEOUT, INVALID_INPUT, ReportsProgress, job_input
     from shopfloor.kinds.phased.models import (
         AgentTurnRequest,
-        AgentTurnResult,
         AgentTurnStep,
         DelayStep,
         HttpRequest,
-        HttpResponse,
         HttpStep,
         JobStep,
         ParallelStep,
@@ -30,8 +30,10 @@ with workflow.unsafe.imports_passed_through():
         StepRetry,
     )
     from shopfloor.kinds.phased.references import resolve
+    from shopfloor.kinds.phased.stubs import AGENT_TURN, HTTP_STEP
     from shopfloor.registry import kind_for_workflow_type, kind_named
 
+A = TypeVar("A")
 R = TypeVar("R")
 TURN_TIMEOUT = timedelta(seconds=330)  # the gateway's 300 s, plus connection set-up
 HTTP_TIMEOUT = timedelta(seconds=60)
@@ -87,7 +89,7 @@ class PhasedRunner(ReportsProgress):
             outcome.status, outcome.error = "FAILED", failed.reason
             raise
         except (ActivityError, ChildWorkflowError, ApplicationError, ValueError) as err:
-            outcome.status, outcome.error = "FAILED", _reason(err)
+            outcome.status, outcome.error = "FAILED", failure_message(err)
             raise StepFailed(step.id, outcome.error) from None
         finally:
             outcome.ended_at = _now()
@@ -99,7 +101,7 @@ class PhasedRunner(ReportsProgress):
             return None
         if isinstance(step, AgentTurnStep):
             turn = AgentTurnRequest(job_id=resolve(step.job_id, done))
-            result = await _step_activity("agent_turn", turn, AgentTurnResult, step, TURN_TIMEOUT)
+            result = await _step_activity(AGENT_TURN, turn, step, TURN_TIMEOUT)
             return result.model_dump(mode="json")
         if isinstance(step, HttpStep):
             request = HttpRequest(
@@ -109,7 +111,7 @@ class PhasedRunner(ReportsProgress):
                 headers=resolve(step.headers, done),
                 body=resolve(step.body, done),
             )
-            response = await _step_activity("http_step", request, HttpResponse, step, HTTP_TIMEOUT)
+            response = await _step_activity(HTTP_STEP, request, step, HTTP_TIMEOUT)
             return response.model_dump(mode="json", by_alias=True)
         if isinstance(step, JobStep):
             return await self._child_job(step, resolve(step.input, done))
@@ -148,13 +150,11 @@ class PhasedRunner(ReportsProgress):
 
 
 async def _step_activity(
-    name: str, arg: Any, result_type: type[R], step: Any, default_timeout: timedelta
+    stub: ActivityStub[A, R], arg: A, step: Any, default_timeout: timedelta
 ) -> R:
     """A step's activity, with the step's own timeout and retry policy."""
-    return await workflow.execute_activity(
-        name,
+    return await stub.execute(
         arg,
-        result_type=result_type,
         start_to_close_timeout=step.timeout or default_timeout,
         heartbeat_timeout=HEARTBEAT_TIMEOUT,
         retry_policy=_retry_policy(step.retry),
@@ -169,17 +169,6 @@ def _retry_policy(retry: StepRetry) -> RetryPolicy:
         maximum_attempts=retry.attempts,
         non_retryable_error_types=FINAL_ERRORS,
     )
-
-
-def _reason(err: BaseException) -> str:
-    parts = []
-    current: BaseException | None = err
-    while current is not None:
-        message = getattr(current, "message", None) or str(current)
-        if message and message not in parts:
-            parts.append(message)
-        current = current.__cause__
-    return ": ".join(parts)
 
 
 def _now() -> str:

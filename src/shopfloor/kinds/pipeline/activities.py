@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from shopfloor.jobs import PROGRESS_EVERY_S, invalid_input
+from shopfloor.heartbeats import heartbeating
+from shopfloor.jobs import invalid_input
 from shopfloor.kinds.pipeline.definition import known_definitions
 from shopfloor.kinds.pipeline.docker_runtime import (
     DockerEngineUnavailable,
@@ -43,6 +44,14 @@ from shopfloor.kinds.pipeline.models import (
 from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox
 from shopfloor.kinds.pipeline.runtime import Runtime
 from shopfloor.kinds.pipeline.settings import PipelineSettings
+from shopfloor.kinds.pipeline.stubs import (
+    DEFINITION,
+    HOST_QUEUE,
+    PROBE,
+    START_SERVICE,
+    STOP_SERVICE,
+    WAIT_HEALTHY,
+)
 from shopfloor.registry import ActivitiesIterator, KindWork, QueueWork, WorkerContext
 from shopfloor.settings import Settings
 from shopfloor.usercode import Zygotes, zygotes
@@ -84,23 +93,6 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
         await acts.docker.aclose()
 
 
-@asynccontextmanager
-async def _heartbeating(what: str) -> AsyncIterator[None]:
-    """Heartbeats while the block runs: a worker that dies mid-activity is noticed after the
-    heartbeat timeout (not the much longer start-to-close one) and the activity retried."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(what)
-            await asyncio.sleep(PROGRESS_EVERY_S)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-
-
 class PipelineActivities:
     def __init__(self, settings: Settings, zygotes: Zygotes) -> None:
         self.settings = settings
@@ -140,11 +132,11 @@ class PipelineActivities:
 
     # -- on the pipeline's queue ----------------------------------------------------------------
 
-    @activity.defn(name="pipeline_host_queue")
+    @activity.defn(name=HOST_QUEUE.name)
     async def pipeline_host_queue(self, host: str | None) -> str:
         return self.settings.task_queue_prefix + host_queue(self.settings, host)
 
-    @activity.defn(name="pipeline_definition")
+    @activity.defn(name=DEFINITION.name)
     async def pipeline_definition(self, name: str) -> PipelineDefinition:
         known, problems = known_definitions(self.settings)
         if name not in known:
@@ -156,9 +148,9 @@ class PipelineActivities:
 
     # -- on the host's queue ---------------------------------------------------------------------
 
-    @activity.defn(name="pipeline_start_service")
+    @activity.defn(name=START_SERVICE.name)
     async def pipeline_start_service(self, ref: ServiceRef) -> ServiceHandle:
-        async with _heartbeating(f"starting {ref.service.name}"):
+        async with heartbeating(f"starting {ref.service.name}"):
             try:
                 return await self.runtime(ref).start(ref)
             except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
@@ -178,7 +170,7 @@ class PipelineActivities:
                     non_retryable=True,
                 ) from None
 
-    @activity.defn(name="pipeline_wait_healthy")
+    @activity.defn(name=WAIT_HEALTHY.name)
     async def pipeline_wait_healthy(self, ref: ServiceRef) -> Probe:
         """Checks until healthy, dead, or out of time; a Probe either way (the workflow decides)."""
         runtime = self.runtime(ref)
@@ -187,7 +179,7 @@ class PipelineActivities:
         interval = health.interval_s if health else 0.5
         timeout = start_timeout_s(ref.service)
         started = time.monotonic()
-        async with _heartbeating(f"waiting for {ref.service.name} to become healthy"):
+        async with heartbeating(f"waiting for {ref.service.name} to become healthy"):
             if health is None:
                 await asyncio.sleep(SETTLE_S)
             while True:
@@ -206,14 +198,14 @@ class PipelineActivities:
         probe.log_tail = probe.log_tail or await runtime.log_tail(ref)
         return probe
 
-    @activity.defn(name="pipeline_probe")
+    @activity.defn(name=PROBE.name)
     async def pipeline_probe(self, request: ProbeRequest) -> list[Probe]:
-        async with _heartbeating("checking services"):
+        async with heartbeating("checking services"):
             return list(await asyncio.gather(*(self.runtime(r).probe(r) for r in request.refs)))
 
-    @activity.defn(name="pipeline_stop_service")
+    @activity.defn(name=STOP_SERVICE.name)
     async def pipeline_stop_service(self, ref: ServiceRef) -> StopReport:
-        async with _heartbeating(f"stopping {ref.service.name}"):
+        async with heartbeating(f"stopping {ref.service.name}"):
             try:
                 return await self.runtime(ref).stop(ref)
             except DockerEngineUnavailable as err:

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from shopfloor.client import ControllerError, ShopfloorClient
+from shopfloor.cli_common import EXIT_USAGE, controller_call, fail
+from shopfloor.client import ShopfloorClient
 from shopfloor.settings import get_settings
 
 app = typer.Typer(
@@ -43,18 +44,6 @@ class PipelineClient(ShopfloorClient):
 
     def pipelines(self) -> list[dict[str, Any]]:
         return self._call("GET", "/pipelines").json()
-
-
-def _fail(message: str, code: int) -> None:
-    from shopfloor.cli import fail
-
-    fail(message, code)
-
-
-def _refused(err: ControllerError) -> None:
-    from shopfloor.cli import fail_request
-
-    fail_request(err)
 
 
 def _client() -> PipelineClient:
@@ -103,44 +92,36 @@ def start(
         try:
             parsed = load_definition(path)
         except DefinitionError as err:
-            _fail(str(err), 2)
+            fail(str(err), EXIT_USAGE)
         name, definition = parsed.name, parsed.model_dump(mode="json", exclude_defaults=True)
     else:
         name = pipeline
-    try:
+    with controller_call():
         view = _client().start(name, definition, wait_s=wait)
-    except ControllerError as err:
-        _refused(err)
     _output(view, as_json, ok={"running", "starting"} if not wait else {"running"})
 
 
 @app.command()
 def stop(name: str, wait: Wait = 300, as_json: AsJson = False) -> None:
     """Stop a pipeline's services in reverse order; returns once all are stopped."""
-    try:
+    with controller_call():
         view = _client().stop(name, wait_s=wait)
-    except ControllerError as err:
-        _refused(err)
     _output(view, as_json, ok={"stopped", "stopping"} if not wait else {"stopped"})
 
 
 @app.command()
 def status(name: str, as_json: AsJson = False) -> None:
     """Each service of a pipeline: state, pid or container, health, restarts, since."""
-    try:
+    with controller_call():
         view = _client().pipeline(name)
-    except ControllerError as err:
-        _refused(err)
     _output(view, as_json, ok={"starting", "running", "stopping", "stopped"})
 
 
 @app.command("list")
 def list_pipelines(as_json: AsJson = False) -> None:
     """The pipelines this deployment knows, and their phase."""
-    try:
+    with controller_call():
         found = _client().pipelines()
-    except ControllerError as err:
-        _refused(err)
     if as_json:
         print(json.dumps(found, indent=2))
         return

@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from shopfloor.inputs import StrictInput as _Strict
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-PIPELINE_WORKFLOWS = ("PipelineWorkflow", "LogsPipelineWorkflow")
 # Error types of a docker service's start that no retry fixes soon (the message says what to
 # do): the activity fails at once, and the workflow knows its start created nothing.
 DOCKER_ENGINE_UNAVAILABLE = "DockerEngineUnavailable"

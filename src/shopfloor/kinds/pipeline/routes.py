@@ -18,6 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep
+from shopfloor.failures import failure_message
 from shopfloor.kinds.pipeline.definition import (
     DefinitionError,
     known_definitions,
@@ -68,14 +69,6 @@ def job_id_of(name: str) -> str:
     return f"pipeline-{name}"
 
 
-def _failure_text(err: WorkflowFailureError) -> str:
-    parts, cause = [], err.cause
-    while cause is not None:
-        parts.append(getattr(cause, "message", None) or str(cause))
-        cause = cause.__cause__
-    return ": ".join(p for p in parts if p) or str(err)
-
-
 async def view(client: Client, name: str) -> PipelineView:
     """Where the pipeline is: its workflow's `status` query while it runs, its result after."""
     handle = client.get_workflow_handle(job_id_of(name), result_type=PipelineResult)
@@ -107,7 +100,7 @@ async def view(client: Client, name: str) -> PipelineView:
         await handle.result()
         error = status.lower()
     except WorkflowFailureError as err:
-        error = _failure_text(err)
+        error = failure_message(err)
     return base.model_copy(update={"phase": "failed", "error": error})
 
 

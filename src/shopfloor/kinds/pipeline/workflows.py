@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from shopfloor.contracts import ActivityStub
+    from shopfloor.failures import failure_message
     from shopfloor.jobs import HEARTBEAT_TIMEOUT, JOB_RETRY_POLICY, ReportsProgress, job_input
     from shopfloor.kinds.pipeline.models import (
         DOCKER_ENGINE_UNAVAILABLE,
@@ -29,15 +31,24 @@ with workflow.unsafe.imports_passed_through():
         Probe,
         ProbeRequest,
         RestartService,
-        ServiceHandle,
         ServiceRef,
         ServiceRestarted,
         ServiceSpec,
         ServiceStatus,
         StoppedService,
-        StopReport,
         start_timeout_s,
     )
+    from shopfloor.kinds.pipeline.stubs import (
+        DEFINITION,
+        HOST_QUEUE,
+        PROBE,
+        START_SERVICE,
+        STOP_SERVICE,
+        WAIT_HEALTHY,
+    )
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 # Supervision ticks per run before continuing as new: keeps the history small for a pipeline
 # that runs for months (Temporal also suggests it when the history grows large).
@@ -46,15 +57,6 @@ SERVICE_UNHEALTHY = "ServiceUnhealthy"
 # Probes are cheap and repeated every tick anyway: a failed one is not worth many retries.
 PROBE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=1))
 _CREATED_NOTHING = (DOCKER_ENGINE_UNAVAILABLE, IMAGE_UNAVAILABLE)
-
-
-def _error_text(err: BaseException) -> str:
-    parts = []
-    cause: BaseException | None = err
-    while cause is not None:
-        parts.append(getattr(cause, "message", None) or str(cause))
-        cause = cause.__cause__
-    return ": ".join(p for p in parts if p and p != "Activity task failed")
 
 
 @workflow.defn(name="PipelineWorkflow")
@@ -130,10 +132,8 @@ class PipelineWorkflow(ReportsProgress):
                 s.name: ServiceStatus(name=s.name, runtime=s.runtime) for s in d.services
             }
         # The first step decides the host; every later one runs there (pinned).
-        self._host_queue = job.host_queue or await workflow.execute_activity(
-            "pipeline_host_queue",
+        self._host_queue = job.host_queue or await HOST_QUEUE.execute(
             d.host,
-            result_type=str,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=JOB_RETRY_POLICY,
         )
@@ -186,19 +186,16 @@ class PipelineWorkflow(ReportsProgress):
             self._started.append(spec.name)
         started = False
         try:
-            handle: ServiceHandle = await self._host(
-                "pipeline_start_service", self._ref(spec), ServiceHandle, timedelta(minutes=15)
-            )
+            handle = await self._host(START_SERVICE, self._ref(spec), timedelta(minutes=15))
             started = True
             st.pid, st.container_id = handle.pid, handle.container_id
-            probe: Probe = await self._host(
-                "pipeline_wait_healthy",
+            probe = await self._host(
+                WAIT_HEALTHY,
                 self._ref(spec),
-                Probe,
                 timedelta(seconds=start_timeout_s(spec) + 60),
             )
         except ActivityError as err:
-            probe = Probe(alive=False, healthy=False, error=_error_text(err))
+            probe = Probe(alive=False, healthy=False, error=failure_message(err))
             cause = err.cause
             first_start = self._phase == "starting"  # not a restart: nothing ran before
             if first_start and isinstance(cause, ApplicationError):
@@ -265,10 +262,8 @@ class PipelineWorkflow(ReportsProgress):
         if not specs:
             return
         try:
-            probes: list[Probe] = await workflow.execute_activity(
-                "pipeline_probe",
+            probes = await PROBE.execute(
                 ProbeRequest(refs=[self._ref(s) for s in specs]),
-                result_type=list[Probe],
                 task_queue=self._host_queue,
                 start_to_close_timeout=timedelta(seconds=120),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -277,7 +272,7 @@ class PipelineWorkflow(ReportsProgress):
         except ActivityError as err:
             # The host did not answer (its worker may be restarting): nothing is known, so
             # nothing is restarted. The next tick asks again.
-            self.report(f"health check failed: {_error_text(err)}", step="supervising")
+            self.report(f"health check failed: {failure_message(err)}", step="supervising")
             return
         now = workflow.now()
         for spec, probe in zip(specs, probes, strict=True):
@@ -307,13 +302,12 @@ class PipelineWorkflow(ReportsProgress):
             st.restarts += 1
             try:
                 await self._host(
-                    "pipeline_stop_service",
+                    STOP_SERVICE,
                     self._ref(spec),
-                    StopReport,
                     timedelta(seconds=spec.stop_timeout_s + 60),
                 )
             except ActivityError as err:
-                st.health = f"stop before restart failed: {_error_text(err)}"
+                st.health = f"stop before restart failed: {failure_message(err)}"
             healthy = await self._start_one(spec)
             if healthy:
                 st.failed_restarts, st.next_restart_at = 0, None
@@ -340,11 +334,10 @@ class PipelineWorkflow(ReportsProgress):
                 if not failed:
                     self._set(st, "stopping")
                 # Shielded: a cancelled job still stops every service it started.
-                report: StopReport = await asyncio.shield(
+                report = await asyncio.shield(
                     self._host(
-                        "pipeline_stop_service",
+                        STOP_SERVICE,
                         self._ref(spec),
-                        StopReport,
                         timedelta(seconds=spec.stop_timeout_s + 60),
                     )
                 )
@@ -376,11 +369,10 @@ class PipelineWorkflow(ReportsProgress):
             st.since = workflow.now()
         st.state = state  # type: ignore[assignment]
 
-    async def _host(self, name: str, arg: object, result_type: type, timeout: timedelta):  # noqa: ANN202
-        return await workflow.execute_activity(
-            name,
+    async def _host(self, stub: ActivityStub[A, R], arg: A, timeout: timedelta) -> R:
+        """An activity on the queue of the host the pipeline is pinned to."""
+        return await stub.execute(
             arg,
-            result_type=result_type,
             task_queue=self._host_queue,
             start_to_close_timeout=timeout,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -398,10 +390,8 @@ class LogsPipelineWorkflow(PipelineWorkflow):
     @workflow.run
     async def run(self, raw: Any = None) -> PipelineResult:  # type: ignore[override]
         if raw is None or isinstance(raw, str):
-            definition: PipelineDefinition = await workflow.execute_activity(
-                "pipeline_definition",
+            definition = await DEFINITION.execute(
                 raw or "logs",
-                result_type=PipelineDefinition,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=JOB_RETRY_POLICY,
             )

@@ -14,6 +14,7 @@ from shopfloor.artifacts import ArtifactError, Collected
 from shopfloor.jobs import invalid_input
 from shopfloor.kinds.scripts.models import InputFile, ScriptInput, ScriptResult
 from shopfloor.kinds.scripts.settings import ScriptSettings
+from shopfloor.kinds.scripts.stubs import RUN_SCRIPT
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import Limits, SandboxOutcome, Script
 from shopfloor.usercode import (
@@ -71,7 +72,7 @@ class ScriptActivities:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(self._file_bytes(f))
 
-    @activity.defn(name="run_script")
+    @activity.defn(name=RUN_SCRIPT.name)
     async def run_script(self, job: ScriptInput) -> ScriptResult:
         refuse_over_ceilings(job, self.ctx.settings)
         disallowed = job.disallowed_env(self.ctx.settings.of(ScriptSettings).env_allowlist)

@@ -10,6 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from shopfloor.jobs import job_input, run_job_activity
     from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
+    from shopfloor.kinds.scripts.stubs import RUN_SCRIPT
 
 # Time for set-up and artifact upload on top of the script's own wall timeout.
 OVERHEAD = timedelta(seconds=60)
@@ -25,9 +26,8 @@ class ScriptExecutionWorkflow:
     async def run(self, raw: Any) -> ScriptResult:
         job = job_input(ScriptInput, raw)
         return await run_job_activity(
-            "run_script",
+            RUN_SCRIPT,
             job,
-            result_type=ScriptResult,
             start_to_close=timedelta(seconds=job.timeout_s) + OVERHEAD,
             cancelled=lambda result: result.killed_reason == "cancelled",
             local_first=True,

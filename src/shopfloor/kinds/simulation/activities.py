@@ -104,6 +104,7 @@ from shopfloor.kinds.simulation.runner import (
     REPORT_FILE,
     RUN_FILE,
 )
+from shopfloor.kinds.simulation.stubs import RUN_SIMULATION
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import (
     Call,
@@ -356,7 +357,7 @@ class SimulationActivities:
         part = PartFile(label=label, format=fmt, path=path, fixed=scene.fixed)  # type: ignore[arg-type]
         return SceneFiles(parts=[part])
 
-    @activity.defn(name="run_simulation")
+    @activity.defn(name=RUN_SIMULATION.name)
     async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
         refuse_over_ceilings(request, self.ctx.settings)
         limits = Limits(wall_timeout_s=request.timeout_s, memory_mb=request.memory_mb)

@@ -53,7 +53,7 @@ def _input_from_file(path: Path, options: dict[str, Any]) -> SimulationRequest:
 RUN_MODULES = (
     "shopfloor.kinds.simulation.local",
     "shopfloor.kinds.simulation.loop",
-    "shopfloor.kinds.simulation.render:warm_up",
+    "shopfloor.kinds.simulation.warmup:warm_up",
 )
 
 KIND = JobKind(

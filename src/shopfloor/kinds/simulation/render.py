@@ -7,7 +7,8 @@ imports mujoco inside functions only.
 One GL context per process, made on first use and kept: a context's first frames compile its
 shaders (llvmpipe JITs them: ~150 ms of CPU, and the on-disk shader cache is no help in a run
 whose HOME is new). The warm zygote makes it and renders a few frames before it forks
-(`warm_up`), so every simulation forked from it starts with a context whose shaders are built.
+(`warmup.warm_up`), so every simulation forked from it starts with a context whose shaders
+are built.
 That is only safe where the context has no threads (`gl.fork_safe_environment`).
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ def _gl_context() -> Any:
         # The default framebuffer is never drawn to (MuJoCo renders into its own offscreen
         # buffer, sized by the model): keep it tiny.
         _CONTEXT = gl_context.GLContext(16, 16)
-        atexit.register(_forget_context)  # freed before the interpreter tears GL down
+        atexit.register(forget_context)  # freed before the interpreter tears GL down
     _CONTEXT.make_current()
     return _CONTEXT
 
@@ -90,75 +89,15 @@ class SceneRenderer:
             self._mjr = None
 
 
-def warm_up() -> None:
-    """In a warm zygote, before it forks: make this process's GL context and render the
-    reference scene's kind of frames (floor texture, lights, meshes, transparent zones) a few
-    times, so forks inherit compiled shaders. Skipped where the context would not survive a
-    fork (threads); a failure only costs the speed-up."""
-    from shopfloor.kinds.simulation import gl
-
-    if not gl.fork_safe(os.environ):
-        return
-    threads = _native_threads()
-    try:
-        from shopfloor.kinds.simulation.local import simulate
-
-        with tempfile.TemporaryDirectory(prefix="shopfloor-gl-warm-up-") as tmp:
-            report = simulate(
-                _warm_up_scene(),
-                {"duration_s": 0.1, "fps": 30, "stop_on_verdict": False},
-                out=Path(tmp),
-                heartbeat=None,
-                heartbeat_every_s=float("inf"),
-            )
-        if "video" not in report.artifacts:
-            print(f"shopfloor: GL warm-up made no video: {report.warnings}", file=sys.stderr)
-    except Exception as err:  # noqa: BLE001 - without it runs render as before, only slower
-        print(f"shopfloor: GL warm-up failed: {err!r}", file=sys.stderr)
-    if _native_threads() > threads:  # the context started threads, which a fork would lose
-        print("shopfloor: GL warm-up left threads behind: forks make their own", file=sys.stderr)
-        _forget_context()
-
-
-def _native_threads() -> int:
+def native_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _forget_context() -> None:
+def forget_context() -> None:
     global _CONTEXT
     context, _CONTEXT = _CONTEXT, None
     if context is not None:
         context.free()
-
-
-def _warm_up_scene() -> Any:
-    """What a scene's frames draw — a textured floor, fixed and moving meshes, a transparent
-    zone — from STL boxes: no CAD here, since OCCT's thread pool would not survive the fork."""
-    import base64
-
-    from shopfloor.kinds.simulation.mjcf import _stl_bytes
-    from shopfloor.kinds.simulation.models import SceneGeometry
-
-    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
-    faces = np.array(
-        [[0, 2, 3], [0, 3, 1], [4, 5, 7], [4, 7, 6], [0, 1, 5], [0, 5, 4],
-         [2, 6, 7], [2, 7, 3], [0, 4, 6], [0, 6, 2], [1, 3, 7], [1, 7, 5]]
-    )  # fmt: skip
-
-    def box(label: str, lo: tuple[float, ...], size: float, fixed: bool = False) -> dict:
-        stl = _stl_bytes(np.asarray(lo) + corners * size, faces)
-        data = base64.b64encode(stl).decode()
-        return {"label": label, "format": "stl", "data_base64": data, "fixed": fixed}
-
-    return SceneGeometry.model_validate(
-        {
-            "parts": [
-                box("base", (-50, -50, 0), 100, fixed=True),
-                box("box", (-10, -10, 110), 20),
-                box("zone_goal_top", (-30, -30, 100), 60),
-            ]
-        }
-    )
 
 
 class VideoRecorder:

@@ -10,6 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from shopfloor.jobs import job_input, run_job_activity
     from shopfloor.kinds.simulation.models import SimulationRequest, SimulationResult
+    from shopfloor.kinds.simulation.stubs import RUN_SIMULATION
 
 START_TO_CLOSE = timedelta(minutes=5)
 
@@ -24,9 +25,8 @@ class SimulationWorkflow:
     async def run(self, raw: Any) -> SimulationResult:
         request = job_input(SimulationRequest, raw)
         return await run_job_activity(
-            "run_simulation",
+            RUN_SIMULATION,
             request,
-            result_type=SimulationResult,
             start_to_close=START_TO_CLOSE,
             cancelled=lambda result: result.reason == "cancelled",
             local_first=True,

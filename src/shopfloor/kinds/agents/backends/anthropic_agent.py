@@ -17,8 +17,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shopfloor.egress import EgressPolicy, EgressRefused
-from shopfloor.kinds.agents.agents.prompt import SYSTEM, user_prompt
-from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
+from shopfloor.kinds.agents.backends.prompt import SYSTEM, user_prompt
+from shopfloor.kinds.agents.models import (
+    AgentReply,
+    AgentRequest,
+    AnthropicAgentConfig,
+    ReplyStatus,
+    StepError,
+    Usage,
+)
 from shopfloor.kinds.agents.settings import AgentSettings
 from shopfloor.retry_after import retry_after_s
 from shopfloor.settings import Settings
@@ -69,16 +76,16 @@ class AnthropicAgent:
             )
         import anthropic
 
-        config = request.agent_config
+        config = AnthropicAgentConfig.model_validate(request.agent_config)
         messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(request)}]
         if request.partial:
             # Prefill: the model goes on from where its cut-off reply stopped.
             messages.append({"role": "assistant", "content": request.partial})
         try:
             message = await self.client().messages.create(
-                model=str(config.get("model") or self.settings.of(AgentSettings).anthropic_model),
-                max_tokens=int(config.get("maxTokens", 1024)),
-                system=str(config.get("system") or SYSTEM),
+                model=config.model or self.settings.of(AgentSettings).anthropic_model,
+                max_tokens=config.max_tokens,
+                system=config.system or SYSTEM,
                 messages=messages,  # type: ignore[arg-type]
             )
         except anthropic.RateLimitError as err:

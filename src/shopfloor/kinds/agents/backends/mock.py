@@ -1,6 +1,6 @@
 """MockAgent: scripted replies for tests, demos and benchmarks; no network, no key.
 
-agentConfig:
+agentConfig (`models.MockAgentConfig`):
   defaultResponse  text for work kinds without a scripted response (else a built-in one)
   responses        {workKind: text}
   delayMs          time each call takes (heartbeats keep a long one alive)
@@ -13,12 +13,19 @@ agentConfig:
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from shopfloor.kinds.agents.models import AgentReply, AgentRequest, ReplyStatus, StepError, Usage
+from shopfloor.kinds.agents.models import (
+    AgentReply,
+    AgentRequest,
+    MockAgentConfig,
+    MockFailure,
+    ReplyStatus,
+    StepError,
+    Usage,
+)
 
 
 def _builtin(request: AgentRequest) -> str:
@@ -37,10 +44,10 @@ def _builtin(request: AgentRequest) -> str:
     return f"{request.work_kind} done"
 
 
-def _matches(failure: dict[str, Any], request: AgentRequest) -> bool:
-    return (
-        failure.get("workKind", request.work_kind) == request.work_kind
-        and failure.get("attempt", request.attempt) == request.attempt
+def _matches(failure: MockFailure, request: AgentRequest) -> bool:
+    return failure.work_kind in (None, request.work_kind) and failure.attempt in (
+        None,
+        request.attempt,
     )
 
 
@@ -51,18 +58,17 @@ class MockAgent:
 
     async def step(self, request: AgentRequest) -> AgentReply:
         self.calls.append(request)
-        config = request.agent_config
-        delay_ms = float(config.get("delayMs", 0))
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
-        for failure in config.get("failures") or []:
+        config = MockAgentConfig.model_validate(request.agent_config)
+        if config.delay_ms > 0:
+            await asyncio.sleep(config.delay_ms / 1000)
+        for failure in config.failures:
             if _matches(failure, request):
                 scripted = self._scripted(failure, request)
                 if scripted is not None:
                     return scripted
-        text = (config.get("responses") or {}).get(request.work_kind)
+        text = config.responses.get(request.work_kind)
         if text is None:
-            text = config.get("defaultResponse") or _builtin(request)
+            text = config.default_response or _builtin(request)
         if request.partial:
             text = request.partial + text
         return AgentReply(
@@ -78,11 +84,11 @@ class MockAgent:
         )
 
     @staticmethod
-    def _scripted(failure: dict[str, Any], request: AgentRequest) -> AgentReply | None:
-        status = str(failure.get("status", "FAIL")).upper()
-        message = str(failure.get("message", f"scripted {status}"))
-        if "activityAttempts" in failure:
-            if activity.info().attempt <= int(failure["activityAttempts"]):
+    def _scripted(failure: MockFailure, request: AgentRequest) -> AgentReply | None:
+        status = failure.status
+        message = failure.message if failure.message is not None else f"scripted {status}"
+        if failure.activity_attempts is not None:
+            if activity.info().attempt <= failure.activity_attempts:
                 raise RuntimeError(f"scripted transient failure: {message}")
             return None
         if status == "RAISE":
@@ -92,10 +98,10 @@ class MockAgent:
             goal_id=request.goal_id,
             step_id=request.step_id,
             status=reply_status,
-            output=str(failure["output"]) if "output" in failure else None,
+            output=failure.output,
             error=None
             if reply_status is ReplyStatus.PARTIAL
             else StepError(code=status if status != "FAIL" else "MOCK_FAILURE", message=message),
-            retry_after_s=failure.get("retryAfterS"),
+            retry_after_s=failure.retry_after_s,
             usage=Usage(calls=1),
         )

@@ -1,4 +1,5 @@
-"""Agents: who does the work of a step. Worker-side only (activities import them).
+"""Agent backends: who does the work of a step (mock, Anthropic, gateway). Worker-side only
+(activities import them).
 
 Each agent turns an `AgentRequest` into an `AgentReply` with the whole output text; the
 activity then moves long outputs to the artifact store. An agent *returns* what a retry cannot
