@@ -34,7 +34,7 @@ class _NoSharedResources(WorkerContext):
 
 
 def _package(kind: JobKind) -> str:
-    return kind.workflows[0].partition(":")[0].rpartition(".")[0]
+    return kind.bundle.workflows[0].partition(":")[0].rpartition(".")[0]
 
 
 def _stubs(kind: JobKind) -> list[ActivityStub[Any, Any]]:
@@ -59,7 +59,7 @@ async def _registered(kind: JobKind, tmp_path: Path) -> list[Callable[..., Any]]
         return found
 
 
-BUILT_IN = [k for k in kinds().values() if k.workflows[0].startswith("shopfloor.kinds.")]
+BUILT_IN = [k for k in kinds().values() if k.bundle.workflows[0].startswith("shopfloor.kinds.")]
 
 
 @pytest.mark.parametrize("kind", BUILT_IN, ids=lambda k: k.name)
