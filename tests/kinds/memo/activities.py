@@ -9,11 +9,12 @@ from temporalio import activity
 
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from tests.kinds.memo.models import MemoInput
+from tests.kinds.memo.stubs import MEMO_CHARS
 
 
 @asynccontextmanager
 async def worker(ctx: WorkerContext) -> ActivitiesIterator:
-    @activity.defn(name="memo_chars")
+    @activity.defn(name=MEMO_CHARS.name)
     async def memo_chars(memo: MemoInput) -> int:
         if memo.text is not None:
             return len(memo.text)

@@ -10,6 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from shopfloor.jobs import job_input
     from tests.kinds.memo.models import MemoInput, MemoResult
+    from tests.kinds.memo.stubs import MEMO_CHARS
 
 
 @workflow.defn(name="MemoTestWorkflow")
@@ -17,7 +18,5 @@ class MemoWorkflow:
     @workflow.run
     async def run(self, raw: Any) -> MemoResult:
         memo = job_input(MemoInput, raw)
-        chars = await workflow.execute_activity(
-            "memo_chars", memo, result_type=int, start_to_close_timeout=timedelta(seconds=30)
-        )
+        chars = await MEMO_CHARS.execute(memo, start_to_close_timeout=timedelta(seconds=30))
         return MemoResult(title=memo.title, chars=chars, text_uri=memo.text_uri)
