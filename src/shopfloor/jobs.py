@@ -19,7 +19,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from shopfloor.inputs import describe_errors
 from shopfloor.progress import WorkflowProgress
-from shopfloor.registry import PROGRESS_QUERY
+from shopfloor.registry import PROGRESS_QUERY, kind_for_workflow_type
 
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
@@ -31,8 +31,8 @@ PROGRESS_EVERY_S = 2.0
 
 INVALID_INPUT = "InvalidJobInput"
 
-# Local-first runs of user code (`run_job_activity(local_first=True)`): the activity starts as
-# a local activity, in the worker that runs the workflow task, so a short run costs one
+# Local-first runs of user code (kinds that declare `JobKind.local_first`): the activity starts
+# as a local activity, in the worker that runs the workflow task, so a short run costs one
 # workflow task and no activity dispatch. A run still going after the worker's hand-off budget
 # (`SHOPFLOOR_HANDOFF_AFTER_S`) is kept running and the local activity fails with HANDED_OFF,
 # naming a task queue only that worker polls; the same activity there adopts the run and
@@ -63,10 +63,6 @@ def heartbeat_progress(progress: Any) -> None:
     """The sandbox's progress callback for activities: progress becomes heartbeat details,
     which `shopfloor status` and GET /jobs/<id> show."""
     activity.heartbeat(progress.as_dict())
-
-
-# How every job activity reports sandbox progress (keyword options of the sandbox launchers).
-JOB_PROGRESS = {"on_progress": heartbeat_progress, "progress_every": PROGRESS_EVERY_S}
 
 
 def ensure_cancel_was_requested() -> None:
@@ -106,7 +102,6 @@ async def run_job_activity(
     start_to_close: timedelta,
     heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
     cancelled: Callable[[R], bool] | None = None,
-    local_first: bool = False,
     restarted: Callable[[R], R] | None = None,
 ) -> R:
     """Runs a job's main activity, named as its workers register it (so workflows never import
@@ -117,11 +112,11 @@ async def run_job_activity(
     `GET /jobs/<id>/result` finds it), then ends CANCELED — the status every client (the
     `temporal` CLI, the UI, other SDKs) shows for a cancelled job.
 
-    `local_first`: for activities that run user code through `UserCodeRun`, which knows how
-    to hand a long run over (see LOCAL_FIRST_PATCH). Runs recorded before it replay as they
-    ran: one regular activity. Should the worker a run was handed to be gone, the job starts
-    again in an activity on the shared queue, whose attempts count from 1: `restarted` says
-    so in its result."""
+    Local-first when the workflow's kind declares it (`JobKind.local_first`: its activity runs
+    user code through `usercode.run_user_code`, which knows how to hand a long run over; see
+    LOCAL_FIRST_PATCH). Runs recorded before it replay as they ran: one regular activity.
+    Should the worker a run was handed to be gone, the job starts again in an activity on the
+    shared queue, whose attempts count from 1: `restarted` says so in its result."""
     options: dict[str, Any] = {
         "result_type": result_type,
         "retry_policy": JOB_RETRY_POLICY,
@@ -132,7 +127,7 @@ async def run_job_activity(
         "start_to_close_timeout": start_to_close,
         "heartbeat_timeout": heartbeat_timeout,
     }
-    if local_first and workflow.patched(LOCAL_FIRST_PATCH):
+    if _declared_local_first() and workflow.patched(LOCAL_FIRST_PATCH):
         try:
             result = await workflow.execute_local_activity(
                 activity_name, arg, start_to_close_timeout=LOCAL_START_TO_CLOSE, **options
@@ -166,6 +161,13 @@ async def run_job_activity(
     if cancelled is not None and cancelled(result):
         raise asyncio.CancelledError("cancelled on request")
     return result
+
+
+def _declared_local_first() -> bool:
+    """Whether the running workflow's kind runs its activity local-first: its declaration is
+    the one source (the workflow passes nothing)."""
+    kind = kind_for_workflow_type(workflow.info().workflow_type)
+    return kind is not None and kind.local_first
 
 
 async def _drop_handed_over(activity_name: str, queue: str) -> None:
