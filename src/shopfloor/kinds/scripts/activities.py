@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -86,45 +87,50 @@ class ScriptActivities:
         source = (
             job.source if job.source is not None else await asyncio.to_thread(self._source, job)
         )
-        limits = Limits(
-            wall_timeout_s=job.timeout_s,
-            memory_mb=job.memory_mb,
-            max_processes=job.max_processes,
-            file_size_mb=job.file_size_mb,
-            disk_mb=job.disk_mb,
-        )
-        forked = job.warm == "auto"
-        heavy = forked and bool(_HEAVY_IMPORT.search(source))
+        return await run_user_code(self.zygotes, self.ctx.artifacts, self._user_code(job, source))
 
+    def _user_code(self, job: ScriptInput, source: str) -> UserCode[ScriptResult]:
+        """The script and its files written into the job dir, then a warm fork for a script
+        that imports a heavy library, a fork of the clean interpreter for another, or a fresh
+        one (`warm: never`)."""
         async def prepare(run: UserCodeRun) -> None:
             if _small_and_inline(job, source):
                 self._prepare(run.path, job, source)
             else:
                 await asyncio.to_thread(self._prepare, run.path, job, source)
 
-        def launch(run: UserCodeRun) -> Launch:
-            return Launch(
-                warm=Script(path=str(run.path / "script.py"), args=job.args) if heavy else None,
-                # Other scripts fork from the cold zygote's clean interpreter: the same
-                # Python, without ~15 ms of CPU for an interpreter start per job.
-                plain=Script(path="script.py", args=job.args) if forked and not heavy else None,
-                cold=cold_python_argv("script.py", job.args),
-            )
-
-        async def collect(run: UserCodeRun, outcome: SandboxOutcome) -> ScriptResult:
-            collected = await run.collect(outcome)
-            attempt = activity.info().attempt
-            return _result(outcome, collected, attempt=attempt, warm=run.ran_warm)
-
-        code = UserCode(
-            limits=limits,
+        forked = job.warm == "auto"
+        return UserCode(
+            limits=Limits(
+                wall_timeout_s=job.timeout_s,
+                memory_mb=job.memory_mb,
+                max_processes=job.max_processes,
+                file_size_mb=job.file_size_mb,
+                disk_mb=job.disk_mb,
+            ),
             env=job.env,
             network=job.network,
             prepare=prepare,
-            launch=launch,
-            collect=collect,
+            launch=functools.partial(
+                _launch, job, forked=forked, heavy=forked and bool(_HEAVY_IMPORT.search(source))
+            ),
+            collect=_collect,
         )
-        return await run_user_code(self.zygotes, self.ctx.artifacts, code)
+
+
+def _launch(job: ScriptInput, run: UserCodeRun, *, forked: bool, heavy: bool) -> Launch:
+    return Launch(
+        warm=Script(path=str(run.path / "script.py"), args=job.args) if heavy else None,
+        # Other scripts fork from the cold zygote's clean interpreter: the same Python,
+        # without ~15 ms of CPU for an interpreter start per job.
+        plain=Script(path="script.py", args=job.args) if forked and not heavy else None,
+        cold=cold_python_argv("script.py", job.args),
+    )
+
+
+async def _collect(run: UserCodeRun, outcome: SandboxOutcome) -> ScriptResult:
+    collected = await run.collect(outcome)
+    return _result(outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm)
 
 
 SMALL_INPUT = 256 * 1024  # bytes of script and inline files written on the event loop

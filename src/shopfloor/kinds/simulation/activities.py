@@ -5,7 +5,8 @@ runaway run become a FAIL result with a reason. Only infrastructure failures rai
 retried).
 
 The verdict is made where the scene cannot reach. A run is two processes, one after the other,
-in one `UserCodeRun` (so a hand-over, an adoption, a cancel and the heartbeats cover both):
+in one run of user code (`usercode.run_user_code`: so a hand-over, an adoption, a cancel and
+the heartbeats cover both):
 
 1. the scene's process, a fork of the warm zygote (build123d) under the run's uid, in the
    run's directory: it runs the scene's code (or reads its part files), tessellates, exports
@@ -492,7 +493,7 @@ class SimulationActivities:
         scene: SandboxOutcome,
         report: Callable[[Progress], None],
     ) -> SandboxOutcome:
-        """Steps 2 and 3 (module docstring), inside the run (`UserCodeRun.run(then=...)`),
+        """Steps 2 and 3 (module docstring), inside the run (`usercode.Launch.then`),
         once the scene's process and its whole tree are gone (`scene`: how it ended)."""
         contain, lease, verdict = run.contain, None, None
         try:
