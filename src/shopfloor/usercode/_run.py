@@ -105,13 +105,17 @@ async def run_user_code(zygotes: Zygotes, artifacts: ArtifactStore, code: UserCo
     """Prepares, launches and collects one run of user code inside an activity (see the
     module's docstring). An earlier attempt's result kept on this worker (Temporal lost it)
     is returned as it is, and nothing runs."""
-    async with UserCodeRun(zygotes, artifacts, code.limits, code.env, network=code.network) as run:
+    run = UserCodeRun(zygotes, artifacts, code.limits, code.env, network=code.network)
+    await run._enter()
+    try:
         if run._earlier_result is not None:
             return run._earlier_result
         if not run._execution.started:
             await code.prepare(run)
         outcome = await run._wait(code.launch(run))
         return run._keep(await code.collect(run, outcome))
+    finally:
+        await run._exit()
 
 
 class UserCodeRun:
@@ -165,11 +169,11 @@ class UserCodeRun:
 
     # -- entering: a run taken over, an earlier result, or a fresh run ------------------------
 
-    async def __aenter__(self) -> UserCodeRun:
+    async def _enter(self) -> None:
         runs, this = self._runs, self._this
         if runs is not None and this is not None:
             if self._take_over(runs, this):
-                return self
+                return
             self._earlier_result = runs.results.claim(this.key, this.number)
             if self._earlier_result is not None:
                 # Kept on, should this attempt's completion be lost too.
@@ -180,7 +184,7 @@ class UserCodeRun:
                     this.number,
                     this.key,
                 )
-                return self
+                return
         if self._local and not self._can_hand_off():
             raise self._handed_off("the worker keeps no runs for adoption")
         give_back = await self._take_slot()
@@ -191,7 +195,6 @@ class UserCodeRun:
             raise
         self._exec.give_back_slot = give_back
         self.path = self._exec.path
-        return self
 
     def _take_over(self, runs: Runs, this: Attempt) -> bool:
         """Adopts the run an earlier attempt of this activity left or still has here, or
@@ -400,7 +403,7 @@ class UserCodeRun:
 
     # -- leaving ------------------------------------------------------------------------------
 
-    async def __aexit__(self, *_: object) -> None:
+    async def _exit(self) -> None:
         ex, this = self._exec, self._this
         if ex is None or not ex.custody.owned_by(self._number):
             return  # nothing of ours, kept for a later attempt, or adopted by one

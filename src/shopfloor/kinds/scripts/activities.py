@@ -93,6 +93,7 @@ class ScriptActivities:
         """The script and its files written into the job dir, then a warm fork for a script
         that imports a heavy library, a fork of the clean interpreter for another, or a fresh
         one (`warm: never`)."""
+
         async def prepare(run: UserCodeRun) -> None:
             if _small_and_inline(job, source):
                 self._prepare(run.path, job, source)
