@@ -35,8 +35,17 @@ from pathlib import Path
 from _common import fmt_ms, machine_summary, percentile, print_table, ratio
 
 from shopfloor.artifacts import ArtifactStore, LocalArtifactStore
-from shopfloor.sandbox import Limits, RunIdentity, Zygote
-from shopfloor.sandbox._identity import UidPool, WorkRoot, give_to, remove_run_dir
+from shopfloor.sandbox import (
+    LaunchOptions,
+    Limits,
+    RunIdentity,
+    UidPool,
+    WorkRoot,
+    Zygote,
+    ZygoteOptions,
+    give_to,
+    remove_run_dir,
+)
 from shopfloor.sandbox.host import detect
 from shopfloor.usercode import UID_LOCK_DIR, cold_python_argv
 
@@ -56,11 +65,11 @@ async def plain_start(cold: Zygote, store: ArtifactStore, warm: bool) -> None:
         (path / "out").mkdir()
         (path / "s.py").write_text(SCRIPT)
         env = {"PATH": "/usr/bin:/bin", "OUT": str(path / "out")}
-        options = {"cwd": path, "env": env, "limits": LIMITS}
+        options = LaunchOptions(cwd=path, env=env, limits=LIMITS)
         if warm:
-            out = await cold.run_script(path / "s.py", [], **options)
+            out = await cold.run_script(path / "s.py", [], options)
         else:
-            out = await cold.run_exec(cold_python_argv("s.py", []), python=True, **options)
+            out = await cold.run_exec(cold_python_argv("s.py", []), options, python=True)
         assert out.exit_code == 0 and out.stdout == "hi\n", out
         assert store.collect_tree("bench", path / "out", run_dir=path).uris
     finally:
@@ -76,17 +85,17 @@ async def contained_start(
         (path / "s.py").write_text(SCRIPT)
         give_to(path, lease.uid, lease.gid)
         env = {"PATH": "/usr/bin:/bin", "OUT": str(path / "out")}
-        options = {
-            "cwd": path,
-            "env": env,
-            "limits": Limits(**{**LIMITS.__dict__, "disk_mb": 1024}),
-            "identity": RunIdentity(lease.uid, lease.gid, "none"),
-            "watch_dir": path,
-        }
+        options = LaunchOptions(
+            cwd=path,
+            env=env,
+            limits=Limits(**{**LIMITS.__dict__, "disk_mb": 1024}),
+            identity=RunIdentity(lease.uid, lease.gid, "none"),
+            watch_dir=path,
+        )
         if warm:
-            out = await cold.run_script(path / "s.py", [], **options)
+            out = await cold.run_script(path / "s.py", [], options)
         else:
-            out = await cold.run_exec(cold_python_argv("s.py", []), python=True, **options)
+            out = await cold.run_exec(cold_python_argv("s.py", []), options, python=True)
         assert out.exit_code == 0 and out.stdout == "hi\n", out
         assert store.collect_tree("bench", path / "out", run_dir=path).uris
     finally:
@@ -106,9 +115,8 @@ async def measure(jobs: int, warm: bool) -> tuple[Side, Side]:
     with tempfile.TemporaryDirectory(prefix="shopfloor-bench-") as store_dir:
         store = LocalArtifactStore(Path(store_dir))
         plain = await Zygote.start(modules)
-        contained = await Zygote.start(
-            modules, mounts=mounts, memory_cgroups=caps.memory_cgroup, pidns=caps.pidns
-        )
+        options = ZygoteOptions(mounts=mounts, memory_cgroups=caps.memory_cgroup, pidns=caps.pidns)
+        contained = await Zygote.start(modules, options=options)
         try:
             without, with_ = Side("without containment"), Side("with containment")
             for i in range(jobs + 5):  # 5 warm-up rounds, not counted

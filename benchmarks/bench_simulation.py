@@ -37,7 +37,13 @@ from _report import Figure, print_figures, record  # noqa: E402
 from shopfloor.jobs import PROGRESS_EVERY_S  # noqa: E402
 from shopfloor.kinds.simulation.models import SimulationRequest, SimulationRun  # noqa: E402
 from shopfloor.kinds.simulation.runner import REPORT_FILE, RUN_FILE  # noqa: E402
-from shopfloor.sandbox import Limits, Zygote, job_environment, run_process  # noqa: E402
+from shopfloor.sandbox import (  # noqa: E402
+    LaunchOptions,
+    Limits,
+    Zygote,
+    job_environment,
+    run_process,
+)
 from shopfloor.usercode import cold_module_argv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,17 +89,17 @@ async def script_start(zygote: Zygote, runs: int) -> tuple[list[float], list[flo
         work = Path(tmp)
         (work / "s.py").write_text(CAD_SCRIPT)
         env = job_environment(work, {})
-        limits = Limits(wall_timeout_s=120, memory_mb=8192)
+        options = LaunchOptions(
+            cwd=work, env=env, limits=Limits(wall_timeout_s=120, memory_mb=8192)
+        )
         for _ in range(runs):
             t = time.perf_counter()
-            out = await run_process(
-                [sys.executable, "-E", "-s", "s.py"], cwd=work, env=env, limits=limits
-            )
+            out = await run_process([sys.executable, "-E", "-s", "s.py"], options)
             cold.append(time.perf_counter() - t)
             assert out.exit_code == 0, out.stderr
         for _ in range(runs * 4):
             t = time.perf_counter()
-            out = await zygote.run_script(work / "s.py", [], cwd=work, env=env, limits=limits)
+            out = await zygote.run_script(work / "s.py", [], options)
             warm.append(time.perf_counter() - t)
             assert out.exit_code == 0, out.stderr
     return cold, warm
@@ -119,9 +125,11 @@ async def cold_simulation(runs: int) -> tuple[list[float], float]:
             t = time.perf_counter()
             out = await run_process(
                 cold_module_argv("shopfloor.kinds.simulation.runner", RUN_FILE),
-                cwd=work,
-                env=env,
-                limits=Limits(wall_timeout_s=300, memory_mb=request.memory_mb),
+                LaunchOptions(
+                    cwd=work,
+                    env=env,
+                    limits=Limits(wall_timeout_s=300, memory_mb=request.memory_mb),
+                ),
                 sets_own_memory_limit=True,
             )
             times.append(time.perf_counter() - t)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.sandbox import Limits, Zygote, release_cgroup_pool, run_process
+from shopfloor.sandbox import LaunchOptions, Limits, Zygote, release_cgroup_pool, run_process
 from shopfloor.usercode import cold_python_argv
 
 
@@ -25,10 +25,12 @@ async def run(tmp_path: Path, code: str, **limits) -> object:
     (tmp_path / "s.py").write_text(code)
     return await run_process(
         [sys.executable, "-u", "s.py"],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin"},
-        limits=Limits(**{"wall_timeout_s": 20, "memory_mb": 1024, **limits}),
-        progress_every=0.2,
+        LaunchOptions(
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin"},
+            limits=Limits(**{"wall_timeout_s": 20, "memory_mb": 1024, **limits}),
+            progress_every=0.2,
+        ),
     )
 
 
@@ -142,10 +144,8 @@ async def test_cold_python_limits_memory_on_top_of_its_runtime(tmp_path: Path) -
         async def alloc(mb: int):
             return await cold.run_exec(
                 cold_python_argv("s.py", [str(mb)]),
+                LaunchOptions(cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, limits=limits),
                 python=True,
-                cwd=tmp_path,
-                env={"PATH": "/usr/bin:/bin"},
-                limits=limits,
             )
 
         fits = await alloc(64)
@@ -162,21 +162,17 @@ async def test_progress_needs_the_callers_interval(tmp_path: Path) -> None:
     reports: list = []
     out = await run_process(
         [sys.executable, "-u", "s.py"],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin"},
-        limits=Limits(wall_timeout_s=20),
-        on_progress=reports.append,
-        progress_every=0.2,
+        LaunchOptions(
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin"},
+            limits=Limits(wall_timeout_s=20),
+            on_progress=reports.append,
+            progress_every=0.2,
+        ),
     )
     assert out.exit_code == 0 and reports and reports[-1].last_line == "x"
     with pytest.raises(ValueError, match="progress_every"):
-        await run_process(
-            [sys.executable, "s.py"],
-            cwd=tmp_path,
-            env={},
-            limits=Limits(),
-            on_progress=reports.append,
-        )
+        LaunchOptions(cwd=tmp_path, env={}, limits=Limits(), on_progress=reports.append)
 
 
 def test_importing_the_sandbox_registers_no_atexit_handler() -> None:

@@ -14,7 +14,16 @@ import pytest
 
 from shopfloor.artifacts import LocalArtifactStore
 from shopfloor.registry import WorkerContext
-from shopfloor.sandbox import Call, Exec, Limits, RunIdentity, Script, Zygote, ZygoteDied
+from shopfloor.sandbox import (
+    Call,
+    Exec,
+    LaunchOptions,
+    Limits,
+    RunIdentity,
+    Script,
+    Zygote,
+    ZygoteDied,
+)
 from shopfloor.sandbox._launch import LaunchRequest
 from shopfloor.sandbox._limits import PIDS_CGROUP_ROOT
 from shopfloor.settings import Settings
@@ -33,9 +42,11 @@ async def run(zygote: Zygote, tmp_path: Path, code: str, **limits):
     return await zygote.run_script(
         tmp_path / "s.py",
         ["arg1"],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "JOB_X": "1"},
-        limits=Limits(**{"wall_timeout_s": 20, "memory_mb": 1024, **limits}),
+        LaunchOptions(
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "JOB_X": "1"},
+            limits=Limits(**{"wall_timeout_s": 20, "memory_mb": 1024, **limits}),
+        ),
     )
 
 
@@ -126,7 +137,9 @@ async def test_zygote_death_is_reported_and_it_restarts(tmp_path: Path) -> None:
         import asyncio
 
         job = asyncio.ensure_future(
-            z.run_script(tmp_path / "s.py", [], cwd=tmp_path, env={}, limits=Limits())
+            z.run_script(
+                tmp_path / "s.py", [], LaunchOptions(cwd=tmp_path, env={}, limits=Limits())
+            )
         )
         await asyncio.sleep(0.5)
         assert z._proc is not None
@@ -134,7 +147,9 @@ async def test_zygote_death_is_reported_and_it_restarts(tmp_path: Path) -> None:
         with pytest.raises(ZygoteDied):
             await job
         (tmp_path / "t.py").write_text("print('again')")
-        out = await z.run_script(tmp_path / "t.py", [], cwd=tmp_path, env={}, limits=Limits())
+        out = await z.run_script(
+            tmp_path / "t.py", [], LaunchOptions(cwd=tmp_path, env={}, limits=Limits())
+        )
         assert out.stdout == "again\n"
     finally:
         await z.close()
@@ -177,7 +192,8 @@ async def test_the_zygotes_lifespan_releases_the_cgroup_pool(tmp_path: Path) -> 
         work_root = both.contain.work_root.path
         run_dir = both.contain.work_root.new_run_dir(None, None)  # in the runs' view of /tmp
         out = await both.cold.run_exec(
-            ["/bin/sh", "-c", "cat /proc/self/cgroup"], cwd=run_dir, env={}, limits=Limits()
+            ["/bin/sh", "-c", "cat /proc/self/cgroup"],
+            LaunchOptions(cwd=run_dir, env={}, limits=Limits()),
         )
         assert out.exit_code == 0, out.stderr
         assert f"pids:/shopfloor/{os.getpid()}/" in out.stdout  # the run had a cgroup of ours
@@ -192,7 +208,8 @@ async def test_a_large_launch_request_travels_in_a_memfd(zygote: Zygote, tmp_pat
     """A launch request far over a socket packet's size (long args): no "Message too long"."""
     (tmp_path / "s.py").write_text("import sys; print(sum(len(a) for a in sys.argv[1:]))")
     args = ["x" * 100_000 for _ in range(10)]
-    out = await zygote.run_script(tmp_path / "s.py", args, cwd=tmp_path, env={}, limits=Limits())
+    options = LaunchOptions(cwd=tmp_path, env={}, limits=Limits())
+    out = await zygote.run_script(tmp_path / "s.py", args, options)
     assert out.exit_code == 0, out.stderr
     assert out.stdout == "1000000\n"
 
@@ -224,13 +241,13 @@ async def test_a_forked_plain_script_ends_as_a_fresh_interpreter_would(
     cold_zygote: Zygote, tmp_path: Path, name: str
 ) -> None:
     (tmp_path / "s.py").write_text(ENDINGS[name])
-    options = {
-        "cwd": tmp_path,
-        "env": {"PATH": "/usr/bin:/bin"},
-        "limits": Limits(wall_timeout_s=20, memory_mb=512),
-    }
-    forked = await cold_zygote.run_script(Path("s.py"), [], **options)
-    fresh = await cold_zygote.run_exec(cold_python_argv("s.py", []), python=True, **options)
+    options = LaunchOptions(
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        limits=Limits(wall_timeout_s=20, memory_mb=512),
+    )
+    forked = await cold_zygote.run_script(Path("s.py"), [], options)
+    fresh = await cold_zygote.run_exec(cold_python_argv("s.py", []), options, python=True)
     assert (forked.exit_code, forked.stdout) == (fresh.exit_code, fresh.stdout), forked.stderr
     if name == "traceback":
         for out in (forked, fresh):  # from the script's own frames on, nothing of ours

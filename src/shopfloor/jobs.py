@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 from shopfloor.contracts import ActivityStub
 from shopfloor.inputs import describe_errors
 from shopfloor.progress import WorkflowProgress
-from shopfloor.registry import PROGRESS_QUERY
+from shopfloor.registry import PROGRESS_QUERY, kind_for_workflow_type
 
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
@@ -32,8 +33,8 @@ PROGRESS_EVERY_S = 2.0
 
 INVALID_INPUT = "InvalidJobInput"
 
-# Local-first runs of user code (`run_job_activity(local_first=True)`): the activity starts as
-# a local activity, in the worker that runs the workflow task, so a short run costs one
+# Local-first runs of user code (kinds that declare `JobKind.local_first`): the activity starts
+# as a local activity, in the worker that runs the workflow task, so a short run costs one
 # workflow task and no activity dispatch. A run still going after the worker's hand-off budget
 # (`SHOPFLOOR_HANDOFF_AFTER_S`) is kept running and the local activity fails with HANDED_OFF,
 # naming a task queue only that worker polls; the same activity there adopts the run and
@@ -102,7 +103,6 @@ async def run_job_activity(
     start_to_close: timedelta,
     heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
     cancelled: Callable[[R], bool] | None = None,
-    local_first: bool = False,
     restarted: Callable[[R], R] | None = None,
 ) -> R:
     """Runs a job's main activity, through its typed stub (`shopfloor.contracts`: the name its
@@ -113,56 +113,94 @@ async def run_job_activity(
     `GET /jobs/<id>/result` finds it), then ends CANCELED — the status every client (the
     `temporal` CLI, the UI, other SDKs) shows for a cancelled job.
 
-    `local_first`: for activities that run user code through `UserCodeRun`, which knows how
-    to hand a long run over (see LOCAL_FIRST_PATCH). Runs recorded before it replay as they
-    ran: one regular activity. Should the worker a run was handed to be gone, the job starts
-    again in an activity on the shared queue, whose attempts count from 1: `restarted` says
-    so in its result."""
+    Local-first when the workflow's kind declares it (`JobKind.local_first`: its activity runs
+    user code through `usercode.run_user_code`, which knows how to hand a long run over; see
+    LOCAL_FIRST_PATCH). Runs recorded before it replay as they ran: one regular activity.
+    Should the worker a run was handed to be gone, the job starts again in an activity on the
+    shared queue, whose attempts count from 1: `restarted` says so in its result."""
     activity_name, result_type = stub.name, stub.result
-    options: dict[str, Any] = {
-        "result_type": result_type,
-        "retry_policy": JOB_RETRY_POLICY,
-        "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    }
-    regular = {
-        **options,
-        "start_to_close_timeout": start_to_close,
-        "heartbeat_timeout": heartbeat_timeout,
-    }
-    if local_first and workflow.patched(LOCAL_FIRST_PATCH):
-        try:
-            result = await workflow.execute_local_activity(
-                activity_name, arg, start_to_close_timeout=LOCAL_START_TO_CLOSE, **options
-            )
-        except (ActivityError, ApplicationError) as err:
-            queue = handed_off_to(err)
-            if queue is None:
-                raise
-            try:
-                result = await workflow.execute_activity(
-                    activity_name,
-                    arg,
-                    task_queue=queue,
-                    schedule_to_start_timeout=HANDOFF_SCHEDULE_TO_START,
-                    **regular,
-                )
-            except ActivityError as lost:
-                if isinstance(lost.cause, CancelledError):
-                    # Cancelled before the activity started (a started one returns its run's
-                    # result, saying cancelled): the run still goes on at that worker.
-                    await _drop_handed_over(activity_name, queue)
-                    raise
-                if not _not_picked_up(lost):
-                    raise
-                workflow.logger.warning("worker %s is gone: the job starts again", queue)
-                result = await workflow.execute_activity(activity_name, arg, **regular)
-                if restarted is not None:
-                    result = restarted(result)
+    call = _JobActivity(
+        name=activity_name,
+        arg=arg,
+        result_type=result_type,
+        start_to_close=start_to_close,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+    if _declared_local_first() and workflow.patched(LOCAL_FIRST_PATCH):
+        result = await _local_first(call, restarted)
     else:
-        result = await workflow.execute_activity(activity_name, arg, **regular)
+        result = await call.regular()
     if cancelled is not None and cancelled(result):
         raise asyncio.CancelledError("cancelled on request")
     return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class _JobActivity:
+    """How a job's main activity is called, as a local or a regular activity."""
+
+    name: str
+    arg: Any
+    result_type: type
+    start_to_close: timedelta
+    heartbeat_timeout: timedelta
+
+    async def local(self) -> Any:
+        return await workflow.execute_local_activity(
+            self.name,
+            self.arg,
+            result_type=self.result_type,
+            retry_policy=JOB_RETRY_POLICY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            start_to_close_timeout=LOCAL_START_TO_CLOSE,
+        )
+
+    async def regular(
+        self, *, task_queue: str | None = None, schedule_to_start: timedelta | None = None
+    ) -> Any:
+        """On `task_queue` (None: the workflow's), started within `schedule_to_start`."""
+        return await workflow.execute_activity(
+            self.name,
+            self.arg,
+            result_type=self.result_type,
+            retry_policy=JOB_RETRY_POLICY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            start_to_close_timeout=self.start_to_close,
+            heartbeat_timeout=self.heartbeat_timeout,
+            task_queue=task_queue,
+            schedule_to_start_timeout=schedule_to_start,
+        )
+
+
+async def _local_first(call: _JobActivity, restarted: Callable[[Any], Any] | None) -> Any:
+    """The activity as a local activity first; if it handed its run over, as an activity on
+    the hand-off queue it names; if that worker is gone, again on the shared queue."""
+    try:
+        return await call.local()
+    except (ActivityError, ApplicationError) as err:
+        queue = handed_off_to(err)
+        if queue is None:
+            raise
+    try:
+        return await call.regular(task_queue=queue, schedule_to_start=HANDOFF_SCHEDULE_TO_START)
+    except ActivityError as lost:
+        if isinstance(lost.cause, CancelledError):
+            # Cancelled before the activity started (a started one returns its run's
+            # result, saying cancelled): the run still goes on at that worker.
+            await _drop_handed_over(call.name, queue)
+            raise
+        if not _not_picked_up(lost):
+            raise
+    workflow.logger.warning("worker %s is gone: the job starts again", queue)
+    result = await call.regular()
+    return restarted(result) if restarted is not None else result
+
+
+def _declared_local_first() -> bool:
+    """Whether the running workflow's kind runs its activity local-first: its declaration is
+    the one source (the workflow passes nothing)."""
+    kind = kind_for_workflow_type(workflow.info().workflow_type)
+    return kind is not None and kind.local_first
 
 
 async def _drop_handed_over(activity_name: str, queue: str) -> None:

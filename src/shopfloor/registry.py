@@ -189,12 +189,16 @@ class JobKind:
     input_from_file: Callable[[Path, dict[str, Any]], BaseModel] | None = None
     # Deployment policy the model alone cannot know (e.g. the env allow-list). Raises InputRejected.
     check_input: Callable[[Any, Settings], None] | None = None
-    # Its workflow runs its activity local-first (`jobs.run_job_activity(local_first=True)`):
-    # the worker then also polls a task queue of its own, where long runs are handed over.
+    # Its workflow's `jobs.run_job_activity` runs the activity local-first, the one place that
+    # says so; its worker bundle then adds a task queue of this worker process's own, where
+    # long runs are handed over (`usercode.kind_work`).
     local_first: bool = False
     # Heavy modules a warm worker imports once at start-up (e.g. build123d, mujoco), in order;
     # `module:function` also calls a warm-up whose state forks inherit (a GL context).
     warm_imports: Sequence[str] = field(default_factory=tuple)
+    # "module:function" (light: called in the worker) returning the environment the warm
+    # imports read when the zygote imports them (the GL backend a warm-up binds).
+    warm_environment: str | None = None
     # Other names the CLI accepts (`shopfloor submit simulate …`).
     aliases: Sequence[str] = ()
     # Whether a COMPLETED job's result (as JSON) counts as passed: a script that exited 1, a
@@ -277,6 +281,11 @@ class QueueWork:
     task_queue: str
     workflows: Sequence[type] = ()
     activities: Sequence[Callable] = ()
+    # A queue this worker process polls beside the kind's own (the hand-off queue of user
+    # code): activities only, counted in the own queue's metrics, with `slots_factor` times
+    # its activity slots.
+    beside_own_queue: bool = False
+    slots_factor: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,7 +27,6 @@ from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kind
 from shopfloor.sandbox import protect_from_same_user
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect_with_retry
-from shopfloor.usercode import handoff_activities, handoff_queue, zygotes
 
 log = logging.getLogger("shopfloor.worker")
 STICKY_TIMEOUT = timedelta(seconds=2)
@@ -50,12 +49,21 @@ class QueuePlan:
     kinds: list[JobKind] = field(default_factory=list)  # whose work runs on this queue
     workflows: list[type] = field(default_factory=list)
     activities: list[Callable] = field(default_factory=list)
-    # On this process's hand-off queue beside it too (`usercode.handoff_activities`).
-    handoff_activities: list[Callable] = field(default_factory=list)
+    # A queue beside a kind's own (`QueueWork.beside_own_queue`): the queue it counts in,
+    # whose slots times `slots_factor` are its activity slots.
+    beside: str | None = None
+    slots_factor: int = 1
 
     def slots(self, settings: Settings) -> int:
         """Kinds sharing a queue share its slots: the largest of their settings counts."""
         return max(kind_slots(k, settings) for k in self.kinds)
+
+    def add(self, kind: JobKind, work: QueueWork) -> None:
+        if kind not in self.kinds:
+            self.kinds.append(kind)
+        # Kinds sharing a queue may share workflows and activities (one object each).
+        self.workflows += [w for w in work.workflows if w not in self.workflows]
+        self.activities += [a for a in work.activities if a not in self.activities]
 
 
 @asynccontextmanager
@@ -86,12 +94,10 @@ async def kind_resources(
             )
             for queue in (own, *work.other_queues):
                 plan = plans[settings.task_queue_prefix + queue.task_queue]
-                plan.kinds.append(kind)
-                plan.workflows += [w for w in queue.workflows if w not in plan.workflows]
-                plan.activities += queue.activities
-        for plan in plans.values():
-            if any(k.local_first for k in plan.kinds):
-                plan.handoff_activities = handoff_activities(await ctx.shared(zygotes))
+                plan.add(kind, queue)
+                if queue.beside_own_queue:
+                    plan.beside = settings.task_queue_prefix + kind.task_queue
+                    plan.slots_factor = queue.slots_factor
         yield dict(plans)
 
 
@@ -102,46 +108,55 @@ def build_workers(
     *,
     metrics: JobMetrics | None = None,
 ) -> list[Worker]:
-    """Kinds that share a task queue share one Worker, as Temporal requires. A queue whose
-    kinds run local-first also gets a Worker on this process's own hand-off queue beside it
-    (activities only). The queue's slots bound its local attempts; the runs of user code
-    themselves, however they are supervised, are bounded by `usercode.RunSlots`, so the
-    hand-off Worker has room for every run handed over plus the lost attempts of some."""
-    queues: dict[str, tuple[QueuePlan, bool, list]] = {}
+    """Kinds that share a task queue share one Worker, as Temporal requires. A queue beside a
+    kind's own (`QueuePlan.beside`) has the interceptors of that queue, so its jobs count in
+    that queue's metrics, and `slots_factor` times its slots."""
+    interceptors = {
+        queue: _interceptors(queue, plan, settings, metrics)
+        for queue, plan in plans.items()
+        if plan.beside is None
+    }
+    workers = []
     for queue, plan in plans.items():
-        # Job metrics (docs/operations.md), one set per queue (its hand-off queue's runs
-        # count in it), and, when tracing is on, the SDK's spans.
-        interceptors = [
-            JobIdInterceptor(),  # first: a job with an id that is not its own runs nothing
-            # Outside the metrics one: the job's start and end lines are logged in its trace.
-            *temporal_interceptors(),
-            *(
-                [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
-                if metrics is not None
-                else []
-            ),
-        ]
-        queues[queue] = (plan, True, interceptors)
-        if any(k.local_first for k in plan.kinds):
-            queues[handoff_queue(queue)] = (plan, False, interceptors)
-    return [
-        Worker(
-            client,
-            task_queue=queue,
-            workflows=plan.workflows if shared else [],
-            activities=plan.activities if shared else plan.activities + plan.handoff_activities,
-            max_concurrent_activities=plan.slots(settings) * (1 if shared else 2),
-            max_concurrent_local_activities=plan.slots(settings),
-            interceptors=interceptors,
-            graceful_shutdown_timeout=timedelta(seconds=5),
-            # A workflow's next task waits this long on a dead worker's sticky queue before any
-            # worker may take it (the SDK default, 10 s, stalled every job of a killed worker).
-            sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
-            # Progress is shown from heartbeat details: let them reach the server as often as
-            # activities send them (the SDK's default throttle is 0.8 × heartbeat timeout).
-            max_heartbeat_throttle_interval=timedelta(seconds=PROGRESS_EVERY_S),
+        counted = plan.beside or queue
+        slots = plans[counted].slots(settings)
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=plan.workflows,
+                activities=plan.activities,
+                max_concurrent_activities=slots * plan.slots_factor,
+                max_concurrent_local_activities=slots,
+                interceptors=interceptors[counted],
+                graceful_shutdown_timeout=timedelta(seconds=5),
+                # A workflow's next task waits this long on a dead worker's sticky queue
+                # before any worker may take it (the SDK default, 10 s, stalled every job of
+                # a killed worker).
+                sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+                # Progress is shown from heartbeat details: let them reach the server as often
+                # as activities send them (the SDK's default throttle is 0.8 × heartbeat
+                # timeout).
+                max_heartbeat_throttle_interval=timedelta(seconds=PROGRESS_EVERY_S),
+            )
         )
-        for queue, (plan, shared, interceptors) in queues.items()
+    return workers
+
+
+def _interceptors(
+    queue: str, plan: QueuePlan, settings: Settings, metrics: JobMetrics | None
+) -> list:
+    """Job metrics (docs/operations.md), one set per queue, and, when tracing is on, the
+    SDK's spans."""
+    return [
+        JobIdInterceptor(),  # first: a job with an id that is not its own runs nothing
+        # Outside the metrics one: the job's start and end lines are logged in its trace.
+        *temporal_interceptors(),
+        *(
+            [MetricsInterceptor(metrics, plan.kinds, queue, plan.slots(settings))]
+            if metrics is not None
+            else []
+        ),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Local-first runs of user code (`jobs.run_job_activity(local_first=True)`).
+"""Local-first runs of user code (kinds that declare `JobKind.local_first`).
 
 A script or simulation starts as a local activity in the worker that runs the job's workflow
 task; a run still going after the worker's hand-off budget is handed, running, to the same

@@ -7,38 +7,61 @@ cold zygote) and, for jobs that import heavy libraries, a fork of the warm, pre-
 view of the file system) is found out per host: `shopfloor.sandbox.host`.
 """
 
+from shopfloor.sandbox._cgroup import kill_cgroup
 from shopfloor.sandbox._cgroup import release_pool as release_cgroup_pool
+from shopfloor.sandbox._identity import UidLease, UidPool, WorkRoot, give_to, remove_run_dir
 from shopfloor.sandbox._launch import Call, Exec, Script
 from shopfloor.sandbox._limits import (
+    MB,
     Limits,
     RunIdentity,
     limit_address_space,
     protect_from_same_user,
 )
+from shopfloor.sandbox._netns import RunNetworks
+from shopfloor.sandbox._netns import usable as netns_usable
 from shopfloor.sandbox._output import OutputTail
 from shopfloor.sandbox._process import (
+    LaunchOptions,
     Progress,
     SandboxOutcome,
     disk_usage,
     job_environment,
     run_process,
 )
-from shopfloor.sandbox.zygote import Zygote, ZygoteDied, report_progress, run_fresh
+from shopfloor.sandbox.zygote import (
+    Zygote,
+    ZygoteDied,
+    ZygoteOptions,
+    report_progress,
+    run_fresh,
+)
 
 __all__ = [
+    "MB",
     "Call",
     "Exec",
+    "LaunchOptions",
     "Limits",
     "RunIdentity",
+    "RunNetworks",
     "Script",
+    "UidLease",
+    "UidPool",
+    "WorkRoot",
     "disk_usage",
+    "give_to",
+    "kill_cgroup",
     "limit_address_space",
+    "netns_usable",
     "release_cgroup_pool",
+    "remove_run_dir",
     "OutputTail",
     "Progress",
     "SandboxOutcome",
     "Zygote",
     "ZygoteDied",
+    "ZygoteOptions",
     "job_environment",
     "protect_from_same_user",
     "report_progress",

@@ -41,18 +41,20 @@ def usable(root: Path) -> bool:
     return True
 
 
-def _procs(path: Path) -> list[int]:
+def cgroup_pids(path: Path) -> list[int]:
+    """The processes in the cgroup at `path` ([] when it is gone)."""
     try:
         return [int(p) for p in (path / "cgroup.procs").read_text().split()]
     except OSError:
         return []
 
 
-def _kill_all(path: Path) -> bool:
-    """Kills every process in the cgroup; True once it was seen empty."""
-    # A fork bomb keeps forking while we kill; pids.max bounds it, a few rounds finish it.
-    for _ in range(50):
-        pids = _procs(path)
+def kill_cgroup(path: Path, *, rounds: int = 50, pause_s: float = 0.01) -> bool:
+    """The one cgroup killer (runs, pipeline services): SIGKILLs every process in the cgroup
+    until it is seen empty (True), or `rounds` passed. A fork bomb keeps forking while we
+    kill; pids.max bounds it, a few rounds finish it."""
+    for _ in range(rounds):
+        pids = cgroup_pids(path)
         if not pids:
             return True
         for pid in pids:
@@ -60,7 +62,7 @@ def _kill_all(path: Path) -> bool:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        time.sleep(0.01)
+        time.sleep(pause_s)
     return False
 
 
@@ -72,7 +74,7 @@ def sweep_stale(root: Path) -> None:
             continue
         for child in parent.glob("*"):
             if child.is_dir():
-                _kill_all(child)
+                kill_cgroup(child)
                 _rmdir_quietly(child)
         _rmdir_quietly(parent)
 
@@ -144,14 +146,14 @@ class _Cgroup:
         return self.path / "tasks"
 
     def pids(self) -> list[int]:
-        return _procs(self.path)
+        return cgroup_pids(self.path)
 
     def kill_all(self, *, run_over: bool = False) -> None:
         """Kills every process in it. `run_over`: the run's main process has exited, so once
         seen empty it stays so (a kill while the run starts may come before it joined)."""
         if run_over and self._emptied:
             return
-        emptied = _kill_all(self.path)
+        emptied = kill_cgroup(self.path)
         if run_over:
             self._emptied = emptied
 

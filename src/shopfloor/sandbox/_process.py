@@ -69,10 +69,26 @@ def job_environment(workdir: Path, user_env: dict[str, str]) -> dict[str, str]:
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
 
-def check_progress_options(on_progress: ProgressCallback | None, every: float | None) -> None:
-    """Progress is reported at the caller's interval: there is no default of our own."""
-    if on_progress is not None and every is None:
-        raise ValueError("on_progress needs progress_every: the caller's reporting interval")
+@dataclass(frozen=True, kw_only=True)
+class LaunchOptions:
+    """How one run starts and is watched, whichever launcher starts it (`run_process`, a
+    zygote's fork or exec): one typed object from the activity down to the launcher."""
+
+    cwd: Path
+    env: dict[str, str]
+    limits: Limits
+    identity: RunIdentity | None = None  # its uid and network (None: the worker's)
+    # The directory whose size `limits.disk_mb` caps (`run_process` watches its cwd).
+    watch_dir: Path | None = None
+    on_progress: ProgressCallback | None = None
+    progress_every: float | None = None  # the caller's reporting interval: no default of ours
+    tail_bytes: int = 64 * 1024
+    # The run's own network namespace: the launcher that gets it closes it once passed on.
+    netns_fd: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_progress is not None and self.progress_every is None:
+            raise ValueError("on_progress needs progress_every: the caller's reporting interval")
 
 
 def disk_usage(path: Path, max_files: int = MAX_FILES) -> tuple[int, int]:
@@ -108,7 +124,7 @@ def over_disk_cap(used: int, entries: int, disk_mb: int) -> str:
     )
 
 
-class _Child:
+class Child:
     """Book-keeping shared by both launchers: the process group, the cgroups, the output
     tails, what is watched while the run goes on (its work dir's size, OOM kills)."""
 
@@ -175,7 +191,7 @@ class _Child:
             if cgroup is not None:
                 cgroup.kill_all(run_over=run_over)
 
-    def __enter__(self) -> _Child:
+    def __enter__(self) -> Child:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -218,15 +234,15 @@ class _Child:
 
 
 async def supervise(
-    child: _Child,
+    child: Child,
     *,
     pgid: int,
     wait: Awaitable[int],
     readers: Sequence[asyncio.Task],
-    on_progress: ProgressCallback | None,
-    progress_every: float | None,
+    options: LaunchOptions,
 ) -> SandboxOutcome:
     """Waits for the child, reporting progress, enforcing the wall timeout, honouring cancel."""
+    on_progress, progress_every = options.on_progress, options.progress_every
     wait_task = asyncio.ensure_future(wait)
     deadline = child.started + child.limits.wall_timeout_s
     killed_by_us: str | None = None
@@ -299,40 +315,36 @@ async def _exit_status(proc: asyncio.subprocess.Process) -> int:
 
 async def run_process(
     argv: Sequence[str],
+    options: LaunchOptions,
     *,
-    cwd: Path,
-    env: dict[str, str],
-    limits: Limits,
-    on_progress: ProgressCallback | None = None,
-    progress_every: float | None = None,
-    tail_bytes: int = 64 * 1024,
     sets_own_memory_limit: bool = False,
-    identity: RunIdentity | None = None,
     memory_bytes: int | None = None,
-    netns_fd: int | None = None,
 ) -> SandboxOutcome:
-    """Runs `argv` in a new session with `limits`; never raises for anything the child does.
+    """Runs `argv` in a new session with `options.limits`; never raises for anything the
+    child does.
 
-    `on_progress` is called every `progress_every` seconds while the child runs. RLIMIT_AS is
-    `limits.memory_mb` from the exec, unless the program `sets_own_memory_limit` once its
-    runtime is loaded (`limit_address_space`). `identity`: the uid and network the child
-    runs with; `memory_bytes`: a memory cgroup limit over the child's whole tree; with
-    `limits.disk_mb` the cwd's size is capped."""
-    check_progress_options(on_progress, progress_every)
-    with _Child(limits, tail_bytes, memory_bytes=memory_bytes, watch_dir=cwd) as child:
+    Progress goes to `options.on_progress` every `progress_every` seconds while the child
+    runs. RLIMIT_AS is `limits.memory_mb` from the exec, unless the program
+    `sets_own_memory_limit` once its runtime is loaded (`limit_address_space`);
+    `memory_bytes`: a memory cgroup limit over the child's whole tree; with `limits.disk_mb`
+    the cwd's size is capped."""
+    limits, netns_fd = options.limits, options.netns_fd
+    with Child(
+        limits, options.tail_bytes, memory_bytes=memory_bytes, watch_dir=options.cwd
+    ) as child:
         procs = child.cgroup_procs
         address_space = None if sets_own_memory_limit else limits.memory_mb * MB
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            cwd=cwd,
-            env=env,
+            cwd=options.cwd,
+            env=options.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             pass_fds=(netns_fd,) if netns_fd is not None else (),
             preexec_fn=lambda: enter_run(
-                limits, procs, identity, address_space=address_space, netns_fd=netns_fd
+                limits, procs, options.identity, address_space=address_space, netns_fd=netns_fd
             ),
         )
         if netns_fd is not None:
@@ -343,10 +355,5 @@ async def run_process(
             asyncio.create_task(child.stderr.drain(proc.stderr)),
         ]
         return await supervise(
-            child,
-            pgid=proc.pid,
-            wait=_exit_status(proc),
-            readers=readers,
-            on_progress=on_progress,
-            progress_every=progress_every,
+            child, pgid=proc.pid, wait=_exit_status(proc), readers=readers, options=options
         )

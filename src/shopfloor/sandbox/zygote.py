@@ -19,19 +19,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Program, Script
-from shopfloor.sandbox._limits import MB, Limits, RunIdentity
-from shopfloor.sandbox._process import (
-    ProgressCallback,
-    SandboxOutcome,
-    _Child,
-    check_progress_options,
-    run_process,
-    supervise,
-)
+from shopfloor.sandbox._limits import MB, Limits
+from shopfloor.sandbox._process import Child, LaunchOptions, SandboxOutcome, run_process, supervise
 
 log = logging.getLogger("shopfloor.zygote")
 START_TIMEOUT_S = 120.0
@@ -45,6 +39,15 @@ class ZygoteDied(RuntimeError):
     """The zygote went away mid-job: an infrastructure failure, so the job is retried."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ZygoteOptions:
+    """How a zygote contains its runs: every zygote a worker starts for runs gets the same."""
+
+    mounts: dict[str, Any] | None = None  # `host.enter_private_mounts` options, or None
+    memory_cgroups: bool = False  # each run in a memory cgroup of its own
+    pidns: bool = False  # each run the init of a pid namespace of its own
+
+
 class Zygote:
     """A zygote process that has imported `modules` (warm) or nothing (cold), started with
     our small environment plus `env` (settings its modules read at import time)."""
@@ -55,16 +58,14 @@ class Zygote:
         env: Mapping[str, str] | None = None,
         *,
         name: str | None = None,
-        mounts: dict[str, Any] | None = None,
-        memory_cgroups: bool = False,
-        pidns: bool = False,
+        options: ZygoteOptions = ZygoteOptions(),
     ) -> None:
         self.modules = modules
         self.name = name or ("warm" if modules else "cold")  # in logs and metrics
         self.env = dict(env or {})
-        self.mounts = mounts  # `host.enter_private_mounts` options, or None
-        self.memory_cgroups = memory_cgroups
-        self.pidns = pidns  # each run the init of a pid namespace of its own
+        self.mounts = options.mounts
+        self.memory_cgroups = options.memory_cgroups
+        self.pidns = options.pidns
         # From its ready message: rss, python_vm, python_rss (and mounts_error, if any).
         self.info: dict[str, Any] = {}
         self._proc: subprocess.Popen | None = None
@@ -75,9 +76,14 @@ class Zygote:
 
     @classmethod
     async def start(
-        cls, modules: list[str], env: Mapping[str, str] | None = None, **options: Any
+        cls,
+        modules: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        name: str | None = None,
+        options: ZygoteOptions = ZygoteOptions(),
     ) -> Zygote:
-        zygote = cls(modules, env, **options)
+        zygote = cls(modules, env, name=name, options=options)
         await zygote._ensure_running()
         return zygote
 
@@ -168,39 +174,29 @@ class Zygote:
                 if not fut.done():
                     fut.set_exception(ZygoteDied("zygote died; the job will be retried"))
 
-    async def _launch(
-        self,
-        program: Program,
-        *,
-        cwd: Path,
-        env: dict[str, str],
-        limits: Limits,
-        on_progress: ProgressCallback | None = None,
-        progress_every: float | None = None,
-        tail_bytes: int = 64 * 1024,
-        identity: RunIdentity | None = None,
-        watch_dir: Path | None = None,
-        netns_fd: int | None = None,
-    ) -> SandboxOutcome:
-        """`netns_fd`: the run's own network namespace, whose descriptor this call closes."""
-        check_progress_options(on_progress, progress_every)
+    async def _launch(self, program: Program, options: LaunchOptions) -> SandboxOutcome:
+        """Closes `options.netns_fd` once it is passed to the zygote (or the launch failed)."""
         sock = await self._ensure_running()
-        loop = asyncio.get_running_loop()
         request_id = str(next(self._ids))
+        loop = asyncio.get_running_loop()
         waiters = {"pid": loop.create_future(), "returncode": loop.create_future()}
         self._pending[request_id] = waiters
+        limits = options.limits
         memory = self._memory_cgroup_bytes(program, limits) if self.memory_cgroups else None
-        with _Child(limits, tail_bytes, memory_bytes=memory, watch_dir=watch_dir) as child:
+        netns_fd = options.netns_fd
+        with Child(
+            limits, options.tail_bytes, memory_bytes=memory, watch_dir=options.watch_dir
+        ) as child:
             try:
                 pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, progress
                 request = LaunchRequest(
                     id=request_id,
                     program=program,
-                    cwd=str(cwd),
-                    env=env,
+                    cwd=str(options.cwd),
+                    env=options.env,
                     limits=limits,
                     cgroup_procs=child.cgroup_procs,
-                    identity=identity,
+                    identity=options.identity,
                 )
                 # The request travels in a memfd that only the run's own child reads: the
                 # zygote sees its id, never its contents (nothing of it stays in the memory
@@ -225,8 +221,7 @@ class Zygote:
                     pgid=await waiters["pid"],
                     wait=waiters["returncode"],
                     readers=readers,
-                    on_progress=on_progress,
-                    progress_every=progress_every,
+                    options=options,
                 )
             finally:
                 self._pending.pop(request_id, None)
@@ -248,30 +243,31 @@ class Zygote:
             base = self.info.get("rss", 0)
         return base + (limits.memory_mb + CGROUP_SLACK_MB) * MB
 
-    # The three ways to run something; `options` are those of `run_process`: cwd, env,
-    # limits, and optionally on_progress with progress_every, tail_bytes.
+    # The three ways to run something, each with the run's `LaunchOptions`.
 
-    async def run_script(self, script: Path, args: list[str], **options: Any) -> SandboxOutcome:
+    async def run_script(
+        self, script: Path, args: list[str], options: LaunchOptions
+    ) -> SandboxOutcome:
         """Runs a Python script in a child of this zygote (its imports already done)."""
-        return await self._launch(Script(path=str(script), args=args), **options)
+        return await self._launch(Script(path=str(script), args=args), options)
 
     async def run_exec(
         self,
         argv: list[str],
+        options: LaunchOptions,
         *,
         sets_own_memory_limit: bool = False,
         python: bool = False,
-        **options: Any,
     ) -> SandboxOutcome:
         """Runs a fresh program (fork + exec done by the zygote, not by the worker). `python`:
         argv starts a Python interpreter, whose RLIMIT_AS is a fresh interpreter's size (the
         zygote measured it once) + memory_mb."""
-        return await self._launch(Exec(argv, sets_own_memory_limit, python), **options)
+        return await self._launch(Exec(argv, sets_own_memory_limit, python), options)
 
-    async def run_call(self, target: str, arg: Any, **options: Any) -> SandboxOutcome:
+    async def run_call(self, target: str, arg: Any, options: LaunchOptions) -> SandboxOutcome:
         """Calls `module:function(arg)` in a child of this zygote; its return value is the exit
         code and it reports progress with `shopfloor.sandbox.report_progress`."""
-        return await self._launch(Call(target, arg), **options)
+        return await self._launch(Call(target, arg), options)
 
     async def close(self) -> None:
         if self._sock is not None:
@@ -308,7 +304,7 @@ async def _stream(fd: int) -> asyncio.StreamReader:
     return reader
 
 
-async def _read_stage(child: _Child, reader: asyncio.StreamReader) -> None:
+async def _read_stage(child: Child, reader: asyncio.StreamReader) -> None:
     while line := await reader.readline():
         try:
             child.stage = json.loads(line)
@@ -327,14 +323,23 @@ def report_progress(details: dict[str, Any]) -> None:
         pass
 
 
-async def run_fresh(argv: list[str], *, cold: Zygote | None, **options: Any) -> SandboxOutcome:
+async def run_fresh(
+    argv: list[str],
+    options: LaunchOptions,
+    *,
+    cold: Zygote | None,
+    sets_own_memory_limit: bool = False,
+    python: bool = False,
+) -> SandboxOutcome:
     """A fresh program for `argv`: forked by the cold zygote when the worker has one (cheap),
-    else by this process (`run_process`). `options` as for `Zygote.run_exec`."""
+    else by this process (`run_process`, which caps the size of its cwd: the watched dir)."""
     if cold is not None:
-        return await cold.run_exec(argv, **options)
-    if options.pop("python", False):
-        options["sets_own_memory_limit"] = False
-    watch_dir = options.pop("watch_dir", None)
-    if watch_dir is not None:
-        options["cwd"] = watch_dir
-    return await run_process(argv, **options)
+        return await cold.run_exec(
+            argv, options, sets_own_memory_limit=sets_own_memory_limit, python=python
+        )
+    if options.watch_dir is not None:
+        options = replace(options, cwd=options.watch_dir)
+    # RLIMIT_AS from the exec: this process measured no fresh interpreter to add.
+    return await run_process(
+        argv, options, sets_own_memory_limit=sets_own_memory_limit and not python
+    )

@@ -18,8 +18,13 @@ import httpx
 
 from shopfloor.kinds.pipeline.models import HealthCheck
 from shopfloor.kinds.pipeline.settings import PipelineSettings
-from shopfloor.sandbox import Limits, SandboxOutcome, job_environment
-from shopfloor.sandbox._identity import remove_run_dir
+from shopfloor.sandbox import (
+    LaunchOptions,
+    Limits,
+    SandboxOutcome,
+    job_environment,
+    remove_run_dir,
+)
 from shopfloor.settings import Settings
 from shopfloor.usercode import Zygotes
 
@@ -160,8 +165,7 @@ class ContainedChecks:
         try:
             path = contain.work_root.new_run_dir(uid, gid)
             try:
-                return await self.zygotes.cold.run_exec(
-                    argv,
+                options = LaunchOptions(
                     cwd=path,
                     env=job_environment(path, {}),
                     limits=Limits(
@@ -179,6 +183,7 @@ class ContainedChecks:
                     watch_dir=path,
                     tail_bytes=TAIL_BYTES,
                 )
+                return await self.zygotes.cold.run_exec(argv, options)
             finally:
                 remove_run_dir(path)
         finally:

@@ -40,9 +40,8 @@ from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, St
 from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES
 from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.processes import listening_pid, open_files
-from shopfloor.sandbox import _contain
+from shopfloor.sandbox import UidLease, UidPool, _contain, kill_cgroup
 from shopfloor.sandbox._contain import interpreter_trees
-from shopfloor.sandbox._identity import UidLease, UidPool
 from shopfloor.settings import Settings
 
 MARKER = "SHOPFLOOR_PIPELINE_SERVICE"
@@ -435,16 +434,16 @@ class ProcessRuntime:
         left its session or changed their environment) and anything carrying its marker."""
         cgroups = self._cgroups(ref)
         for _ in range(100):
-            pids = {p.pid for p in _procfs.marked(MARKER, marker_of(ref))}
-            for cgroup in cgroups:
-                pids |= _cgroup_pids(cgroup)
-            if not pids:
-                break
-            for pid in pids:
+            marked = {p.pid for p in _procfs.marked(MARKER, marker_of(ref))}
+            for pid in marked:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            # The sandbox's cgroup killer, a round at a time: beside the marked ones.
+            emptied = [kill_cgroup(cgroup, rounds=1, pause_s=0) for cgroup in cgroups]
+            if not marked and all(emptied):
+                break
             time.sleep(0.02)
             self._reap()
         for cgroup in cgroups:
@@ -477,12 +476,3 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _cgroup_pids(cgroup: Path | None) -> set[int]:
-    if cgroup is None:
-        return set()
-    try:
-        return {int(p) for p in (cgroup / "cgroup.procs").read_text().split()}
-    except OSError:
-        return set()

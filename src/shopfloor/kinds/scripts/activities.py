@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,16 +13,21 @@ from temporalio import activity
 
 from shopfloor.artifacts import ArtifactError, Collected
 from shopfloor.jobs import invalid_input
+from shopfloor.kinds.scripts.kind import KIND
 from shopfloor.kinds.scripts.models import InputFile, ScriptInput, ScriptResult
 from shopfloor.kinds.scripts.settings import ScriptSettings
 from shopfloor.kinds.scripts.stubs import RUN_SCRIPT
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import Limits, SandboxOutcome, Script
 from shopfloor.usercode import (
+    Launch,
+    UserCode,
     UserCodeRun,
     Zygotes,
     cold_python_argv,
+    kind_work,
     refuse_over_ceilings,
+    run_user_code,
     zygotes,
 )
 
@@ -33,7 +39,7 @@ _HEAVY_IMPORT = re.compile(r"^\s*(from|import)\s+(build123d|mujoco|OCP)\b", re.M
 @asynccontextmanager
 async def worker(ctx: WorkerContext) -> ActivitiesIterator:
     """The kind's worker-side lifespan: its activities, on the worker's shared zygotes."""
-    yield [ScriptActivities(ctx, await ctx.shared(zygotes)).run_script]
+    yield await kind_work(ctx, KIND, [ScriptActivities(ctx, await ctx.shared(zygotes)).run_script])
 
 
 class ScriptActivities:
@@ -83,37 +89,51 @@ class ScriptActivities:
         source = (
             job.source if job.source is not None else await asyncio.to_thread(self._source, job)
         )
-        limits = Limits(
-            wall_timeout_s=job.timeout_s,
-            memory_mb=job.memory_mb,
-            max_processes=job.max_processes,
-            file_size_mb=job.file_size_mb,
-            disk_mb=job.disk_mb,
+        return await run_user_code(self.zygotes, self.ctx.artifacts, self._user_code(job, source))
+
+    def _user_code(self, job: ScriptInput, source: str) -> UserCode[ScriptResult]:
+        """The script and its files written into the job dir, then a warm fork for a script
+        that imports a heavy library, a fork of the clean interpreter for another, or a fresh
+        one (`warm: never`)."""
+
+        async def prepare(run: UserCodeRun) -> None:
+            if _small_and_inline(job, source):
+                self._prepare(run.path, job, source)
+            else:
+                await asyncio.to_thread(self._prepare, run.path, job, source)
+
+        forked = job.warm == "auto"
+        return UserCode(
+            limits=Limits(
+                wall_timeout_s=job.timeout_s,
+                memory_mb=job.memory_mb,
+                max_processes=job.max_processes,
+                file_size_mb=job.file_size_mb,
+                disk_mb=job.disk_mb,
+            ),
+            env=job.env,
+            network=job.network,
+            prepare=prepare,
+            launch=functools.partial(
+                _launch, job, forked=forked, heavy=forked and bool(_HEAVY_IMPORT.search(source))
+            ),
+            collect=_collect,
         )
-        run = UserCodeRun(self.zygotes, self.ctx.artifacts, limits, job.env, network=job.network)
-        async with run:
-            if run.earlier_result is not None:  # its run finished here; Temporal lost it
-                return run.earlier_result
-            if not run.adopted:  # an adopted run's dir is prepared, its script running
-                if _small_and_inline(job, source):
-                    self._prepare(run.path, job, source)
-                else:
-                    await asyncio.to_thread(self._prepare, run.path, job, source)
-            forked = job.warm == "auto"
-            heavy = forked and bool(_HEAVY_IMPORT.search(source))
-            warm = Script(path=str(run.path / "script.py"), args=job.args) if heavy else None
-            # Other scripts fork from the cold zygote's clean interpreter: the same Python,
-            # without ~15 ms of CPU for an interpreter start per job.
-            plain = Script(path="script.py", args=job.args) if forked and not heavy else None
-            outcome = await run.run(
-                warm=warm, plain=plain, cold=cold_python_argv("script.py", job.args)
-            )
-            collected = await run.collect(outcome)
-            return run.keep(
-                _result(
-                    outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm(warm)
-                )
-            )
+
+
+def _launch(job: ScriptInput, run: UserCodeRun, *, forked: bool, heavy: bool) -> Launch:
+    return Launch(
+        warm=Script(path=str(run.path / "script.py"), args=job.args) if heavy else None,
+        # Other scripts fork from the cold zygote's clean interpreter: the same Python,
+        # without ~15 ms of CPU for an interpreter start per job.
+        plain=Script(path="script.py", args=job.args) if forked and not heavy else None,
+        cold=cold_python_argv("script.py", job.args),
+    )
+
+
+async def _collect(run: UserCodeRun, outcome: SandboxOutcome) -> ScriptResult:
+    collected = await run.collect(outcome)
+    return _result(outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm)
 
 
 SMALL_INPUT = 256 * 1024  # bytes of script and inline files written on the event loop

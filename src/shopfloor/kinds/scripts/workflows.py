@@ -30,7 +30,6 @@ class ScriptExecutionWorkflow:
             job,
             start_to_close=timedelta(seconds=job.timeout_s) + OVERHEAD,
             cancelled=lambda result: result.killed_reason == "cancelled",
-            local_first=True,
             # Started once locally, then again after its worker was lost.
             restarted=lambda result: result.model_copy(update={"attempt": result.attempt + 1}),
         )

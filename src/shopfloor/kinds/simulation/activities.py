@@ -5,7 +5,8 @@ runaway run become a FAIL result with a reason. Only infrastructure failures rai
 retried).
 
 The verdict is made where the scene cannot reach. A run is two processes, one after the other,
-in one `UserCodeRun` (so a hand-over, an adoption, a cancel and the heartbeats cover both):
+in one run of user code (`usercode.run_user_code`: so a hand-over, an adoption, a cancel and
+the heartbeats cover both):
 
 1. the scene's process, a fork of the warm zygote (build123d) under the run's uid, in the
    run's directory: it runs the scene's code (or reads its part files), tessellates, exports
@@ -108,22 +109,26 @@ from shopfloor.kinds.simulation.stubs import RUN_SIMULATION
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.sandbox import (
     Call,
+    LaunchOptions,
     Limits,
     Progress,
     SandboxOutcome,
+    UidLease,
     Zygote,
+    give_to,
     job_environment,
     run_fresh,
 )
-from shopfloor.sandbox._identity import UidLease, give_to
 from shopfloor.settings import Settings
 from shopfloor.usercode import (
+    Launch,
+    UserCode,
     UserCodeRun,
     Zygotes,
     cold_module_argv,
+    kind_work,
     refuse_over_ceilings,
-    warm_environment,
-    zygote_options,
+    run_user_code,
     zygotes,
 )
 
@@ -268,10 +273,10 @@ class LightZygote:
 
     async def _start_zygote(self) -> Zygote | None:
         assert self.base.contain is not None
-        options = zygote_options(self.base.contain, self.settings)
+        options = self.base.contain.zygote_options(self.settings)
         try:
             return await Zygote.start(
-                self.modules, warm_environment(self.modules), name="light", **options
+                self.modules, gl.warm_environment(), name="light", options=options
             )
         except Exception:
             log.warning("no light zygote: cached runs fork the warm zygote", exc_info=True)
@@ -306,7 +311,7 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
     """The kind's worker-side lifespan: its activities, on the worker's shared zygotes."""
     activities = SimulationActivities(ctx, await ctx.shared(zygotes))
     try:
-        yield [activities.run_simulation]
+        yield await kind_work(ctx, KIND, [activities.run_simulation])
     finally:
         await activities.light.close()
 
@@ -375,67 +380,89 @@ class SimulationActivities:
                 key = geometry_key(source.source, request.options, request.memory_mb)
                 entry, builds = await self.geometry.claim(key)
                 cache = "hit" if entry is not None else "miss"
+        # A run this attempt took over was prepared by an earlier one: its dir is ready, its
+        # scene running. (A run handed over from a local attempt that builds its parts still
+        # saves them: `builds`.)
+        prepared = False
+
+        async def prepare(run: UserCodeRun) -> None:
+            nonlocal prepared
+            prepared = True
+            await self._prepare(request, source, entry, run.path)
+
+        async def collect(run: UserCodeRun, outcome: SandboxOutcome) -> SimulationResult:
+            result, checked = await self._collect(request, run, outcome)
+            if builds and checked is not None:  # kept on the event loop: the cache's own
+                self.geometry.put(key, checked)  # type: ignore[arg-type]
+                self.light.start()  # for the hits to come
+            if cache is not None and prepared:
+                result.metrics["geometry_cache"] = cache
+            return result
+
+        code = UserCode(
+            limits=limits,
+            prepare=prepare,
+            launch=functools.partial(self._launch, request, build=entry is None),
+            collect=collect,
+        )
         try:
-            async with (
-                self.light.use(entry is not None) as zygotes,
-                UserCodeRun(zygotes, self.ctx.artifacts, limits) as run,
-            ):
-                if run.earlier_result is not None:  # its run finished here; Temporal lost it
-                    return run.earlier_result
-                if run.adopted:
-                    # Its dir is prepared, its scene running. A run handed over from a local
-                    # attempt that builds its parts still saves them (`builds`, below).
-                    cache = None
-                elif entry is not None:  # no scene code runs: the simulation's process alone
-                    sim_run = _judge_run(request, GEOMETRY_IN)
-                    await asyncio.to_thread(_write_inputs, run.path, sim_run, entry)
-                else:
-                    sim_run = SimulationRun(
-                        scene=source
-                        if source is not None
-                        else await asyncio.to_thread(
-                            self._parts_for_run,
-                            request.scene,  # type: ignore[arg-type]
-                            run.path,
-                        ),
-                        options=request.options,
-                        out_dir="out",
-                        memory_mb=request.memory_mb,
-                        progress_every_s=PROGRESS_EVERY_S,
-                        save_geometry=GEOMETRY_OUT,
-                    )
-                    await asyncio.to_thread(_write_inputs, run.path, sim_run, None)
-                result, checked = await self._run(request, run, build=entry is None)
-                if builds and checked is not None:  # kept on the event loop: the cache's own
-                    self.geometry.put(key, checked)  # type: ignore[arg-type]
-                    self.light.start()  # for the hits to come
-                if cache is not None:
-                    result.metrics["geometry_cache"] = cache
-                return run.keep(result)
+            async with self.light.use(entry is not None) as zygotes:
+                return await run_user_code(zygotes, self.ctx.artifacts, code)
         finally:
             if builds:
                 self.geometry.done(key)  # type: ignore[arg-type]
 
-    async def _run(
-        self, request: SimulationRequest, run: UserCodeRun, *, build: bool
-    ) -> tuple[SimulationResult, bytes | None]:
-        """The run, then its result from the simulation's own report and out/ alone; with the
-        checked parts of a run that built them (for the cache). `build`: the scene's process
-        runs first (a run this attempt adopted goes on as it was started)."""
-        # The warm zygote bound its GL backend when it imported mujoco; another backend
-        # needs a fresh interpreter (for the simulation's process: building needs no GL).
-        warm = request.options.gl_backend == gl.worker_backend()
+    async def _prepare(
+        self,
+        request: SimulationRequest,
+        source: SceneSource | None,
+        entry: bytes | None,
+        run_dir: Path,
+    ) -> None:
+        """The run's inputs: with cached parts, the simulation's process alone runs (no scene
+        code); else the scene's source or parts, for the scene's process."""
+        if entry is not None:
+            sim_run = _judge_run(request, GEOMETRY_IN)
+            await asyncio.to_thread(_write_inputs, run_dir, sim_run, entry)
+            return
+        scene = source
+        if scene is None:
+            scene = await asyncio.to_thread(
+                self._parts_for_run,
+                request.scene,  # type: ignore[arg-type]
+                run_dir,
+            )
+        sim_run = SimulationRun(
+            scene=scene,
+            options=request.options,
+            out_dir="out",
+            memory_mb=request.memory_mb,
+            progress_every_s=PROGRESS_EVERY_S,
+            save_geometry=GEOMETRY_OUT,
+        )
+        await asyncio.to_thread(_write_inputs, run_dir, sim_run, None)
+
+    def _launch(self, request: SimulationRequest, run: UserCodeRun, *, build: bool) -> Launch:
+        """`build`: the scene's process runs first, then the simulation's own (`_judge`)."""
         if build:
-            outcome = await run.run(
+            return Launch(
                 warm=Call(f"{RUNNER}:build_in_child", RUN_FILE),
                 cold=cold_module_argv(RUNNER, BUILD, RUN_FILE),
                 then=functools.partial(self._judge, request, run),
             )
-        else:
-            outcome = await run.run(
-                warm=Call(f"{RUNNER}:run_in_child", RUN_FILE) if warm else None,
-                cold=cold_module_argv(RUNNER, RUN_FILE),
-            )
+        # The warm zygote bound its GL backend when it imported mujoco; another backend
+        # needs a fresh interpreter (for the simulation's process: building needs no GL).
+        warm = request.options.gl_backend == gl.worker_backend()
+        return Launch(
+            warm=Call(f"{RUNNER}:run_in_child", RUN_FILE) if warm else None,
+            cold=cold_module_argv(RUNNER, RUN_FILE),
+        )
+
+    async def _collect(
+        self, request: SimulationRequest, run: UserCodeRun, outcome: SandboxOutcome
+    ) -> tuple[SimulationResult, bytes | None]:
+        """The result from the simulation's own report and out/ alone; with the checked parts
+        of a run that built them (for the cache)."""
         built = outcome if isinstance(outcome, _Built) else None
         if built is not None and built.result is not None:
             return built.result, None
@@ -467,7 +494,7 @@ class SimulationActivities:
         scene: SandboxOutcome,
         report: Callable[[Progress], None],
     ) -> SandboxOutcome:
-        """Steps 2 and 3 (module docstring), inside the run (`UserCodeRun.run(then=...)`),
+        """Steps 2 and 3 (module docstring), inside the run (`usercode.Launch.then`),
         once the scene's process and its whole tree are gone (`scene`: how it ended)."""
         contain, lease, verdict = run.contain, None, None
         try:
@@ -477,32 +504,31 @@ class SimulationActivities:
                 found.fail = _crashed(dataclasses.replace(scene, killed_reason="timeout"), request)
             if found.fail is not None:
                 return _Built.of(scene, result=found.fail)
-            if contain is not None and contain.uids is not None:
-                lease = contain.uids.acquire()
+            lease = contain.lease_uid() if contain is not None else None
             judge_run = _judge_run(request, GEOMETRY_IN)
             verdict = await asyncio.to_thread(
                 _verdict_dir, run.path, lease, judge_run, found.prepared
             )
-            options = {
-                "cwd": verdict,
-                "env": job_environment(verdict, {}),
-                "limits": dataclasses.replace(run.limits, wall_timeout_s=remaining),
-                "identity": contain.identity(lease, "none") if contain is not None else None,
-                "watch_dir": verdict,
-                "on_progress": report,
-                "progress_every": PROGRESS_EVERY_S,
-            }
+            options = LaunchOptions(
+                cwd=verdict,
+                env=job_environment(verdict, {}),
+                limits=dataclasses.replace(run.limits, wall_timeout_s=remaining),
+                identity=contain.identity(lease, "none") if contain is not None else None,
+                watch_dir=verdict,
+                on_progress=report,
+                progress_every=PROGRESS_EVERY_S,
+            )
             async with self.light.use(True) as zygotes:
                 if request.options.gl_backend == gl.worker_backend() and zygotes.warm:
                     judged = await zygotes.warm.run_call(
-                        f"{RUNNER}:run_in_child", RUN_FILE, **options
+                        f"{RUNNER}:run_in_child", RUN_FILE, options
                     )
                 else:
                     judged = await run_fresh(
                         cold_module_argv(RUNNER, RUN_FILE),
+                        options,
                         cold=zygotes.cold,
                         sets_own_memory_limit=True,
-                        **options,
                     )
             return _Built.of(judged, verdict=verdict, build=found.build, prepared=found.prepared)
         except asyncio.CancelledError:  # between the processes: as if one had been killed for it
@@ -512,12 +538,12 @@ class SimulationActivities:
             cancelled = dataclasses.replace(scene, killed_reason="cancelled")
             return _Built.of(cancelled, result=_crashed(cancelled, request))
         finally:
-            if lease is not None and contain is not None and contain.uids is not None:
+            if lease is not None and contain is not None:
                 if verdict is not None:
                     # Root's again before its uid goes to another run, which could otherwise
                     # reach the report and out/ before they are read.
                     os.chown(verdict, os.getuid(), os.getgid())
-                contain.uids.release(lease)
+                contain.release_uid(lease)
 
 
 @dataclasses.dataclass

@@ -44,6 +44,13 @@ def fork_safe(environ: Mapping[str, str]) -> bool:
     return bool(wanted) and all(environ.get(k) == v for k, v in wanted.items())
 
 
+def warm_environment() -> dict[str, str]:
+    """What a warm zygote starts with (`JobKind.warm_environment`): the worker's backend,
+    made safe to inherit through fork."""
+    backend = worker_backend()
+    return {**environment(backend), **fork_safe_environment(backend)}
+
+
 def select(backend: str) -> str | None:
     """Selects `backend` for this process; returns a warning when mujoco was imported before
     (bound to another backend, which then renders instead)."""

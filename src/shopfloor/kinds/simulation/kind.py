@@ -70,6 +70,7 @@ KIND = JobKind(
     # The libraries and the run's own pipeline: a fork then imports nothing (pydantic models
     # and the pipeline's modules cost ~100 ms a run when each fork imports them again).
     warm_imports=("build123d", "mujoco", "imageio_ffmpeg", *RUN_MODULES),
+    warm_environment="shopfloor.kinds.simulation.gl:warm_environment",
     aliases=("simulate",),
     bundle=WorkerBundle(
         workflows=["shopfloor.kinds.simulation.workflows:SimulationWorkflow"],

@@ -29,5 +29,4 @@ class SimulationWorkflow:
             request,
             start_to_close=START_TO_CLOSE,
             cancelled=lambda result: result.reason == "cancelled",
-            local_first=True,
         )
