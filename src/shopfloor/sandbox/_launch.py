@@ -1,7 +1,7 @@
 """What the worker asks a zygote to start: one typed request, serialised and parsed here only.
 
 Light on purpose: the zygote process imports it before the heavy modules it pre-imports.
-On the wire it is one JSON object tagged by `mode` ("exec" | "script" | "call").
+On the wire it is one JSON object tagged by `mode` ("exec" | "pyfile" | "call").
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Script:
 
     path: str
     args: list[str]
-    mode: str = field(default="script", init=False)
+    mode: str = field(default="pyfile", init=False)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Call:
 Program = Exec | Script | Call
 _PROGRAMS: dict[str, type[Exec] | type[Script] | type[Call]] = {
     "exec": Exec,
-    "script": Script,
+    "pyfile": Script,
     "call": Call,
 }
 

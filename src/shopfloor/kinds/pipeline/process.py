@@ -177,7 +177,7 @@ def service_sandbox(settings: Settings, uids: UidPool | None) -> ServiceSandbox:
         files.append(str(settings.tls_key.resolve()))
     monitoring = None
     if settings.monitoring_pipeline:
-        from shopfloor.observability.monitoring import is_monitoring_service
+        from shopfloor.kinds.pipeline.monitoring import is_monitoring_service
 
         monitoring = partial(is_monitoring_service, settings)
     return ServiceSandbox(
