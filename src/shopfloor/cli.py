@@ -9,7 +9,7 @@ import os
 import signal as signals
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,8 +39,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Kind names and their aliases, as the CLI's choices.
-KindName = Enum(  # type: ignore[misc]
+# Kind names and their aliases, as the CLI's choices (typer takes an Enum; mypy types only an
+# Enum() of literal members, and these are the registry's).
+KindName = Enum(  # type: ignore[misc]  # members known at run time only
     "KindName", {n: n for k in kinds().values() for n in (k.name, *k.aliases)}, type=str
 )
 
@@ -193,7 +194,7 @@ def down(
     fail(f"the stack (pid {pid}) did not stop within {timeout:g}s", EXIT_FAILED)
 
 
-def _run_until_signalled(main) -> None:
+def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -315,7 +316,9 @@ def _kind_options(command: Callable[..., None]) -> Callable[..., None]:
                 _param(flag), inspect.Parameter.KEYWORD_ONLY, default=None, annotation=hint
             )
         )
-    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    # inspect.signature (so typer) reads `__signature__`, which no function type declares.
+    wider = signature.replace(parameters=params)
+    command.__signature__ = wider  # type: ignore[attr-defined]  # for inspect.signature: above
     return command
 
 
@@ -363,7 +366,7 @@ def submit(
     if job_kind.input_from_file is None:
         fail(f"{job_kind.name} jobs cannot be built from a file; use the HTTP API", 2)
     try:
-        job = job_kind.input_from_file(file, options)  # type: ignore[misc]
+        job = job_kind.input_from_file(file, options)
     except ValidationError as err:
         fail(f"invalid {kind.value} job: {err}", 2)
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -487,7 +490,8 @@ def list_jobs(
     from shopfloor.display import show_jobs
 
     with controller_call():
-        name = kind_named(kind.value).name if kind else None  # type: ignore[union-attr]
+        job_kind = kind_named(kind.value) if kind else None
+        name = job_kind.name if job_kind else None
         jobs = make_client().list(kind=name, status=status, limit=limit)
     if as_json:
         print(json.dumps(jobs))

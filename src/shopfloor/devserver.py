@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from shopfloor.filemodes import PRIVATE_UMASK, private_dir
@@ -76,11 +76,13 @@ DEV_SERVER_DYNAMIC_CONFIG = {
 }
 
 
-def _dynamic_config(values: dict[str, object]) -> list[str]:
+def _dynamic_config(values: Mapping[str, object]) -> list[str]:
     return [arg for k, v in values.items() for arg in ("--dynamic-config-value", f"{k}={v}")]
 
 
-def wait_for_port(host: str, port: int, *, timeout_s: float, proc: subprocess.Popen | None) -> None:
+def wait_for_port(
+    host: str, port: int, *, timeout_s: float, proc: subprocess.Popen[bytes] | None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -100,7 +102,7 @@ class DevServer:
         self.data_dir = data_dir
         self.port = port
         self.ui_port = ui_port
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DevServer:

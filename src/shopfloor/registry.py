@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Activities as the SDK's Worker takes them: functions (or bound methods) of any signature.
+Activities = Sequence[Callable[..., Any]]
+
 # The standard query any workflow may offer (see `shopfloor.jobs.ReportsProgress`): where the
 # job is when no activity is heartbeating — asleep on a timer, waiting for a signal, in a child.
 PROGRESS_QUERY = "progress"
@@ -109,10 +112,9 @@ class WorkerBundle:
     def load_workflows(self) -> list[type]:
         return [load(path) for path in self.workflows]
 
-    def lifespan(
-        self, ctx: WorkerContext
-    ) -> AbstractAsyncContextManager[Sequence[Callable] | KindWork]:
-        return load(self.run_context)(ctx)
+    def lifespan(self, ctx: WorkerContext) -> AbstractAsyncContextManager[Activities | KindWork]:
+        run_context: RunContext = load(self.run_context)
+        return run_context(ctx)
 
 
 # -- the presentation -------------------------------------------------------------------------
@@ -223,9 +225,7 @@ class JobKind:
     def load_workflows(self) -> list[type]:
         return self.bundle.load_workflows()
 
-    def lifespan(
-        self, ctx: WorkerContext
-    ) -> AbstractAsyncContextManager[Sequence[Callable] | KindWork]:
+    def lifespan(self, ctx: WorkerContext) -> AbstractAsyncContextManager[Activities | KindWork]:
         return self.bundle.lifespan(ctx)
 
 
@@ -250,7 +250,9 @@ class WorkerContext:
     artifacts: ArtifactStore
     served: Sequence[JobKind] = ()
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
-    _shared: dict[Callable, Any] = field(default_factory=dict)
+    _shared: dict[Callable[[WorkerContext], AbstractAsyncContextManager[Any]], Any] = field(
+        default_factory=dict
+    )
 
     async def shared(
         self, lifespan: Callable[[WorkerContext], AbstractAsyncContextManager[T]]
@@ -259,7 +261,8 @@ class WorkerContext:
         use and closed when the worker stops."""
         if lifespan not in self._shared:
             self._shared[lifespan] = await self._stack.enter_async_context(lifespan(self))
-        return self._shared[lifespan]
+        resource: T = self._shared[lifespan]  # what `lifespan` entered: its T
+        return resource
 
     async def aclose(self) -> None:
         await self._stack.aclose()
@@ -280,7 +283,7 @@ class QueueWork:
 
     task_queue: str
     workflows: Sequence[type] = ()
-    activities: Sequence[Callable] = ()
+    activities: Activities = ()
     # A queue this worker process polls beside the kind's own (the hand-off queue of user
     # code): activities only, counted in the own queue's metrics, with `slots_factor` times
     # its activity slots.
@@ -292,13 +295,15 @@ class QueueWork:
 class KindWork:
     """What a kind's lifespan yields when it has more than activities on its own queue."""
 
-    activities: Sequence[Callable] = ()
+    activities: Activities = ()
     other_queues: Sequence[QueueWork] = ()
 
 
 # What a kind's `run_context` lifespan is, as an async generator under @asynccontextmanager: it
 # yields its activities (on the kind's queue), or a KindWork.
-ActivitiesIterator = AsyncIterator[Sequence[Callable] | KindWork]
+ActivitiesIterator = AsyncIterator[Activities | KindWork]
+# A kind's `run_context`, as `WorkerBundle.run_context` names it.
+RunContext = Callable[[WorkerContext], AbstractAsyncContextManager[Activities | KindWork]]
 
 
 # -- the registry -------------------------------------------------------------------------------

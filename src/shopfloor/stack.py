@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     exits: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_EXITS))
 
     def start(self) -> None:
@@ -61,7 +62,9 @@ class EmbeddedStack:
     """`shopfloor up`'s stack in one machine (not the tests' `tests.helpers.Stack`, which
     starts workers and a controller against a test's Temporal server)."""
 
-    def __init__(self, settings: Settings, *, workers: int = 1, say=print) -> None:
+    def __init__(
+        self, settings: Settings, *, workers: int = 1, say: Callable[[str], object] = print
+    ) -> None:
         self.settings = settings
         self.say = say
         self.devserver = DevServer.from_settings(settings) if settings.embedded else None

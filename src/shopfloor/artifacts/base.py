@@ -16,10 +16,11 @@ import mimetypes
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from types import TracebackType
+from typing import Any, BinaryIO, Protocol
 
 from shopfloor.ids import job_id_problem
 
@@ -52,13 +53,49 @@ class ArtifactError(ValueError):
     """A URI or name that does not address an artifact (bad form, or escapes the store)."""
 
 
+class Readable(Protocol):
+    """A binary stream read in chunks to its end: what a backend stores (`_put_stream`)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class ArtifactFile(Protocol):
+    """An artifact open to read (`ArtifactStore.open`): a file, an S3 body, either counted."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def __enter__(self) -> ArtifactFile: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
+# Told how many bytes were stored or read (a prometheus-client Counter's `inc`).
+ByteCount = Callable[[int], object]
+
+
 class ArtifactStore(abc.ABC):
     """Where artifacts live: the interface. `store_for(settings)` makes the backend the
     settings name; `LocalArtifactStore(root)` is the local directory store.
 
-    Backends implement `_put_stream` (store a stream under a URI, all or nothing), `open`
+    Backends implement `_put_stream` (store a stream under a URI, all or nothing), `_open`
     (read one artifact) and may offer `presigned_url`; naming, the safe collection of a run's
-    files and content-addressed uploads are the same for all of them."""
+    files, content-addressed uploads and counting bytes are the same for all of them."""
+
+    # What `count_bytes` was told to call (None: nothing counted).
+    _stored: ByteCount | None = None
+    _read: ByteCount | None = None
 
     # -- addressing ------------------------------------------------------------------------
     @staticmethod
@@ -85,12 +122,12 @@ class ArtifactStore(abc.ABC):
 
     # -- the backend's part ----------------------------------------------------------------
     @abc.abstractmethod
-    def _put_stream(self, uri: str, source: BinaryIO) -> None:
+    def _put_stream(self, uri: str, source: Readable) -> None:
         """Stores everything `source` yields under `uri`: the whole of it or nothing (a
         retried activity or a crash never leaves half an artifact)."""
 
     @abc.abstractmethod
-    def open(self, uri: str) -> BinaryIO:
+    def _open(self, uri: str) -> BinaryIO:
         """The artifact's bytes, to read. Raises ArtifactError when there is none."""
 
     def presigned_url(self, uri: str, *, ttl_s: int) -> str | None:
@@ -98,16 +135,26 @@ class ArtifactStore(abc.ABC):
         has such URLs of its own (S3); None when links go through the controller."""
         return None
 
+    # -- counting ----------------------------------------------------------------------------
+    def count_bytes(self, *, stored: ByteCount, read: ByteCount) -> None:
+        """From now on, `stored(n)` and `read(n)` are told the bytes this store's backend
+        stores and reads (every put of any backend goes through `_put_stream`, every read
+        through `open`)."""
+        self._stored, self._read = stored, read
+
+    def _put(self, uri: str, source: Readable) -> None:
+        self._put_stream(uri, source if self._stored is None else _Counted(source, self._stored))
+
     # -- writing -----------------------------------------------------------------------------
     def put_bytes(self, job_id: str, name: str, data: bytes) -> str:
         uri = self.uri(job_id, name)
-        self._put_stream(uri, io.BytesIO(data))
+        self._put(uri, io.BytesIO(data))
         return uri
 
     def put_file(self, job_id: str, name: str, src: Path) -> str:
         uri = self.uri(job_id, name)
         with open(src, "rb") as source:
-            self._put_stream(uri, source)
+            self._put(uri, source)
         return uri
 
     def collect_tree(
@@ -153,7 +200,7 @@ class ArtifactStore(abc.ABC):
                     collected.uris[name] = self._put_regular(job_id, name, src_dir / rel, budget)
                 except Exception as err:
                     # However the backend passed _OverBudget on (S3 reads in threads of its own).
-                    if budget is not None and budget[0] < 0:
+                    if max_bytes is not None and budget is not None and budget[0] < 0:
                         self._remove_all(collected.uris.values())
                         over = (
                             f"files grew past the run's disk cap of {max_bytes / MB:g} MB "
@@ -176,7 +223,7 @@ class ArtifactStore(abc.ABC):
             if not stat.S_ISREG(st.st_mode):
                 raise ArtifactError("not a regular file")
             uri = self.uri(job_id, name)
-            self._put_stream(uri, source if budget is None else _Budgeted(source, budget))
+            self._put(uri, source if budget is None else _Budgeted(source, budget))
             return uri
 
     def _remove_all(self, uris: Iterable[str]) -> None:
@@ -194,7 +241,7 @@ class ArtifactStore(abc.ABC):
         """Content-addressed upload (inputs): the same bytes always get the same URI."""
         digest = hashlib.sha256(data).hexdigest()[:32]
         uri = _upload_uri(digest, name)
-        self._put_stream(uri, io.BytesIO(data))
+        self._put(uri, io.BytesIO(data))
         return uri
 
     def put_upload_file(self, name: str, src: Path, *, sha256: str | None = None) -> str:
@@ -202,10 +249,15 @@ class ArtifactStore(abc.ABC):
         when the caller hashed them while writing the file, saves reading it twice."""
         uri = _upload_uri((sha256 or sha256_file(src))[:32], name)
         with open(src, "rb") as source:
-            self._put_stream(uri, source)
+            self._put(uri, source)
         return uri
 
     # -- reading -----------------------------------------------------------------------------
+    def open(self, uri: str) -> ArtifactFile:
+        """The artifact's bytes, to read. Raises ArtifactError when there is none."""
+        f = self._open(uri)
+        return f if self._read is None else _CountedFile(f, self._read)
+
     def read_bytes(self, uri: str) -> bytes:
         with self.open(uri) as f:
             data = f.read()
@@ -276,23 +328,60 @@ class _OverBudget(Exception):
     pass
 
 
-class _Budgeted(io.RawIOBase):
+class _Budgeted:
     """A file read through a byte budget shared by a whole collection: the read that would go
     past it raises _OverBudget (a file that grows after the walk measured it)."""
 
     def __init__(self, source: BinaryIO, budget: list[int]) -> None:
         self.source, self.budget = source, budget
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
-        data = self.source.read(len(buffer))
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.source.read(size)
         self.budget[0] -= len(data)
         if self.budget[0] < 0:
             raise _OverBudget
-        buffer[: len(data)] = data
-        return len(data)
+        return data
+
+
+class _Counted:
+    """A binary stream whose reads tell `count` their byte counts (`count_bytes`); the rest
+    passes through (what a backend looks for on what it stores: `seekable`, `tell`…)."""
+
+    def __init__(self, stream: Readable, count: ByteCount) -> None:
+        self._stream, self._count = stream, count
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        self._count(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _CountedFile(_Counted):
+    """An artifact open to read, its reads counted; the rest is the file's."""
+
+    def __init__(self, file: BinaryIO, count: ByteCount) -> None:
+        super().__init__(file, count)
+        self._file = file
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __iter__(self) -> Iterator[bytes]:  # a file's line iteration
+        for line in self._file:
+            self._count(len(line))
+            yield line
+
+    def __enter__(self) -> _CountedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
 
 
 def _over_caps(

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from shopfloor.artifacts.base import _COPY_CHUNK, ArtifactError, ArtifactStore
+from shopfloor.artifacts.base import _COPY_CHUNK, ArtifactError, ArtifactStore, Readable
 
 
 class LocalArtifactStore(ArtifactStore):
@@ -22,7 +22,7 @@ class LocalArtifactStore(ArtifactStore):
     def path_for(self, uri: str) -> Path:
         return self.root / self.key(uri)
 
-    def _put_stream(self, uri: str, source: BinaryIO) -> None:
+    def _put_stream(self, uri: str, source: Readable) -> None:
         """Writes to a temp file beside the destination, then renames it into place."""
         dest = self.path_for(uri)
         _private_dirs(dest.parent)
@@ -40,7 +40,7 @@ class LocalArtifactStore(ArtifactStore):
     def _delete(self, uri: str) -> None:
         self.path_for(uri).unlink(missing_ok=True)
 
-    def open(self, uri: str) -> BinaryIO:
+    def _open(self, uri: str) -> BinaryIO:
         """The artifact's regular file, opened under the store's root without following a
         symlink anywhere on the way. Raises ArtifactError when there is none."""
         rel = self.path_for(uri).relative_to(self.root)

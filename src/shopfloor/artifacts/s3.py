@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shopfloor.artifacts.base import (
     ArtifactError,
     ArtifactStore,
+    Readable,
     disposition,
     media_type_of,
     verify_upload_file,
@@ -121,7 +122,7 @@ class S3ArtifactStore(ArtifactStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     # -- writing -----------------------------------------------------------------------------
-    def _put_stream(self, uri: str, source: BinaryIO) -> None:
+    def _put_stream(self, uri: str, source: Readable) -> None:
         key = self.object_key(uri)
         extra = {"ContentType": media_type_of(key.rsplit("/", 1)[-1])}
         try:
@@ -168,7 +169,7 @@ class S3ArtifactStore(ArtifactStore):
         except (ClientError, BotoCoreError):
             return 0
 
-    def open(self, uri: str) -> BinaryIO:
+    def _open(self, uri: str) -> BinaryIO:
         body: BinaryIO = self.get(uri).body  # botocore's StreamingBody: a file-like reader
         return body
 

@@ -341,7 +341,12 @@ class _ZygoteStarts(logging.Filter):
         self.metrics = metrics
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "zygote %s ready (pid %s) with %s" and len(record.args or ()) == 3:
-            zygote = str(record.args[0])  # type: ignore[index]
+        args = record.args
+        if (
+            record.msg == "zygote %s ready (pid %s) with %s"
+            and isinstance(args, tuple)
+            and len(args) == 3
+        ):
+            zygote = str(args[0])
             self.metrics.zygote_starts.with_additional_attributes({"zygote": zygote}).add(1)
         return True

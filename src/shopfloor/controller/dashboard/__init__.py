@@ -18,4 +18,4 @@ def install(app: FastAPI) -> None:
     """Pages under /ui (the jobs list is GET / for browsers), static files under /ui/static."""
     app.include_router(router)
     app.mount("/ui/static", PrecompressedFiles(directory=STATIC), name="dashboard-static")
-    app.add_exception_handler(LoginNeeded, login_redirect)  # type: ignore[arg-type]
+    app.add_exception_handler(LoginNeeded, login_redirect)

@@ -18,6 +18,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -25,8 +26,9 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
-from jinja2 import ChoiceLoader
+from jinja2 import ChoiceLoader, FileSystemLoader
 from pydantic import ValidationError
+from temporalio.client import Client
 
 from shopfloor import killswitch
 from shopfloor.controller.dashboard import views
@@ -41,13 +43,14 @@ from shopfloor.controller.deps import (
 )
 from shopfloor.inputs import describe_errors
 from shopfloor.jobstate import describe_job
-from shopfloor.registry import kind_for_workflow_type, kinds
+from shopfloor.registry import JobKind, kind_for_workflow_type, kinds
 from shopfloor.schedules import service as schedules
 from shopfloor.settings import Settings
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.loader = ChoiceLoader([templates.env.loader, views.KindPages()])
+# The dashboard's own templates (the loader `directory` makes), then each kind's page.
+templates.env.loader = ChoiceLoader([FileSystemLoader(str(HERE / "templates")), views.KindPages()])
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
 
 CSRF_COOKIE = "shopfloor_csrf"
@@ -59,7 +62,8 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 class LoginNeeded(Exception):
@@ -72,7 +76,9 @@ def need_login(request: Request) -> None:
         raise LoginNeeded(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
 
 
-async def login_redirect(request: Request, exc: LoginNeeded) -> Response:
+async def login_redirect(request: Request, exc: Exception) -> Response:
+    """The handler of LoginNeeded (Starlette types every handler as taking any exception)."""
+    assert isinstance(exc, LoginNeeded)
     return RedirectResponse(f"/ui/login?next={quote(exc.target)}", status_code=303)
 
 
@@ -132,8 +138,9 @@ def back(path: str, msg: str = "") -> RedirectResponse:
     return RedirectResponse(target, status_code=303)
 
 
-async def _client(request: Request):
-    return await request.app.state.temporal.get()
+async def _client(request: Request) -> Client:
+    client: Client = await request.app.state.temporal.get()
+    return client
 
 
 # -- login --------------------------------------------------------------------------------------
@@ -331,7 +338,8 @@ async def job_signal(request: Request, job_id: str, name: str) -> Response:
     await form_of(request)
     client = await _client(request)
     kind = await _kind_of(client, job_id)
-    if kind.signal(name) is None or kind.signal(name).model is not None:  # type: ignore[union-attr]
+    signal = kind.signal(name)
+    if signal is None or signal.model is not None:
         raise HTTPException(404, f"{kind.name} jobs have no button for signal {name!r}")
     await client.get_workflow_handle(job_id).signal(name, rpc_timeout=views.RPC)
     return back(f"/ui/jobs/{quote(job_id)}", f"sent {name}")
@@ -379,7 +387,7 @@ async def job_cancel(request: Request, job_id: str) -> Response:
     return back(f"/ui/jobs/{quote(job_id)}", "cancel requested")
 
 
-async def _kind_of(client: Any, job_id: str):
+async def _kind_of(client: Client, job_id: str) -> JobKind:
     status = await describe_job(client, job_id, with_progress=False)
     if status.status != "RUNNING":
         raise HTTPException(409, f"job {job_id} is {status.status}")
@@ -389,9 +397,7 @@ async def _kind_of(client: Any, job_id: str):
     return kind
 
 
-def timedelta_s(seconds: float):
-    from datetime import timedelta
-
+def timedelta_s(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 

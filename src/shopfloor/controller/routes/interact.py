@@ -9,8 +9,8 @@ No `from __future__ import annotations` here on purpose: route types are factory
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, HTTPException
 from pydantic import BaseModel, ValidationError
@@ -27,8 +27,14 @@ from shopfloor.jobstate import describe_job, is_terminal
 from shopfloor.registry import JobKind, Query, Signal, Update, kind_for_workflow_type
 
 Declaration = Signal | Query | Update
+D = TypeVar("D", Signal, Query, Update)
 OptionalBody = Annotated[Any, Body()]
-_SINGULAR = {"signals": "signal", "queries": "query", "updates": "update"}
+# Each family of declarations: its `JobKind` field (and URL segment), and one of it.
+_FAMILY: dict[type[Declaration], tuple[str, str]] = {
+    Signal: ("signals", "signal"),
+    Query: ("queries", "query"),
+    Update: ("updates", "update"),
+}
 
 
 class SignalSent(BaseModel):
@@ -38,22 +44,22 @@ class SignalSent(BaseModel):
 
 
 async def _target(
-    client: Client, job_id: str, family: str, name: str
-) -> tuple[Declaration, WorkflowHandle]:
+    client: Client, job_id: str, family: type[D], name: str
+) -> tuple[D, WorkflowHandle[Any, Any]]:
     """The declaration `name` of the job's kind, or the 404/409 that explains why not."""
     status = await describe_job(client, job_id, with_progress=False)
     kind = kind_for_workflow_type(status.workflow_type)
-    declared: Sequence[Declaration] = getattr(kind, family) if kind else ()
+    plural, singular = _FAMILY[family]
+    declared: Sequence[D] = getattr(kind, plural) if kind else ()
     decl = next((d for d in declared if d.name == name), None)
     if decl is None:
         what = f"{kind.name} jobs" if kind else f"workflows of type {status.workflow_type}"
         raise HTTPException(
             404,
-            f"{what} have no {_SINGULAR[family]} {name!r}; "
-            f"they have: {sorted(d.name for d in declared)}",
+            f"{what} have no {singular} {name!r}; they have: {sorted(d.name for d in declared)}",
         )
     if is_terminal(status.status):
-        raise HTTPException(409, f"job {job_id} is {status.status}: {family} need a running job")
+        raise HTTPException(409, f"job {job_id} is {status.status}: {plural} need a running job")
     return decl, client.get_workflow_handle(job_id)
 
 
@@ -74,15 +80,15 @@ def _body(decl: Signal | Update, body: Any) -> Any:
 
 
 async def send_signal(client: Client, job_id: str, name: str, body: Any) -> SignalSent:
-    decl, handle = await _target(client, job_id, "signals", name)
-    arg = _body(decl, body)  # type: ignore[arg-type]
+    decl, handle = await _target(client, job_id, Signal, name)
+    arg = _body(decl, body)
     args = [] if arg is None else [arg]
     await handle.signal(name, *args, rpc_timeout=RPC_TIMEOUT)
     return SignalSent(job_id=job_id, signal=name)
 
 
 async def run_query(client: Client, job_id: str, name: str) -> Any:
-    decl, handle = await _target(client, job_id, "queries", name)
+    decl, handle = await _target(client, job_id, Query, name)
     try:
         return await handle.query(name, result_type=decl.result, rpc_timeout=RPC_TIMEOUT)
     except WorkflowQueryFailedError as err:
@@ -90,8 +96,8 @@ async def run_query(client: Client, job_id: str, name: str) -> Any:
 
 
 async def run_update(client: Client, job_id: str, name: str, body: Any) -> Any:
-    decl, handle = await _target(client, job_id, "updates", name)
-    arg = _body(decl, body)  # type: ignore[arg-type]
+    decl, handle = await _target(client, job_id, Update, name)
+    arg = _body(decl, body)
     args = [] if arg is None else [arg]
     try:
         return await handle.execute_update(
@@ -101,20 +107,25 @@ async def run_update(client: Client, job_id: str, name: str, body: Any) -> Any:
         raise HTTPException(422, f"update {name!r} rejected: {root_message(err)}") from None
 
 
-def _one_type(types: set) -> Any:
+def _one_type(types: set[Any]) -> Any:
     """The one type all kinds agree on, else Any (validated per kind at request time)."""
     return next(iter(types)) if len(types) == 1 else Any
 
 
-def _by_name(kinds: Sequence[JobKind], family: str) -> dict[str, list[Declaration]]:
-    found: dict[str, list[Declaration]] = defaultdict(list)
+def _declared(kinds: Sequence[JobKind], family: type[D]) -> Iterator[tuple[str, list[D], str]]:
+    """Each name the kinds declare in `family`: its declarations (one per kind that has it)
+    and the description of its route."""
+    plural, singular = _FAMILY[family]
+    found: dict[str, list[D]] = defaultdict(list)
     for kind in kinds:
-        for decl in getattr(kind, family):
+        for decl in getattr(kind, plural):
             found[decl.name].append(decl)
-    return found
+    for name, decls in found.items():
+        offered_by = ", ".join(k.name for k in kinds if getattr(k, singular)(name))
+        yield name, decls, _describe(decls, offered_by)
 
 
-def _describe(decls: list[Declaration], kinds_with: str) -> str:
+def _describe(decls: Sequence[Declaration], kinds_with: str) -> str:
     text = next((d.description for d in decls if d.description), "")
     return f"{text}\n\nOffered by: {kinds_with}.".strip()
 
@@ -132,15 +143,24 @@ def _signal_route(router: APIRouter, name: str, decls: list[Signal], doc: str) -
     else:
 
         @router.post(path, status_code=202, summary=summary, description=doc)
-        async def send(job_id: str, body: model, client: ClientDep) -> SignalSent:  # type: ignore[valid-type]
+        async def send(
+            job_id: str,
+            body: model,  # type: ignore[valid-type]  # FastAPI: the body model, known at run time
+            client: ClientDep,
+        ) -> SignalSent:
             return await send_signal(client, job_id, name, body)
 
 
 def _query_route(router: APIRouter, name: str, decls: list[Query], doc: str) -> None:
     result = _one_type({d.result for d in decls})
 
-    @router.get(f"/jobs/{{job_id}}/queries/{name}", summary=f"Ask {name!r}", description=doc)
-    async def ask(job_id: str, client: ClientDep) -> result:  # type: ignore[valid-type]
+    @router.get(
+        f"/jobs/{{job_id}}/queries/{name}",
+        response_model=result,
+        summary=f"Ask {name!r}",
+        description=doc,
+    )
+    async def ask(job_id: str, client: ClientDep) -> Any:
         return await run_query(client, job_id, name)
 
 
@@ -151,27 +171,29 @@ def _update_route(router: APIRouter, name: str, decls: list[Update], doc: str) -
     summary = f"Apply the {name!r} update"
     if model is None:
 
-        @router.post(path, summary=summary, description=doc)
-        async def apply_bare(job_id: str, client: ClientDep) -> result:  # type: ignore[valid-type]
+        @router.post(path, response_model=result, summary=summary, description=doc)
+        async def apply_bare(job_id: str, client: ClientDep) -> Any:
             return await run_update(client, job_id, name, None)
 
     else:
 
-        @router.post(path, summary=summary, description=doc)
-        async def apply(job_id: str, body: model, client: ClientDep) -> result:  # type: ignore[valid-type]
+        @router.post(path, response_model=result, summary=summary, description=doc)
+        async def apply(
+            job_id: str,
+            body: model,  # type: ignore[valid-type]  # FastAPI: the body model, known at run time
+            client: ClientDep,
+        ) -> Any:
             return await run_update(client, job_id, name, body)
 
 
 def interaction_router(kinds: Sequence[JobKind]) -> APIRouter:
     router = APIRouter(tags=["steer"], dependencies=AUTH)
-    for family, add in (
-        ("signals", _signal_route),
-        ("queries", _query_route),
-        ("updates", _update_route),
-    ):
-        for name, decls in _by_name(kinds, family).items():
-            offered_by = ", ".join(k.name for k in kinds if getattr(k, _SINGULAR[family])(name))
-            add(router, name, decls, _describe(decls, offered_by))  # type: ignore[arg-type]
+    for name, signals, doc in _declared(kinds, Signal):
+        _signal_route(router, name, signals, doc)
+    for name, queries, doc in _declared(kinds, Query):
+        _query_route(router, name, queries, doc)
+    for name, updates, doc in _declared(kinds, Update):
+        _update_route(router, name, updates, doc)
 
     # Any other name: the job's kind does not have it → 404 naming those it has.
     @router.post("/jobs/{job_id}/signals/{name}", status_code=202, include_in_schema=False)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from temporalio import activity
@@ -54,7 +56,7 @@ class AgentActivities:
         }
 
     @property
-    def activities(self) -> list:
+    def activities(self) -> list[Callable[..., Any]]:
         return [self.run_agent_step, self.store_agent_artifacts]
 
     async def __aenter__(self) -> AgentActivities:
@@ -81,7 +83,7 @@ class AgentActivities:
         async with heartbeating(details):
             reply = await agent.step(request)
         # A job writes under its own id only (the workflow's, not what the request says).
-        own = activity.info().workflow_id
+        own = _own_job_id()
         return await asyncio.to_thread(self._small, own, request, reply)  # the store may be S3
 
     def _small(self, job_id: str, request: AgentRequest, reply: AgentReply) -> AgentReply:
@@ -105,7 +107,7 @@ class AgentActivities:
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:
         """`{goalId}/artifacts/{key}.json` under the job's artifact folder (seed 002's layout)."""
 
-        own = activity.info().workflow_id  # a job writes under its own id only
+        own = _own_job_id()  # a job writes under its own id only
 
         def store() -> dict[str, str]:
             return {
@@ -118,3 +120,10 @@ class AgentActivities:
             }
 
         return await asyncio.to_thread(store)  # the store may be S3: off the event loop
+
+
+def _own_job_id() -> str:
+    """The id of the job whose workflow runs this activity."""
+    job_id = activity.info().workflow_id
+    assert job_id is not None, "a job's activities run in its workflow"
+    return job_id

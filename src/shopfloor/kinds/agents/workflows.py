@@ -298,7 +298,7 @@ class CoordinatorWorkflow(ReportsProgress):
         """v2: all artifacts in one activity (one round trip instead of one per key)."""
         return workflow.patched(BATCHED_STORE_PATCH)
 
-    async def _store(self, config: CoordinatorConfig, artifacts: dict) -> dict[str, str]:
+    async def _store(self, config: CoordinatorConfig, artifacts: dict[str, Any]) -> dict[str, str]:
         return await STORE_AGENT_ARTIFACTS.execute(
             StoreArtifacts(
                 job_id=workflow.info().workflow_id, goal_id=config.goal_id, artifacts=artifacts

@@ -28,13 +28,14 @@ def load_definition_file(path: Path) -> dict[str, Any]:
     """YAML or JSON (JSON is YAML, but its errors read better as JSON's own)."""
     text = path.read_text()
     if path.suffix.lower() == ".json":
-        return json.loads(text)
-    import yaml
+        data = json.loads(text)
+    else:
+        import yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path.name} is not valid YAML: {err}") from err
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path.name} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path.name}: expected a mapping with `name` and `steps`")
     return data
@@ -42,7 +43,7 @@ def load_definition_file(path: Path) -> dict[str, Any]:
 
 def _input_from_file(path: Path, options: dict[str, Any]) -> PhasedInput:
     """`shopfloor submit phased poetry_research.yaml` (a definition file)."""
-    return PhasedInput(definition={**load_definition_file(path), **options})
+    return PhasedInput.model_validate({"definition": {**load_definition_file(path), **options}})
 
 
 def _job_steps(steps: list[Any]) -> list[JobStep]:

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -115,11 +116,11 @@ class PipelineActivities:
         )
 
     @property
-    def workflow_side(self) -> list[Callable]:
+    def workflow_side(self) -> list[Callable[..., Any]]:
         return [self.pipeline_host_queue, self.pipeline_definition]
 
     @property
-    def host_side(self) -> list[Callable]:
+    def host_side(self) -> list[Callable[..., Any]]:
         return [
             self.pipeline_start_service,
             self.pipeline_wait_healthy,

@@ -25,25 +25,28 @@ AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 class PipelineClient(ShopfloorClient):
-    def start(self, name: str, definition: dict | None, *, wait_s: float) -> dict[str, Any]:
-        return self._call(
+    def start(
+        self, name: str, definition: dict[str, Any] | None, *, wait_s: float
+    ) -> dict[str, Any]:
+        return self._object(
             "POST",
             f"/pipelines/{name}/start",
             json={"definition": definition} if definition else None,
             params={"wait": wait_s},
             timeout=wait_s + 30,
-        ).json()
+        )
 
     def stop(self, name: str, *, wait_s: float) -> dict[str, Any]:
-        return self._call(
+        return self._object(
             "POST", f"/pipelines/{name}/stop", params={"wait": wait_s}, timeout=wait_s + 30
-        ).json()
+        )
 
     def pipeline(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/pipelines/{name}").json()
+        return self._object("GET", f"/pipelines/{name}")
 
     def pipelines(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/pipelines").json()
+        views: list[dict[str, Any]] = self._call("GET", "/pipelines").json()
+        return views
 
 
 def _client() -> PipelineClient:

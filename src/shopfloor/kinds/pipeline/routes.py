@@ -163,7 +163,7 @@ async def start_pipeline(
     once every service is healthy (`running`) or the start failed (`failed`, with the reason)."""
     definition, known = _definition(name, body, settings)
     queue = settings.task_queue_prefix + (definition.queue if known else KIND_QUEUE)
-    handle: WorkflowHandle = await client.start_workflow(
+    handle: WorkflowHandle[Any, Any] = await client.start_workflow(
         definition.workflow,
         PipelineInput(definition=definition),
         id=job_id_of(name),

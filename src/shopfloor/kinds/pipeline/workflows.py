@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ServiceRef,
         ServiceRestarted,
         ServiceSpec,
+        ServiceState,
         ServiceStatus,
         StoppedService,
         start_timeout_s,
@@ -174,7 +175,7 @@ class PipelineWorkflow(ReportsProgress):
             if not await self._start_one(spec):
                 self._failed = self._failed or spec.name
 
-        await asyncio.gather(*(bring_up(d.service(n)) for n in d.start_order()))  # type: ignore[arg-type]
+        await asyncio.gather(*(bring_up(self._spec(n)) for n in d.start_order()))
         if not self._failed:
             self._phase = "running"
 
@@ -231,14 +232,14 @@ class PipelineWorkflow(ReportsProgress):
         d = self._definition
         assert d is not None
         ticks = 0
-        while not self._stop:
+        while not self._stopping():
             await self.sleep(
                 timedelta(seconds=d.supervise_every_s),
                 purpose="for the next health check",
                 step="supervising",
-                until=lambda: self._stop,
+                until=self._stopping,
             )
-            if self._stop:
+            if self._stopping():
                 return
             await self._check_all()
             ticks += 1
@@ -354,6 +355,10 @@ class PipelineWorkflow(ReportsProgress):
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _stopping(self) -> bool:
+        """Whether a stop was asked (read afresh after each await: the signal may have come)."""
+        return self._stop
+
     def _spec(self, name: str) -> ServiceSpec:
         assert self._definition is not None
         spec = self._definition.service(name)
@@ -364,10 +369,10 @@ class PipelineWorkflow(ReportsProgress):
         assert self._definition is not None
         return ServiceRef(pipeline=self._definition.name, run_token=self._token, service=spec)
 
-    def _set(self, st: ServiceStatus, state: str, *, keep_since: bool = False) -> None:
+    def _set(self, st: ServiceStatus, state: ServiceState, *, keep_since: bool = False) -> None:
         if st.state != state or not keep_since:
             st.since = workflow.now()
-        st.state = state  # type: ignore[assignment]
+        st.state = state
 
     async def _host(self, stub: ActivityStub[A, R], arg: A, timeout: timedelta) -> R:
         """An activity on the queue of the host the pipeline is pinned to."""
@@ -388,7 +393,7 @@ class LogsPipelineWorkflow(PipelineWorkflow):
     pipeline routes and continue-as-new send."""
 
     @workflow.run
-    async def run(self, raw: Any = None) -> PipelineResult:  # type: ignore[override]
+    async def run(self, raw: Any = None) -> PipelineResult:
         if raw is None or isinstance(raw, str):
             definition = await DEFINITION.execute(
                 raw or "logs",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from shopfloor.kinds.simulation import presentation
 from shopfloor.kinds.simulation.models import (
@@ -35,7 +35,7 @@ def _input_from_file(path: Path, options: dict[str, Any]) -> SimulationRequest:
     if suffix == ".py":
         scene: SceneSource | SceneGeometry = SceneSource(source=path.read_text())
     elif suffix in (".stl", ".step", ".stp"):
-        fmt = "stl" if suffix == ".stl" else "step"
+        fmt: Literal["stl", "step"] = "stl" if suffix == ".stl" else "step"
         fixed = bool(options.pop("fixed", False))
         part = GeometryPart(
             label=path.stem,

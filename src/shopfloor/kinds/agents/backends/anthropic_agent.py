@@ -14,7 +14,7 @@ the worker's settings, never from job input.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shopfloor.egress import EgressPolicy, EgressRefused
 from shopfloor.kinds.agents.backends.prompt import SYSTEM, user_prompt
@@ -32,6 +32,7 @@ from shopfloor.settings import Settings
 
 if TYPE_CHECKING:
     import anthropic
+    from anthropic.types import MessageParam
 
 _TOO_LONG = ("prompt is too long", "context window", "too many tokens", "context_length")
 
@@ -77,7 +78,7 @@ class AnthropicAgent:
         import anthropic
 
         config = AnthropicAgentConfig.model_validate(request.agent_config)
-        messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(request)}]
+        messages: list[MessageParam] = [{"role": "user", "content": user_prompt(request)}]
         if request.partial:
             # Prefill: the model goes on from where its cut-off reply stopped.
             messages.append({"role": "assistant", "content": request.partial})
@@ -86,7 +87,7 @@ class AnthropicAgent:
                 model=config.model or self.settings.of(AgentSettings).anthropic_model,
                 max_tokens=config.max_tokens,
                 system=config.system or SYSTEM,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
             )
         except anthropic.RateLimitError as err:
             return AgentReply(
