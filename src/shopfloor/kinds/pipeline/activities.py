@@ -192,7 +192,7 @@ class PipelineActivities:
                 probe = await runtime.probe(ref)
                 if probe.healthy:
                     return probe
-                if not probe.alive:
+                if not probe.alive or probe.stranger:  # another's port: waiting won't help
                     return await self._with_tail(runtime, ref, probe)
                 waited = time.monotonic() - started
                 if waited >= timeout:

@@ -18,6 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep
+from shopfloor.kinds.pipeline import orphans
 from shopfloor.kinds.pipeline.definition import (
     DefinitionError,
     known_definitions,
@@ -194,16 +195,27 @@ async def start_pipeline(
 async def stop_pipeline(
     name: str,
     client: ClientDep,
+    settings: SettingsDep,
     wait: Annotated[
         float, Query(ge=0, le=MAX_WAIT_S, description="seconds to wait until all are stopped")
     ] = 0,
 ) -> PipelineView:
-    """Stop every service in reverse order. With `wait`, answers once all are stopped."""
+    """Stop every service in reverse order. With `wait`, answers once all are stopped. A
+    pipeline whose last run was terminated (or timed out) left its services running: a run
+    that starts stopped finds them by the pipeline's marker and stops them."""
     current = await view(client, name)
     if current.phase == "not started":
         raise HTTPException(404, f"pipeline {name!r} was never started")
     if current.phase in ("stopped", "failed"):
-        return current
+        if not await orphans.ended_without_stopping(client, job_id_of(name)):
+            return current
+        known, _ = known_definitions(settings)
+        await orphans.stop_what_it_left(
+            client, job_id_of(name), known[name][1] if name in known else None
+        )
+        if wait:
+            return await _wait(client, name, {"stopped", "failed"}, wait)
+        return current.model_copy(update={"phase": "stopping", "error": None})
     await client.get_workflow_handle(job_id_of(name)).signal("stop", rpc_timeout=RPC_TIMEOUT)
     if wait:
         return await _wait(client, name, {"stopped", "failed"}, wait)

@@ -191,6 +191,7 @@ class PipelineWorkflow(ReportsProgress):
             )
             started = True
             st.pid, st.container_id = handle.pid, handle.container_id
+            st.leftovers_stopped += handle.leftovers
             probe: Probe = await self._host(
                 "pipeline_wait_healthy",
                 self._ref(spec),
@@ -354,6 +355,7 @@ class PipelineWorkflow(ReportsProgress):
                     )
                 )
                 st.pid = None
+                st.leftovers_stopped += report.leftovers
                 if st.state == "stopping":
                     self._set(st, "stopped")
         self._phase = final_phase
