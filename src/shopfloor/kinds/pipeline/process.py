@@ -322,7 +322,7 @@ class ProcessRuntime:
     # -- the runtime interface ----------------------------------------------------------------
 
     async def start(self, ref: ServiceRef) -> ServiceHandle:
-        stale = await self._stale_runs(ref)
+        stale, _ = await self._stale_runs(ref, starting=True)
         return await asyncio.to_thread(self._start, ref, stale)
 
     async def probe(self, ref: ServiceRef) -> Probe:
@@ -363,8 +363,8 @@ class ProcessRuntime:
         )
 
     async def stop(self, ref: ServiceRef) -> StopReport:
-        stale = await self._stale_runs(ref)
-        return await asyncio.to_thread(self._stop, ref, stale)
+        stale, shared = await self._stale_runs(ref, starting=False)
+        return await asyncio.to_thread(self._stop, ref, stale, shared)
 
     async def log_tail(self, ref: ServiceRef) -> str:
         return self._tail(ref)
@@ -466,22 +466,26 @@ class ProcessRuntime:
             pass
         return runs
 
-    async def _stale_runs(self, ref: ServiceRef) -> dict[str, str]:
+    async def _stale_runs(self, ref: ServiceRef, *, starting: bool) -> tuple[dict[str, str], bool]:
         """The earlier runs whose leftovers this start or stop may stop: any whose job is not
         running. One whose job still runs (the same pipeline under another job id) is no
-        leftover: refused, naming it."""
+        leftover: a start is refused, naming it; a stop leaves it alone, and says so with the
+        second value (that run shares the service's pidfile and home: not the stop's to clear)."""
         runs = await asyncio.to_thread(self._earlier_runs, ref)
         if not runs or not activity.in_activity():
-            return runs
+            return runs, False
         mine = activity.info().workflow_id
+        stale = {}
         for token, job in runs.items():
             # Our own job id: only one run of a workflow id runs at a time, and it is this one.
-            if job and job != mine and await _job_running(job):
+            if not job or job == mine or not await _job_running(job):
+                stale[token] = job
+            elif starting:
                 raise invalid_input(
                     f"pipeline {ref.pipeline!r} is already running on this host as job {job!r} "
                     f"(its {ref.service.name} is run {token}): stop that job first"
                 )
-        return runs
+        return stale, len(stale) < len(runs)
 
     def _stop_earlier(self, ref: ServiceRef, runs: dict[str, str]) -> list[str]:
         """Stops what the earlier `runs` left of this service: SIGTERM to each of its process
@@ -653,7 +657,7 @@ class ProcessRuntime:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def _stop(self, ref: ServiceRef, stale: dict[str, str]) -> StopReport:
+    def _stop(self, ref: ServiceRef, stale: dict[str, str], shared: bool = False) -> StopReport:
         leftovers = self._stop_earlier(ref, stale)
         pid = self.find(ref)
         if pid is not None:
@@ -665,9 +669,10 @@ class ProcessRuntime:
                 time.sleep(0.05)
             _signal_group(pid, signal.SIGKILL)
         self._kill_leftovers(ref)
-        self._pidfile(ref).unlink(missing_ok=True)
-        if not ref.service.cwd:
-            shutil.rmtree(self._home(ref), ignore_errors=True)
+        if not shared:
+            self._pidfile(ref).unlink(missing_ok=True)
+            if not ref.service.cwd:
+                shutil.rmtree(self._home(ref), ignore_errors=True)
         child = self._children.pop(self._marker(ref), None)
         if child is not None:
             child.wait()
