@@ -5,9 +5,9 @@ workers come and go), writes stdout/stderr to `<run dir>/<pipeline>/<service>.lo
 identified by a marker in its environment plus a pidfile holding its pid and /proc start time.
 So a start retried after a worker crash finds the running service instead of starting a second.
 
-The marker names the pipeline, the service, the run (its token) and the stack (its runtime
-directory: two stacks' pipelines of one name are not each other's), and the service's
-environment also names the job that started it. A pipeline owns what carries its marker, not
+The marker names the pipeline, the service, the run (its token), the stack (its runtime
+directory: two stacks' pipelines of one name are not each other's) and the job (workflow id)
+that started it. A pipeline owns what carries its marker, not
 whatever answers a port:
 
 - a start first stops what earlier runs of the same pipeline left running (a run that was
@@ -74,8 +74,8 @@ from shopfloor.settings import Settings
 
 log = logging.getLogger("shopfloor.pipeline")
 
-MARKER = "SHOPFLOOR_PIPELINE_SERVICE"  # <pipeline>/<service>/<run token>/<stack>
-JOB = "SHOPFLOOR_PIPELINE_JOB"  # the workflow id of the run that started the service
+# <pipeline>/<service>/<run token>/<stack>/<job>: the job is the workflow id that started it.
+MARKER = "SHOPFLOOR_PIPELINE_SERVICE"
 # The launcher runs with -I -S (no package import): it loads the sandbox's levers from here.
 CONTAIN_MODULE = str(Path(_contain.__file__).resolve())
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids/shopfloor-pipelines")
@@ -91,8 +91,8 @@ def stack_of(run_dir: Path) -> str:
     return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
 
 
-def marker_of(ref: ServiceRef, stack: str) -> str:
-    return f"{ref.pipeline}/{ref.service.name}/{ref.run_token}/{stack}"
+def marker_of(ref: ServiceRef, stack: str, job: str) -> str:
+    return f"{ref.pipeline}/{ref.service.name}/{ref.run_token}/{stack}/{job}"
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,7 @@ class ProcessRuntime:
         # and only if the service's own process lived through it.
         stranger = await asyncio.to_thread(self.stranger, ref, endpoint)
         if stranger:
-            error = stranger
+            error = f"{error}; {stranger}" if error else stranger
         elif started is None or not _still(started):
             return Probe(
                 alive=False,
@@ -385,7 +385,7 @@ class ProcessRuntime:
         # No pidfile (the worker died between spawning and writing it), or a stale one: the
         # marker tells. The service leads its own session and its parent is not marked (its
         # forks inherit the marker).
-        procs = _procfs.marked(MARKER, self._marker(ref))
+        procs = self._procs(ref)
         pids = {p.pid for p in procs}
         main = [p for p in procs if p.sid == p.pid and p.ppid not in pids]
         if not main:
@@ -395,24 +395,28 @@ class ProcessRuntime:
         return oldest.pid
 
     def _marker(self, ref: ServiceRef) -> str:
-        return marker_of(ref, self.stack)
+        return marker_of(ref, self.stack, _job_id())
 
     def _instances(self, ref: ServiceRef) -> list[Instance]:
         """Live processes of this stack's service `ref.service`, of any run of the pipeline."""
         found = []
         for proc, env in _procfs.carrying(MARKER):
-            parts = env[MARKER].split("/")
-            if len(parts) != 4:
+            parts = env[MARKER].split("/", 4)
+            if len(parts) != 5:
                 continue
-            pipeline, service, token, stack = parts
+            pipeline, service, token, stack, job = parts
             if (pipeline, service, stack) == (ref.pipeline, ref.service.name, self.stack):
-                found.append(Instance(proc=proc, token=token, job=env.get(JOB, "")))
+                found.append(Instance(proc=proc, token=token, job=job))
         return found
+
+    def _procs(self, ref: ServiceRef) -> list[_procfs.ProcStat]:
+        """Live processes carrying this run's marker of the service."""
+        return [i.proc for i in self._instances(ref) if i.token == ref.run_token]
 
     def own_pids(self, ref: ServiceRef) -> set[int]:
         """Every live process of this run's instance of the service: its marked processes and
         whatever is in its cgroups (even a fork that left its session or scrubbed its env)."""
-        pids = {p.pid for p in _procfs.marked(MARKER, self._marker(ref))}
+        pids = {p.pid for p in self._procs(ref)}
         for cgroup in self._cgroups(ref):
             pids |= _cgroup_pids(cgroup)
         return pids
@@ -494,7 +498,7 @@ class ProcessRuntime:
         stopped: list[str] = []
         for token, job in runs.items():
             other = ref.model_copy(update={"run_token": token})
-            procs = _procfs.marked(MARKER, self._marker(other))
+            procs = self._procs(other)
             pids = {p.pid for p in procs}
             main = [p for p in procs if p.sid == p.pid and p.ppid not in pids]
             for p in main:
@@ -526,7 +530,7 @@ class ProcessRuntime:
             child.poll()
 
     def _how_it_ended(self, ref: ServiceRef) -> str:
-        child = self._children.get(self._marker(ref))
+        child = self._children.get(_key(ref))
         code = child.poll() if child else None
         if code is None:
             return "not running"
@@ -563,7 +567,6 @@ class ProcessRuntime:
                     "HOME": cwd,
                     **spec.env,
                     MARKER: self._marker(ref),
-                    JOB: _job_id(),
                 },
                 "contain": CONTAIN_MODULE,
             }
@@ -631,7 +634,6 @@ class ProcessRuntime:
                 env={
                     **BASE_ENV,
                     MARKER: self._marker(ref),
-                    JOB: _job_id(),
                     "SHOPFLOOR_LAUNCH": json.dumps(options),
                 },
                 stdin=subprocess.DEVNULL,
@@ -642,7 +644,7 @@ class ProcessRuntime:
                 # anything it forked) lives.
                 pass_fds=(lease.fd,) if lease else (),
             )
-        self._children[self._marker(ref)] = child
+        self._children[_key(ref)] = child
         started = _procfs.stat(child.pid)
         self._write_pidfile(ref, child.pid, started.starttime if started else 0)
         return ServiceHandle(pid=child.pid)
@@ -673,7 +675,7 @@ class ProcessRuntime:
             self._pidfile(ref).unlink(missing_ok=True)
             if not ref.service.cwd:
                 shutil.rmtree(self._home(ref), ignore_errors=True)
-        child = self._children.pop(self._marker(ref), None)
+        child = self._children.pop(_key(ref), None)
         if child is not None:
             child.wait()
         return StopReport(was_running=pid is not None or bool(leftovers), leftovers=leftovers)
@@ -683,7 +685,7 @@ class ProcessRuntime:
         left its session or changed their environment) and anything carrying its marker."""
         cgroups = self._cgroups(ref)
         for _ in range(100):
-            pids = {p.pid for p in _procfs.marked(MARKER, self._marker(ref))}
+            pids = {p.pid for p in self._procs(ref)}
             for cgroup in cgroups:
                 pids |= _cgroup_pids(cgroup)
             if not pids:
@@ -714,6 +716,10 @@ class ProcessRuntime:
             return ""
         text = data.decode(errors="replace")
         return text.split("\n", 1)[-1] if size > LOG_TAIL_BYTES else text
+
+
+def _key(ref: ServiceRef) -> str:
+    return f"{ref.pipeline}/{ref.service.name}/{ref.run_token}"
 
 
 def _job_id() -> str:
