@@ -40,7 +40,7 @@ from shopfloor.kinds.pipeline.models import (
     StopReport,
     start_timeout_s,
 )
-from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox
+from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox, stack_of
 from shopfloor.kinds.pipeline.runtime import Runtime
 from shopfloor.registry import ActivitiesIterator, KindWork, QueueWork, WorkerContext
 from shopfloor.settings import Settings
@@ -118,6 +118,7 @@ class PipelineActivities:
             address=address,
             host_network=settings.pipeline_docker_host_network,
             volume_roots=settings.pipeline_docker_volume_roots,
+            stack=stack_of(settings.pipeline_runtime_dir),
         )
 
     @property

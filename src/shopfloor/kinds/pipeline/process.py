@@ -51,10 +51,6 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
-
 from shopfloor.jobs import invalid_input
 from shopfloor.kinds.pipeline import _procfs
 from shopfloor.kinds.pipeline.health import CommandChecks, check_health
@@ -65,7 +61,7 @@ from shopfloor.kinds.pipeline.models import (
     ServiceRef,
     StopReport,
 )
-from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES
+from shopfloor.kinds.pipeline.runtime import LOG_TAIL_BYTES, current_job, job_running
 from shopfloor.processes import listening_pid, open_files
 from shopfloor.sandbox import _contain
 from shopfloor.sandbox._contain import interpreter_trees
@@ -395,7 +391,7 @@ class ProcessRuntime:
         return oldest.pid
 
     def _marker(self, ref: ServiceRef) -> str:
-        return marker_of(ref, self.stack, _job_id())
+        return marker_of(ref, self.stack, current_job())
 
     def _instances(self, ref: ServiceRef) -> list[Instance]:
         """Live processes of this stack's service `ref.service`, of any run of the pipeline."""
@@ -476,13 +472,13 @@ class ProcessRuntime:
         leftover: a start is refused, naming it; a stop leaves it alone, and says so with the
         second value (that run shares the service's pidfile and home: not the stop's to clear)."""
         runs = await asyncio.to_thread(self._earlier_runs, ref)
-        if not runs or not activity.in_activity():
+        mine = current_job()
+        if not runs or not mine:
             return runs, False
-        mine = activity.info().workflow_id
         stale = {}
         for token, job in runs.items():
             # Our own job id: only one run of a workflow id runs at a time, and it is this one.
-            if not job or job == mine or not await _job_running(job):
+            if not job or job == mine or not await job_running(job):
                 stale[token] = job
             elif starting:
                 raise invalid_input(
@@ -653,7 +649,7 @@ class ProcessRuntime:
         path = self._pidfile(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".pid.tmp")
-        record = {"pid": pid, "starttime": starttime, "token": ref.run_token, "job": _job_id()}
+        record = {"pid": pid, "starttime": starttime, "token": ref.run_token, "job": current_job()}
         tmp.write_text(json.dumps(record))
         tmp.replace(path)
 
@@ -720,21 +716,6 @@ class ProcessRuntime:
 
 def _key(ref: ServiceRef) -> str:
     return f"{ref.pipeline}/{ref.service.name}/{ref.run_token}"
-
-
-def _job_id() -> str:
-    return activity.info().workflow_id if activity.in_activity() else ""
-
-
-async def _job_running(job: str) -> bool:
-    """Whether the workflow `job` (of this worker's namespace) is running."""
-    try:
-        desc = await activity.client().get_workflow_handle(job).describe()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return desc.status == WorkflowExecutionStatus.RUNNING
 
 
 def _still(proc: _procfs.ProcStat) -> bool:
