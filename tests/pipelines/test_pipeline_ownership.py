@@ -231,7 +231,9 @@ def test_seed_004_start_terminate_start_again_owns_one_process_per_service(
     assert first["phase"] == "running", first
     old = _pids(first)
     _terminate(dev_server, f"pipeline-{SEED}")
-    assert _view(stack, SEED)["phase"] == "failed"
+    terminated = _view(stack, SEED)
+    assert terminated["phase"] == "failed", terminated
+    assert f"`shopfloor pipeline stop {SEED}` stops them" in terminated["error"], terminated
     # The seed's premise: a terminated workflow runs no more code, its services keep running.
     assert all(alive(pid) for pid in old.values())
 

@@ -109,6 +109,8 @@ async def view(client: Client, name: str) -> PipelineView:
         error = status.lower()
     except WorkflowFailureError as err:
         error = _failure_text(err)
+    if desc.status in orphans.LEFT_RUNNING:  # it ran no more code: nothing stopped its services
+        error += f"; its services may still run: `shopfloor pipeline stop {name}` stops them"
     return base.model_copy(update={"phase": "failed", "error": error})
 
 
