@@ -32,7 +32,7 @@ from shopfloor.registry import kinds
 from shopfloor.settings import Settings
 from shopfloor.worker import build_workers, kind_resources
 from tests.pipelines.conftest import pipeline_settings
-from tests.pipelines.support import alive, marked, past_starting, service
+from tests.pipelines.support import alive, kill_marked, marked, past_starting, service
 
 
 @pytest.fixture
@@ -114,10 +114,13 @@ async def test_two_stacks_with_a_pipeline_of_the_same_name_share_neither_uids_no
         uids = [_procfs.uid_of(pid) for pid in [*pa.values(), *_pids(sb).values()]]
         assert len(set(uids)) == 4 and all(u in pool for u in uids), uids
     finally:
-        for handle in (ha, hb):
-            await handle.signal("stop")
-            await handle.result()
-    assert marked(da, "one") == [] and marked(da, "two") == []
+        try:
+            for handle in (ha, hb):
+                await handle.signal("stop")
+                await handle.result()
+            assert marked(da, "one") == [] and marked(da, "two") == []
+        finally:
+            kill_marked(name)  # whatever a failed test left
 
 
 async def test_the_same_pipeline_running_under_another_job_is_not_a_leftover(
@@ -139,6 +142,9 @@ async def test_the_same_pipeline_running_under_another_job_is_not_a_leftover(
         assert _pids(st) == pids and all(alive(pid) for pid in pids.values())
         assert all(x.state == "healthy" and x.restarts == 0 for x in st.services), st
     finally:
-        await first.signal("stop")
-        await first.result()
-    assert marked(d, "one") == [] and marked(d, "two") == []
+        try:
+            await first.signal("stop")
+            await first.result()
+            assert marked(d, "one") == [] and marked(d, "two") == []
+        finally:
+            kill_marked(d.name)  # whatever a failed test left

@@ -31,11 +31,12 @@ import yaml
 from shopfloor.devserver import DevServer, temporal_binary
 from shopfloor.kinds.pipeline.definition import validate_definition
 from tests.helpers import Stack, free_port, wait_until
-from tests.pipelines.support import alive, service
+from tests.pipelines.support import alive, kill_marked, service
 
 SEED = f"seed{uuid.uuid4().hex[:6]}"
 INNOCENT = f"innocent{uuid.uuid4().hex[:6]}"
 ORDER = ["otel", "loki", "grafana"]  # seed 004's logs pipeline, as svc.py services
+STARTED: set[str] = set()  # every pipeline the tests started: stopped (and swept) at the end
 
 
 def _chain(name: str, *, supervise_every_s: float = 0.5) -> dict[str, Any]:
@@ -79,11 +80,13 @@ def stack(
     try:
         yield s
     finally:
-        for name in known:
-            s.http.post(f"/pipelines/{name}/stop", params={"wait": 60})
-        s.stop()
-        for name in known:
-            _kill_all(s, name)
+        try:
+            for name in sorted(STARTED | set(known)):
+                s.http.post(f"/pipelines/{name}/stop", params={"wait": 60})
+        finally:
+            s.stop()
+            for name in sorted(STARTED | set(known)):
+                kill_marked(name)  # whatever a failed test left
 
 
 @pytest.fixture
@@ -176,16 +179,8 @@ def _leaders(stack: Stack, pipeline: str, name: str) -> list[_Leader]:
     return [_Leader(p[0], p[3]) for p in procs if p[1] == p[0] and p[2] not in pids]
 
 
-def _kill_all(stack: Stack, pipeline: str) -> None:
-    for name in ORDER + ["svc"]:
-        for pid, *_ in _marked(stack, pipeline, name):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-
 def _definition_file(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    STARTED.add(raw["name"])
     path = tmp_path / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
