@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from shopfloor.kinds.pipeline.models import (
     PipelineResult,
     PipelineStatus,
 )
-from shopfloor.kinds.pipeline.process import MARKER
+from shopfloor.kinds.pipeline.process import CGROUP_ROOT, MARKER, MEMORY_CGROUP_ROOT
 from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.settings import Settings
 from tests.helpers import free_port
@@ -127,3 +129,38 @@ def marked(d: PipelineDefinition, name: str) -> list[_procfs.ProcStat]:
 def alive(pid: int) -> bool:
     st = _procfs.stat(pid)
     return st is not None and not st.exited
+
+
+def kill_marked(pipeline: str) -> None:
+    """After a failed test: SIGKILL whatever of `pipeline` is left (any run, any service) and
+    remove its cgroups, so that no test leaves a process behind."""
+    prefix = f"{MARKER}={pipeline}/".encode()
+    for _ in range(50):
+        left = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(e.startswith(prefix) for e in env):
+                st = _procfs.stat(int(entry))
+                if st is not None and not st.exited:
+                    left.append(int(entry))
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    for root in (CGROUP_ROOT, MEMORY_CGROUP_ROOT):
+        for run in root.glob(f"{pipeline}.*") if root.exists() else []:
+            for cgroup in [*run.iterdir(), run]:
+                if cgroup.is_dir():
+                    try:
+                        cgroup.rmdir()
+                    except OSError:
+                        pass

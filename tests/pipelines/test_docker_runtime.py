@@ -28,6 +28,8 @@ from shopfloor.kinds.pipeline.docker_runtime import (
     engine_address,
 )
 from shopfloor.kinds.pipeline.models import ServiceRef, ServiceSpec
+from shopfloor.kinds.pipeline.process import stack_of
+from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.registry import kinds
 from shopfloor.worker import build_workers, kind_resources
 from tests.pipelines.conftest import pipeline_settings
@@ -76,6 +78,8 @@ async def test_start_is_idempotent_across_a_crash(
     newer = await runtime(engine).start(ref("db", token="run2"))
     assert newer.container_id != handle.container_id and len(engine.containers) == 1
     assert engine.containers[newer.container_id].labels[LABEL_RUN] == "run2"
+    [said] = newer.leftovers  # and the start says so
+    assert f"db container {handle.container_id[:12]} of an earlier run (run1)" == said
 
     assert (await first.stop(ref("db", token="run2"))).was_running
     assert engine.containers == {}
@@ -116,7 +120,11 @@ async def test_docker_pipeline_through_the_workflow(
         st = await past_starting(handle)
         assert st.phase == "running", st
         assert all(s.state == "healthy" and s.container_id for s in st.services)
-        assert engine.named("start") == [f"shopfloor-{d.name}-{n}" for n in d.start_order()]
+        # Named for the stack too: another stack's pipeline of this name is not this one.
+        suffix = stack_of(settings.of(PipelineSettings).runtime_dir(settings.data_dir))[:8]
+        assert engine.named("start") == [
+            f"shopfloor-{d.name}-{n}-{suffix}" for n in d.start_order()
+        ]
         for s in st.services:
             labels = engine.containers[s.container_id].labels
             assert labels[LABEL_PIPELINE] == d.name and labels[LABEL_SERVICE] == s.name
@@ -127,7 +135,7 @@ async def test_docker_pipeline_through_the_workflow(
         }
         await handle.signal("stop")
         result = await handle.result()
-    expected = [f"shopfloor-{d.name}-{n}" for n in reversed(d.start_order())]
+    expected = [f"shopfloor-{d.name}-{n}-{suffix}" for n in reversed(d.start_order())]
     assert engine.named("stop") == expected and engine.named("remove") == expected
     assert [s.name for s in result.stopped] == list(reversed(d.start_order()))
     assert engine.containers == {}

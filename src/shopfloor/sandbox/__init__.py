@@ -7,7 +7,7 @@ cold zygote) and, for jobs that import heavy libraries, a fork of the warm, pre-
 view of the file system) is found out per host: `shopfloor.sandbox.host`.
 """
 
-from shopfloor.sandbox._cgroup import kill_cgroup
+from shopfloor.sandbox._cgroup import cgroup_pids, kill_cgroup
 from shopfloor.sandbox._cgroup import release_pool as release_cgroup_pool
 from shopfloor.sandbox._identity import UidLease, UidPool, WorkRoot, give_to, remove_run_dir
 from shopfloor.sandbox._launch import Call, Exec, Script
@@ -51,6 +51,7 @@ __all__ = [
     "WorkRoot",
     "disk_usage",
     "give_to",
+    "cgroup_pids",
     "kill_cgroup",
     "limit_address_space",
     "netns_usable",

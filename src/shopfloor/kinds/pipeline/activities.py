@@ -42,7 +42,7 @@ from shopfloor.kinds.pipeline.models import (
     StopReport,
     start_timeout_s,
 )
-from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox
+from shopfloor.kinds.pipeline.process import ProcessRuntime, service_sandbox, stack_of
 from shopfloor.kinds.pipeline.runtime import Runtime
 from shopfloor.kinds.pipeline.settings import PipelineSettings
 from shopfloor.kinds.pipeline.stubs import (
@@ -113,6 +113,7 @@ class PipelineActivities:
             address=address,
             host_network=own.docker_host_network,
             volume_roots=own.docker_volume_roots,
+            stack=stack_of(own.runtime_dir(settings.data_dir)),
         )
 
     @property
@@ -187,7 +188,7 @@ class PipelineActivities:
                 probe = await runtime.probe(ref)
                 if probe.healthy:
                     return probe
-                if not probe.alive:
+                if not probe.alive or probe.stranger:  # another's port: waiting won't help
                     return await self._with_tail(runtime, ref, probe)
                 waited = time.monotonic() - started
                 if waited >= timeout:

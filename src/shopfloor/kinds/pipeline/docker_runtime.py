@@ -1,8 +1,12 @@
 """The `docker` runtime: services as containers, through the `docker` SDK.
 
-Containers carry labels (pipeline, service, run token) and a fixed name per pipeline and
-service, so a start retried after a crash finds the container it created (running or not)
-instead of creating a second; a container of an earlier run of the pipeline is replaced. The
+Containers carry labels (pipeline, service, run token, and the stack and job that made them)
+and a fixed name per pipeline and service (and stack), so a start retried after a crash finds
+the container it created (running or not) instead of creating a second; a container of an
+earlier run of the pipeline (a terminated run's) is replaced, and the start says so
+(`ServiceHandle.leftovers`). Another stack's containers of a pipeline of the same name are not
+this one's; a run of the pipeline whose job is still running is no earlier run (a start is
+refused, naming it). The
 SDK blocks (it is `requests` underneath): every call goes through `asyncio.to_thread`, never
 on the worker's event loop.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,12 +30,18 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 
+from shopfloor.jobs import invalid_input
 from shopfloor.kinds.pipeline.health import CommandChecks, check_health
 from shopfloor.kinds.pipeline.models import Probe, ServiceHandle, ServiceRef, StopReport
+from shopfloor.kinds.pipeline.runtime import current_job, job_running
+
+log = logging.getLogger("shopfloor.pipeline")
 
 LABEL_PIPELINE = "shopfloor.pipeline"
 LABEL_SERVICE = "shopfloor.service"
 LABEL_RUN = "shopfloor.run"
+LABEL_STACK = "shopfloor.stack"  # set by workers (their runtime directory's digest)
+LABEL_JOB = "shopfloor.job"  # the workflow id of the run that made the container
 LOG_TAIL_LINES = 50
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -106,16 +117,22 @@ def _reason(err: BaseException) -> str:
     return str(err)
 
 
-def container_name(ref: ServiceRef) -> str:
-    return f"shopfloor-{ref.pipeline}-{ref.service.name}"
+def container_name(ref: ServiceRef, stack: str = "") -> str:
+    base = f"shopfloor-{ref.pipeline}-{ref.service.name}"
+    return f"{base}-{stack[:8]}" if stack else base
 
 
-def labels_of(ref: ServiceRef) -> dict[str, str]:
-    return {
+def labels_of(ref: ServiceRef, stack: str = "", job: str = "") -> dict[str, str]:
+    labels = {
         LABEL_PIPELINE: ref.pipeline,
         LABEL_SERVICE: ref.service.name,
         LABEL_RUN: ref.run_token,
     }
+    if stack:
+        labels[LABEL_STACK] = stack
+    if job:
+        labels[LABEL_JOB] = job
+    return labels
 
 
 def _split_image(image: str) -> tuple[str, str]:
@@ -142,6 +159,13 @@ def _stream_error(output: object) -> str | None:
     return found
 
 
+def _described(ref: ServiceRef, found: dict[str, Any]) -> str:
+    labels = found.get("Labels") or {}
+    job = labels.get(LABEL_JOB)
+    run = labels.get(LABEL_RUN, "?") + (f", job {job}" if job else "")
+    return f"{ref.service.name} container {found['Id'][:12]} of an earlier run ({run})"
+
+
 def _port_key(key: str) -> tuple[int, str]:
     port, _, proto = key.partition("/")
     return int(port), proto or "tcp"
@@ -156,9 +180,12 @@ class DockerRuntime:
         address: EngineAddress | str = "the configured address",
         host_network: bool = False,
         volume_roots: Sequence[Path] = (),
+        stack: str = "",
     ) -> None:
         # Connecting is lazy: a worker whose pipelines use no containers needs no engine.
         self._connect = connect
+        # Which stack's containers are this runtime's ("": any, as before stacks were told apart).
+        self.stack = stack
         self.checks = checks  # health-check commands run on this host, contained
         self.address = address
         # What a definition may ask of the engine beyond a container of its own (settings
@@ -197,7 +224,29 @@ class DockerRuntime:
         """Every container of this pipeline's service, of any run, running or not."""
         api = await self._api()
         wanted = [f"{LABEL_PIPELINE}={ref.pipeline}", f"{LABEL_SERVICE}={ref.service.name}"]
+        if self.stack:
+            wanted.append(f"{LABEL_STACK}={self.stack}")
         return await self._call(api.containers, all=True, filters={"label": wanted})
+
+    async def _earlier(self, ref: ServiceRef, found: dict[str, Any], *, starting: bool) -> bool:
+        """Whether `found` (another run's container of this service) is a leftover to remove:
+        yes unless the job that made it still runs (then a start is refused, naming it)."""
+        labels = found.get("Labels") or {}
+        job = labels.get(LABEL_JOB, "")
+        if not job or job == current_job() or not await job_running(job):
+            return True
+        if starting:
+            raise invalid_input(
+                f"pipeline {ref.pipeline!r} is already running on this engine as job {job!r} "
+                f"(its {ref.service.name} is container {found['Id'][:12]}): stop that job first"
+            )
+        return False
+
+    def _said(self, ref: ServiceRef, removed: list[str]) -> list[str]:
+        if removed:
+            what = "; ".join(removed)
+            log.warning("removed what earlier runs of pipeline %r left: %s", ref.pipeline, what)
+        return removed
 
     async def _mine(self, ref: ServiceRef) -> dict[str, Any] | None:
         for found in await self._containers(ref):
@@ -211,17 +260,24 @@ class DockerRuntime:
         api = await self._api()
         adopted = False
         container_id = None
+        removed = []
         for found in await self._containers(ref):
-            if (found.get("Labels") or {}).get(LABEL_RUN) == ref.run_token:
+            labels = found.get("Labels") or {}
+            if labels.get(LABEL_RUN) == ref.run_token:
                 container_id, adopted = found["Id"], True
-            else:  # left by an earlier run of this pipeline: it holds the name
+            elif await self._earlier(ref, found, starting=True):
+                # Left by an earlier run of this pipeline (terminated, crashed): it holds the
+                # name, and maybe the ports.
                 await self._call(api.remove_container, found["Id"], force=True)
+                removed.append(_described(ref, found))
         if container_id is None:
             container_id = await self._create(api, ref)
         state = (await self._call(api.inspect_container, container_id))["State"]
         if not state.get("Running"):
             await self._call(api.start, container_id)
-        return ServiceHandle(container_id=container_id, adopted=adopted)
+        return ServiceHandle(
+            container_id=container_id, adopted=adopted, leftovers=self._said(ref, removed)
+        )
 
     def refusal(self, ref: ServiceRef) -> str | None:
         """Why this worker will not create the service's container (None: it will)."""
@@ -259,9 +315,9 @@ class DockerRuntime:
                 api.create_container,
                 spec.image,
                 command=spec.command,
-                name=container_name(ref),
+                name=container_name(ref, self.stack),
                 environment=spec.env,
-                labels=labels_of(ref),
+                labels=labels_of(ref, self.stack, current_job()),
                 ports=[_port_key(k) for k in spec.ports],
                 host_config=host_config,
             )
@@ -272,11 +328,12 @@ class DockerRuntime:
                 raise
         # Conflict: the name is taken. Ours (a create that raced this one) is adopted;
         # anything else is not ours to remove.
-        existing = await self._call(api.inspect_container, container_name(ref))
+        name = container_name(ref, self.stack)
+        existing = await self._call(api.inspect_container, name)
         labels = existing["Config"].get("Labels") or {}
         if labels.get(LABEL_RUN) != ref.run_token:
             raise RuntimeError(
-                f"container name {container_name(ref)!r} is taken by a container that is not "
+                f"container name {name!r} is taken by a container that is not "
                 f"this pipeline's ({existing['Id'][:12]})"
             )
         existing_id: str = existing["Id"]
@@ -347,16 +404,22 @@ class DockerRuntime:
     async def stop(self, ref: ServiceRef) -> StopReport:
         api = await self._api()
         was_running = False
+        removed = []
         for found in await self._containers(ref):
+            mine = (found.get("Labels") or {}).get(LABEL_RUN) == ref.run_token
+            if not mine and not await self._earlier(ref, found, starting=False):
+                continue  # another job's live run of this pipeline
             info = await self._call(api.inspect_container, found["Id"])
             if info["State"].get("Running"):
                 was_running = True
                 await self._call(api.stop, found["Id"], timeout=int(ref.service.stop_timeout_s))
+                if not mine:
+                    removed.append(_described(ref, found))
             try:
                 await self._call(api.remove_container, found["Id"], force=True)
             except NotFound:
                 pass
-        return StopReport(was_running=was_running)
+        return StopReport(was_running=was_running, leftovers=self._said(ref, removed))
 
     async def log_tail(self, ref: ServiceRef) -> str:
         found = await self._mine(ref)

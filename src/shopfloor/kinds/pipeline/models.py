@@ -242,6 +242,11 @@ class ServiceStatus(BaseModel):
     failed_checks: int = Field(0, description="consecutive failed checks")
     failed_restarts: int = Field(0, description="restarts in a row that did not get healthy")
     next_restart_at: datetime | None = None
+    leftovers_stopped: list[str] = Field(
+        default_factory=list,
+        description="what earlier runs of this pipeline left running (a terminated run, a "
+        "crashed host) that its start or stop found by the pipeline's marker and stopped",
+    )
 
 
 class PipelineStatus(BaseModel):
@@ -303,6 +308,10 @@ class ServiceHandle(BaseModel):
     pid: int | None = None
     container_id: str | None = None
     adopted: bool = Field(False, description="it was already running: nothing was started")
+    leftovers: list[str] = Field(
+        default_factory=list,
+        description="processes of earlier runs of this pipeline stopped before the start",
+    )
 
 
 class Probe(BaseModel):
@@ -312,6 +321,11 @@ class Probe(BaseModel):
     pid: int | None = None
     container_id: str | None = None
     log_tail: str = ""
+    stranger: str | None = Field(
+        None,
+        description="who else answers the service's health-check port (pid and command): "
+        "its check cannot count, and a start fails at once",
+    )
 
 
 class ProbeRequest(_Strict):
@@ -320,3 +334,6 @@ class ProbeRequest(_Strict):
 
 class StopReport(BaseModel):
     was_running: bool
+    leftovers: list[str] = Field(
+        default_factory=list, description="processes of earlier runs of this pipeline stopped"
+    )

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from shopfloor.controller.deps import AUTH, RPC_TIMEOUT, ClientDep, SettingsDep
 from shopfloor.failures import failure_message
+from shopfloor.kinds.pipeline import orphans
 from shopfloor.kinds.pipeline.definition import (
     DefinitionError,
     known_definitions,
@@ -101,6 +102,8 @@ async def view(client: Client, name: str) -> PipelineView:
         error = status.lower()
     except WorkflowFailureError as err:
         error = failure_message(err)
+    if desc.status in orphans.LEFT_RUNNING:  # it ran no more code: nothing stopped its services
+        error += f"; its services may still run: `shopfloor pipeline stop {name}` stops them"
     return base.model_copy(update={"phase": "failed", "error": error})
 
 
@@ -187,16 +190,27 @@ async def start_pipeline(
 async def stop_pipeline(
     name: str,
     client: ClientDep,
+    settings: SettingsDep,
     wait: Annotated[
         float, Query(ge=0, le=MAX_WAIT_S, description="seconds to wait until all are stopped")
     ] = 0,
 ) -> PipelineView:
-    """Stop every service in reverse order. With `wait`, answers once all are stopped."""
+    """Stop every service in reverse order. With `wait`, answers once all are stopped. A
+    pipeline whose last run was terminated (or timed out) left its services running: a run
+    that starts stopped finds them by the pipeline's marker and stops them."""
     current = await view(client, name)
     if current.phase == "not started":
         raise HTTPException(404, f"pipeline {name!r} was never started")
     if current.phase in ("stopped", "failed"):
-        return current
+        if not await orphans.ended_without_stopping(client, job_id_of(name)):
+            return current
+        known, _ = known_definitions(settings)
+        await orphans.stop_what_it_left(
+            client, job_id_of(name), known[name][1] if name in known else None
+        )
+        if wait:
+            return await _wait(client, name, {"stopped", "failed"}, wait)
+        return current.model_copy(update={"phase": "stopping", "error": None})
     await client.get_workflow_handle(job_id_of(name)).signal("stop", rpc_timeout=RPC_TIMEOUT)
     if wait:
         return await _wait(client, name, {"stopped", "failed"}, wait)

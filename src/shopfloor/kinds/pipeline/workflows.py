@@ -190,7 +190,8 @@ class PipelineWorkflow(ReportsProgress):
             handle = await self._host(START_SERVICE, self._ref(spec), timedelta(minutes=15))
             started = True
             st.pid, st.container_id = handle.pid, handle.container_id
-            probe = await self._host(
+            st.leftovers_stopped += handle.leftovers
+            probe: Probe = await self._host(
                 WAIT_HEALTHY,
                 self._ref(spec),
                 timedelta(seconds=start_timeout_s(spec) + 60),
@@ -348,6 +349,7 @@ class PipelineWorkflow(ReportsProgress):
                     )
                 )
                 st.pid = None
+                st.leftovers_stopped += report.leftovers
                 if st.state == "stopping":
                     self._set(st, "stopped")
         self._phase = final_phase
