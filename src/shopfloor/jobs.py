@@ -126,6 +126,8 @@ async def run_job_activity(
         start_to_close=start_to_close,
         heartbeat_timeout=heartbeat_timeout,
     )
+    # The payload converter gives the stub's result type (`stub.result`), which is R.
+    result: R
     if _declared_local_first() and workflow.patched(LOCAL_FIRST_PATCH):
         result = await _local_first(call, restarted)
     else:

@@ -8,9 +8,10 @@ import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
-def stop_process(proc: subprocess.Popen | None, *, timeout_s: float = 15.0) -> None:
+def stop_process(proc: subprocess.Popen[Any] | None, *, timeout_s: float = 15.0) -> None:
     """SIGTERM, then SIGKILL if it has not exited within `timeout_s`; waits for it either way."""
     if proc is None or proc.poll() is not None:
         return
@@ -22,7 +23,7 @@ def stop_process(proc: subprocess.Popen | None, *, timeout_s: float = 15.0) -> N
         proc.wait()
 
 
-def kill_process(proc: subprocess.Popen | None) -> None:
+def kill_process(proc: subprocess.Popen[Any] | None) -> None:
     """SIGKILL, as a crash would (no shutdown code runs), and reap it."""
     if proc is not None and proc.poll() is None:
         proc.kill()
@@ -33,7 +34,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (the OS picks it)."""
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 def listening_sockets() -> dict[int, int]:

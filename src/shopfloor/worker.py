@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from shopfloor.artifacts import store_for
 from shopfloor.idguard import JobIdInterceptor
@@ -48,7 +49,7 @@ class QueuePlan:
 
     kinds: list[JobKind] = field(default_factory=list)  # whose work runs on this queue
     workflows: list[type] = field(default_factory=list)
-    activities: list[Callable] = field(default_factory=list)
+    activities: list[Callable[..., Any]] = field(default_factory=list)
     # A queue beside a kind's own (`QueueWork.beside_own_queue`): the queue it counts in,
     # whose slots times `slots_factor` are its activity slots.
     beside: str | None = None
@@ -145,7 +146,7 @@ def build_workers(
 
 def _interceptors(
     queue: str, plan: QueuePlan, settings: Settings, metrics: JobMetrics | None
-) -> list:
+) -> list[Interceptor]:
     """Job metrics (docs/operations.md), one set per queue, and, when tracing is on, the
     SDK's spans."""
     return [

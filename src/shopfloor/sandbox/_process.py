@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from shopfloor.sandbox._cgroup import MemoryCgroup, PidsCgroup
 from shopfloor.sandbox._limits import MB, Limits, RunIdentity, enter_run
@@ -20,6 +21,8 @@ FIRST_PROGRESS_S = 0.5
 WATCH_EVERY_S = 0.2  # disk use and OOM kills are checked this often while a run is watched
 MAX_FILES = 100_000  # entries a run's work dir may hold (a disk cap that millions of empty
 # files would not hit, and a walk that would not end)
+# Why a run was stopped (a script's result carries it: kinds.scripts.models.KilledReason).
+KilledReason = Literal["timeout", "memory", "cpu", "processes", "file_size", "disk", "cancelled"]
 
 
 @dataclass
@@ -28,9 +31,9 @@ class Progress:
     stdout_bytes: int
     stderr_bytes: int
     last_line: str
-    stage: dict | None = None  # what warm-forked code reports about itself (e.g. sim time)
+    stage: dict[str, Any] | None = None  # what warm-forked code reports (e.g. its sim time)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.stage is None:
             del data["stage"]
@@ -42,7 +45,7 @@ class SandboxOutcome:
     exit_code: int | None  # None when killed by a signal
     signal: str | None  # e.g. "SIGKILL"
     timed_out: bool
-    killed_reason: str | None  # timeout | memory | cpu | processes | file_size | disk | cancelled
+    killed_reason: KilledReason | None
     stdout: str
     stderr: str
     stdout_bytes: int
@@ -144,7 +147,7 @@ class Child:
         self.stdout = OutputTail(tail_bytes)
         self.stderr = OutputTail(tail_bytes)
         self.started = time.monotonic()
-        self.stage: dict | None = None
+        self.stage: dict[str, Any] | None = None  # JSON from the run (zygote._read_stage)
         self.warnings: list[str] = []
         self.disk_found = ""
         if self.cgroup is None and os.getuid() == 0:
@@ -160,7 +163,7 @@ class Child:
     def watched(self) -> bool:
         return self.watch_dir is not None or self.memory is not None
 
-    def over_a_limit(self) -> str | None:
+    def over_a_limit(self) -> Literal["memory", "disk"] | None:
         """`memory` or `disk` when the run went past one (checked while it runs and after)."""
         if self.memory is not None and self.memory.oom_killed():
             return "memory"
@@ -200,7 +203,7 @@ class Child:
             if cgroup is not None:
                 cgroup.release()
 
-    def outcome(self, returncode: int, killed_by_us: str | None) -> SandboxOutcome:
+    def outcome(self, returncode: int, killed_by_us: KilledReason | None) -> SandboxOutcome:
         exit_code = returncode if returncode >= 0 else None
         sig = signal.Signals(-returncode).name if returncode < 0 else None
         reason = killed_by_us or self.over_a_limit() or self._classify(sig)
@@ -217,7 +220,7 @@ class Child:
             warnings=self.warnings,
         )
 
-    def _classify(self, sig: str | None) -> str | None:
+    def _classify(self, sig: str | None) -> KilledReason | None:
         """Why the child died, when it was not us who killed it."""
         if sig == "SIGXCPU":
             return "cpu"
@@ -238,17 +241,18 @@ async def supervise(
     *,
     pgid: int,
     wait: Awaitable[int],
-    readers: Sequence[asyncio.Task],
+    readers: Sequence[asyncio.Task[None]],
     options: LaunchOptions,
 ) -> SandboxOutcome:
     """Waits for the child, reporting progress, enforcing the wall timeout, honouring cancel."""
     on_progress, progress_every = options.on_progress, options.progress_every
     wait_task = asyncio.ensure_future(wait)
     deadline = child.started + child.limits.wall_timeout_s
-    killed_by_us: str | None = None
+    killed_by_us: KilledReason | None = None
     # The first report comes early, so a watcher soon sees the job running; a job shorter than
     # that sends none (a heartbeat is a server round trip, the cost of a whole short script).
-    every = progress_every if on_progress is not None else math.inf
+    # (`LaunchOptions` makes sure `progress_every` is set when `on_progress` is.)
+    every = progress_every if on_progress is not None and progress_every is not None else math.inf
     next_report = time.monotonic() + min(FIRST_PROGRESS_S, every)
     watch = WATCH_EVERY_S if child.watched else math.inf
     try:
@@ -301,8 +305,13 @@ async def _exit_status(proc: asyncio.subprocess.Process) -> int:
     except ProcessLookupError:
         pidfd = None
     if pidfd is not None:
-        exited = loop.create_future()
-        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, on_exit)
         try:
             await exited
         finally:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("shopfloor.sandbox")
 T = TypeVar("T")
@@ -38,7 +38,7 @@ class Adoptions(Generic[T]):
     def __init__(
         self,
         window_s: float,
-        discard: Callable[[T], Awaitable[None]],
+        discard: Callable[[T], Coroutine[Any, Any, None]],  # run as a task of its own
         *,
         max_detached: int = 1000,
         what: str = "run",
@@ -48,7 +48,7 @@ class Adoptions(Generic[T]):
         self._discard = discard
         self.max_detached = max_detached
         self._entries: dict[Hashable, _Entry[T]] = {}
-        self._discarding: set[asyncio.Task] = set()
+        self._discarding: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._entries)

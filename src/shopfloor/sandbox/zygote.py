@@ -68,9 +68,10 @@ class Zygote:
         self.pidns = options.pidns
         # From its ready message: rss, python_vm, python_rss (and mounts_error, if any).
         self.info: dict[str, Any] = {}
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._pending: dict[str, dict[str, asyncio.Future]] = {}
+        # Per request: its child's pid, then its exit status ("pid", "returncode").
+        self._pending: dict[str, dict[str, asyncio.Future[int]]] = {}
         self._ids = itertools.count()
         self._lock = asyncio.Lock()
 
@@ -114,7 +115,7 @@ class Zygote:
             )
             theirs.close()
             loop = asyncio.get_running_loop()
-            ready: asyncio.Future = loop.create_future()
+            ready: asyncio.Future[None] = loop.create_future()
             ours.setblocking(False)
             loop.add_reader(ours.fileno(), self._on_message, ours, ready)
             try:
@@ -140,7 +141,7 @@ class Zygote:
             options["pidns"] = True
         return options
 
-    def _on_message(self, sock: socket.socket, ready: asyncio.Future) -> None:
+    def _on_message(self, sock: socket.socket, ready: asyncio.Future[None]) -> None:
         try:
             data = sock.recv(65536)
         except BlockingIOError:
@@ -163,7 +164,7 @@ class Zygote:
         if not waiters[key].done():
             waiters[key].set_result(message[key])
 
-    def _fail_all(self, sock: socket.socket, ready: asyncio.Future) -> None:
+    def _fail_all(self, sock: socket.socket, ready: asyncio.Future[None]) -> None:
         if not ready.done():
             ready.set_exception(ZygoteDied("zygote exited during start-up"))
         if self._sock is sock:
@@ -179,7 +180,10 @@ class Zygote:
         sock = await self._ensure_running()
         request_id = str(next(self._ids))
         loop = asyncio.get_running_loop()
-        waiters = {"pid": loop.create_future(), "returncode": loop.create_future()}
+        waiters: dict[str, asyncio.Future[int]] = {
+            "pid": loop.create_future(),
+            "returncode": loop.create_future(),
+        }
         self._pending[request_id] = waiters
         limits = options.limits
         memory = self._memory_cgroup_bytes(program, limits) if self.memory_cgroups else None

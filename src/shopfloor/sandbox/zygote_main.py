@@ -38,6 +38,7 @@ import struct
 import subprocess
 import sys
 import traceback
+from typing import NoReturn, TypedDict
 
 from shopfloor.sandbox._contain import CLONE_NEWPID, close_fds_except
 from shopfloor.sandbox._launch import Call, Exec, LaunchRequest, Program, Script
@@ -219,7 +220,7 @@ def _print_user_traceback(err: BaseException, program: Program | None) -> None:
     traceback.print_exception(type(err), err, tb)
 
 
-def _exec(program: Exec, request: LaunchRequest) -> None:
+def _exec(program: Exec, request: LaunchRequest) -> NoReturn:
     """Cold: become a fresh program. The worker never forks itself (a fork of a big, threaded
     worker is slow); this small process does it for it."""
     close_fds_except(set())
@@ -353,10 +354,17 @@ def release_clean_file_pages() -> int:
     return released
 
 
+class _Mapping(TypedDict):
+    range: tuple[int, int]  # start, end
+    Rss: int  # resident bytes
+    private: int  # kB dirty, anonymous or swapped
+
+
 def _clean_file_mappings() -> list[tuple[int, int, int]]:
     """(start, end, resident bytes) of this process's read-only file mappings with nothing
     private in them, from /proc/self/smaps."""
-    found, current = [], None
+    found: list[tuple[int, int, int]] = []
+    current: _Mapping | None = None
     with open("/proc/self/smaps") as smaps:
         for line in smaps:
             fields = line.split()

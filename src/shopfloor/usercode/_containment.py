@@ -21,6 +21,7 @@ from shopfloor.sandbox import (
     ZygoteOptions,
     netns_usable,
 )
+from shopfloor.sandbox._limits import Network
 from shopfloor.sandbox.host import HostCapabilities, detect, install_network_filter
 from shopfloor.settings import Settings
 
@@ -53,16 +54,16 @@ class Containment:
     # host's, filtered by uid).
     networks: RunNetworks | None = None
 
-    def identity(self, lease: UidLease | None, network: str) -> RunIdentity:
+    def identity(self, lease: UidLease | None, network: Network) -> RunIdentity:
         if network == "none" and not self.caps.netns:
             network = "shared"
         return RunIdentity(
             uid=lease.uid if lease else None,
             gid=lease.gid if lease else None,
-            network=network,  # type: ignore[arg-type]  # "none" | "host" | "shared"
+            network=network,
         )
 
-    async def network_of(self, lease: UidLease | None, network: str) -> int | None:
+    async def network_of(self, lease: UidLease | None, network: Network) -> int | None:
         """A descriptor of the run's own network namespace, for `network: "host"`."""
         if network != "host" or self.networks is None or lease is None:
             return None

@@ -5,13 +5,14 @@ activities (that take handed-over runs over) and the drop activity."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from temporalio import activity
 
 from shopfloor.jobs import DROP_HANDED_OVER
-from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext
+from shopfloor.registry import Activities, JobKind, KindWork, QueueWork, WorkerContext
 from shopfloor.usercode._handoff import handoff_key, handoff_queue
 from shopfloor.usercode._zygotes import Zygotes, zygotes
 
@@ -21,7 +22,7 @@ log = logging.getLogger("shopfloor.sandbox")
 HANDOFF_SLOTS_FACTOR = 2
 
 
-async def kind_work(ctx: WorkerContext, kind: JobKind, activities: Sequence[Callable]) -> KindWork:
+async def kind_work(ctx: WorkerContext, kind: JobKind, activities: Activities) -> KindWork:
     """`activities` on the kind's own queue and, when the kind runs local-first, on this worker
     process's hand-off queue beside it (with the drop activity)."""
     if not kind.local_first:
@@ -36,12 +37,12 @@ async def kind_work(ctx: WorkerContext, kind: JobKind, activities: Sequence[Call
 
 
 @asynccontextmanager
-async def _handoff_activities(ctx: WorkerContext) -> AsyncIterator[list[Callable]]:
+async def _handoff_activities(ctx: WorkerContext) -> AsyncIterator[list[Callable[..., Any]]]:
     """One drop activity per worker process, whichever kinds share its hand-off queues."""
     yield [_drop_handed_over(await ctx.shared(zygotes))]
 
 
-def _drop_handed_over(zygotes: Zygotes) -> Callable:
+def _drop_handed_over(zygotes: Zygotes) -> Callable[[str], Awaitable[bool]]:
     @activity.defn(name=DROP_HANDED_OVER)
     async def drop_handed_over(activity_type: str) -> bool:
         """Kills and frees the run a local attempt of `activity_type` handed over, when the

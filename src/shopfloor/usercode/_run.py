@@ -50,6 +50,7 @@ from shopfloor.sandbox import (
     job_environment,
     run_fresh,
 )
+from shopfloor.sandbox._limits import Network
 from shopfloor.usercode._attempt import (
     Attempt,
     attempt_lost,
@@ -98,7 +99,7 @@ class UserCode(Generic[R]):
     # The kind's result from the run's outcome (`run.collect` stores its out/).
     collect: Callable[[UserCodeRun, SandboxOutcome], Awaitable[R]]
     env: Mapping[str, str] = field(default_factory=dict)
-    network: str = "none"
+    network: Network = "none"
 
 
 async def run_user_code(zygotes: Zygotes, artifacts: ArtifactStore, code: UserCode[R]) -> R:
@@ -108,8 +109,10 @@ async def run_user_code(zygotes: Zygotes, artifacts: ArtifactStore, code: UserCo
     run = UserCodeRun(zygotes, artifacts, code.limits, code.env, network=code.network)
     await run._enter()
     try:
-        if run._earlier_result is not None:
-            return run._earlier_result
+        # An earlier attempt's `code.collect` made it (kept untyped by `Runs.results`).
+        earlier: R | None = run._earlier_result
+        if earlier is not None:
+            return earlier
         if not run._execution.started:
             await code.prepare(run)
         outcome = await run._wait(code.launch(run))
@@ -134,7 +137,7 @@ class UserCodeRun:
         limits: Limits,
         user_env: Mapping[str, str] | None = None,
         *,
-        network: str = "none",
+        network: Network = "none",
     ) -> None:
         self.zygotes, self.artifacts = zygotes, artifacts
         self.user_env = dict(user_env or {})
@@ -445,17 +448,15 @@ class UserCodeRun:
         if outcome is not None and outcome.killed_reason == "disk":
             # What was found, and the cap, are in the outcome's warnings.
             return Collected(refused={"out/": "the run exceeded its disk cap"})
-        caps = {}
-        if self.limits.disk_mb:
-            caps["max_bytes"] = self.limits.disk_mb * MB
-        if self.contain is not None:
-            caps["max_files"] = self.contain.max_artifacts
+        job_id = activity.info().workflow_id
+        assert job_id is not None, "a job's activities run in its workflow"
         collected = self.artifacts.collect_tree(
-            activity.info().workflow_id,
+            job_id,
             out or self.out,
             run_dir=self.path,
             on_progress=on_progress,
-            **caps,
+            max_bytes=self.limits.disk_mb * MB if self.limits.disk_mb else None,
+            max_files=self.contain.max_artifacts if self.contain is not None else None,
         )
         if collected.over_cap is not None and outcome is not None:
             outcome.killed_reason = "disk"

@@ -30,7 +30,7 @@ class Execution:
         self.give_back_slot: Callable[[], None] = lambda: None
         self.heartbeat: Callable[[Progress], None] | None = None  # its owner's, if any
         self.last_progress: Progress | None = None
-        self.waiter: asyncio.Task | None = None  # the owner's activity task, while it waits
+        self.waiter: asyncio.Task[Any] | None = None  # the owner's activity task, while it waits
 
     @property
     def started(self) -> bool:
@@ -48,7 +48,7 @@ class Execution:
         if heartbeat is not None and self.last_progress is not None:
             heartbeat(self.last_progress)
 
-    def unwatched(self) -> asyncio.Task | None:
+    def unwatched(self) -> asyncio.Task[Any] | None:
         """No attempt waits on it or sees its progress any more; returns the one that waited."""
         waiter, self.waiter, self.heartbeat = self.waiter, None, None
         return waiter

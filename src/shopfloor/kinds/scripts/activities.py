@@ -152,7 +152,7 @@ def _result(
         exit_code=outcome.exit_code,
         signal=outcome.signal,
         timed_out=outcome.timed_out,
-        killed_reason=outcome.killed_reason,  # type: ignore[arg-type]
+        killed_reason=outcome.killed_reason,
         stdout_tail=outcome.stdout,
         stderr_tail=outcome.stderr,
         stdout_bytes=outcome.stdout_bytes,

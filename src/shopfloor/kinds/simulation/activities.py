@@ -77,6 +77,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -135,6 +136,8 @@ from shopfloor.usercode import (
 log = logging.getLogger(__name__)
 RUNNER = "shopfloor.kinds.simulation.runner"
 SCENE_DIR = "scene"  # parts given as files, in the run's directory
+# A scene file's format (`SceneUri.resolved_format`) → the format of a part file.
+PART_FORMATS: dict[str, Literal["stl", "step"]] = {"stl": "stl", "step": "step"}
 # Beside out/ (never stored as artifacts): checked parts for the simulation's process to load,
 # and where the scene's process hands over what it prepared.
 GEOMETRY_IN, GEOMETRY_OUT = "geometry.cached", "geometry.prepared"
@@ -231,7 +234,7 @@ class LightZygote:
         self.base, self.settings = base, settings
         self.modules = [m for m in KIND.warm_imports if m.split(".")[0] not in CAD_MODULES]
         self._zygotes: Zygotes | None = None  # `base` with the light zygote as its warm one
-        self._task: asyncio.Task | None = None  # starting it, then stopping it when idle
+        self._task: asyncio.Task[None] | None = None  # starting it, then stopping it when idle
         self._in_use = 0
         self._last_used = 0.0
         self._failed_at = -float("inf")
@@ -349,8 +352,8 @@ class SimulationActivities:
                     PartFile(label=part.label, format=part.format, path=path, fixed=part.fixed)
                 )
             return SceneFiles(parts=files)
-        fmt = scene.resolved_format
-        if fmt not in ("stl", "step"):
+        fmt = PART_FORMATS.get(scene.resolved_format)
+        if fmt is None:
             raise invalid_input(f"cannot tell the scene format of {scene.uri}: give `format`")
         path = f"{SCENE_DIR}/part0.{fmt}"
         try:
@@ -359,8 +362,7 @@ class SimulationActivities:
         except ArtifactError as err:
             raise invalid_input(str(err)) from err
         label = _uri_label(scene)
-        part = PartFile(label=label, format=fmt, path=path, fixed=scene.fixed)  # type: ignore[arg-type]
-        return SceneFiles(parts=[part])
+        return SceneFiles(parts=[PartFile(label=label, format=fmt, path=path, fixed=scene.fixed)])
 
     @activity.defn(name=RUN_SIMULATION.name)
     async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
@@ -372,13 +374,15 @@ class SimulationActivities:
             # Reads the store (S3: network): off the event loop.
             else await asyncio.to_thread(self._source_of, request.scene)
         )
-        cache = key = entry = None
-        builds = False  # this run builds the key's entry: others wait for it
+        cache: str | None = None
+        entry: bytes | None = None
+        builds: str | None = None  # the key whose entry this run builds: others wait for it
         if source is not None:
             cache = "off"
             if request.options.geometry_cache:
                 key = geometry_key(source.source, request.options, request.memory_mb)
-                entry, builds = await self.geometry.claim(key)
+                entry, building = await self.geometry.claim(key)
+                builds = key if building else None
                 cache = "hit" if entry is not None else "miss"
         # A run this attempt took over was prepared by an earlier one: its dir is ready, its
         # scene running. (A run handed over from a local attempt that builds its parts still
@@ -392,8 +396,8 @@ class SimulationActivities:
 
         async def collect(run: UserCodeRun, outcome: SandboxOutcome) -> SimulationResult:
             result, checked = await self._collect(request, run, outcome)
-            if builds and checked is not None:  # kept on the event loop: the cache's own
-                self.geometry.put(key, checked)  # type: ignore[arg-type]
+            if builds is not None and checked is not None:  # on the event loop: the cache's own
+                self.geometry.put(builds, checked)
                 self.light.start()  # for the hits to come
             if cache is not None and prepared:
                 result.metrics["geometry_cache"] = cache
@@ -409,8 +413,8 @@ class SimulationActivities:
             async with self.light.use(entry is not None) as zygotes:
                 return await run_user_code(zygotes, self.ctx.artifacts, code)
         finally:
-            if builds:
-                self.geometry.done(key)  # type: ignore[arg-type]
+            if builds is not None:
+                self.geometry.done(builds)
 
     async def _prepare(
         self,
@@ -425,13 +429,11 @@ class SimulationActivities:
             sim_run = _judge_run(request, GEOMETRY_IN)
             await asyncio.to_thread(_write_inputs, run_dir, sim_run, entry)
             return
-        scene = source
+        scene: SceneSource | SceneFiles | None = source
         if scene is None:
-            scene = await asyncio.to_thread(
-                self._parts_for_run,
-                request.scene,  # type: ignore[arg-type]
-                run_dir,
-            )
+            parts = request.scene
+            assert not isinstance(parts, SceneSource), "a scene's source is in `source`"
+            scene = await asyncio.to_thread(self._parts_for_run, parts, run_dir)
         sim_run = SimulationRun(
             scene=scene,
             options=request.options,
@@ -557,9 +559,17 @@ class _Built(SandboxOutcome):
     prepared: bytes | None = None  # the checked parts the scene handed over
 
     @classmethod
-    def of(cls, outcome: SandboxOutcome, **extra: object) -> _Built:
+    def of(
+        cls,
+        outcome: SandboxOutcome,
+        *,
+        result: SimulationResult | None = None,
+        verdict: Path | None = None,
+        build: BuildReport | None = None,
+        prepared: bytes | None = None,
+    ) -> _Built:
         fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(SandboxOutcome)}
-        return cls(**fields, **extra)  # type: ignore[arg-type]
+        return cls(**fields, result=result, verdict=verdict, build=build, prepared=prepared)
 
 
 @dataclasses.dataclass
@@ -627,7 +637,7 @@ def _handed_over(run_dir: Path, scene: SandboxOutcome, request: SimulationReques
         prepared, reason = _checked_geometry(run_dir / GEOMETRY_OUT)
     if not reason:
         return _Handover(build=good, prepared=prepared)
-    metrics: dict = {"wall_time_s": scene.duration_s}
+    metrics: dict[str, Any] = {"wall_time_s": scene.duration_s}
     if good is not None:
         metrics["timings_s"] = good.timings_s
     warnings = [*(good.warnings if good is not None else []), *scene.warnings]

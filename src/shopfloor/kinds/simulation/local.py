@@ -30,6 +30,8 @@ from pydantic import ValidationError
 from shopfloor.kinds.simulation import gl, meshes, mjcf, scene
 from shopfloor.kinds.simulation.models import (
     BuildReport,
+    BuildStage,
+    Outcome,
     SimOptions,
     SimulationReport,
     SimulationResult,
@@ -75,9 +77,9 @@ class _Run:
         (self.out / name).write_bytes(data.encode() if isinstance(data, str) else data)
         self.artifacts[key] = name
 
-    def report(self, outcome: str, reason: str) -> SimulationReport:
+    def report(self, outcome: Outcome, reason: str) -> SimulationReport:
         return SimulationReport(
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             reason=reason,
             metrics={**self.metrics, "timings_s": self.timings},
             artifacts=self.artifacts,
@@ -157,9 +159,19 @@ def build(
                 meshes.dump_prepared(meshes.Prepared(parts, _bounded(warnings), step), handover)
     except _Failed as failed:
         return BuildReport(
-            fail=failed.reason[:20_000], timings_s=run.timings, warnings=_bounded(run.warnings)
+            fail=failed.reason[:20_000],
+            timings_s=_build_timings(run.timings),
+            warnings=_bounded(run.warnings),
         )
-    return BuildReport(timings_s=run.timings, warnings=_bounded(run.warnings[carried:]))
+    return BuildReport(
+        timings_s=_build_timings(run.timings), warnings=_bounded(run.warnings[carried:])
+    )
+
+
+def _build_timings(timings: dict[str, float]) -> dict[BuildStage, float]:
+    """The timings of `build`'s stages (the only ones it runs), in the order they run."""
+    stages: tuple[BuildStage, ...] = ("cad", "tessellate", "export")
+    return {stage: timings[stage] for stage in stages if stage in timings}
 
 
 def _bounded(warnings: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shopfloor.kinds.simulation.mjcf import BuiltScene, Zone
-from shopfloor.kinds.simulation.models import SimOptions
+from shopfloor.kinds.simulation.models import Outcome, SimOptions
 
 CHECK_EVERY_S = 0.005  # simulated time between verdict checks
 FLOOR_GEOM = "sf:floor"  # the floor geom mjcf.py writes
@@ -172,7 +172,7 @@ class SimulationLoop:
 
     # ------------------------------------------------------------ the loop
 
-    def run(self) -> tuple[str, str, dict[str, Any]]:
+    def run(self) -> tuple[Outcome, str, dict[str, Any]]:
         dt = self.o.timestep_s
         n_steps = max(1, round(self.o.duration_s / dt))
         frame_step = self._frame_steps(n_steps)
@@ -333,7 +333,9 @@ class SimulationLoop:
                     )
         return None
 
-    def _verdict(self, t: float, unstable: str | None, fail: Any, success: Any) -> tuple[str, str]:
+    def _verdict(
+        self, t: float, unstable: str | None, fail: Any, success: Any
+    ) -> tuple[Outcome, str]:
         s = self.scene
         if unstable:
             return "FAIL", (
