@@ -107,7 +107,7 @@ class WorkerBundle:
     observer: str | None = None
 
     def load_workflows(self) -> list[type]:
-        return [load(path) for path in self.workflows]
+        return [takes_any_input(load(path)) for path in self.workflows]
 
     def lifespan(
         self, ctx: WorkerContext
@@ -223,6 +223,28 @@ class JobKind:
         self, ctx: WorkerContext
     ) -> AbstractAsyncContextManager[Sequence[Callable] | KindWork]:
         return self.bundle.lifespan(ctx)
+
+
+def takes_any_input(cls: type) -> type:
+    """A workflow class whose `@workflow.run` takes the raw payload with a default (`raw: Any =
+    None`) and decodes it itself (`jobs.job_input`). Any client can start any workflow type
+    with no input, `null` or `[]`: a run that requires an argument fails its first workflow
+    task for ever (`missing 1 required positional argument`, the job RUNNING for ever) instead
+    of failing the job at once naming what is missing. The worker refuses such a class."""
+    import inspect
+
+    from temporalio import workflow
+
+    run = workflow._Definition.must_from_class(cls).run_fn
+    params = list(inspect.signature(run).parameters.values())[1:]
+    required = [p.name for p in params if p.default is inspect.Parameter.empty]
+    if required:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__}.run requires {', '.join(required)}: take the "
+            "raw input with a default (`async def run(self, raw: Any = None)`) and decode it "
+            "with shopfloor.jobs.job_input, so a job started with no input fails naming the field"
+        )
+    return cls
 
 
 def load(path: str) -> Any:

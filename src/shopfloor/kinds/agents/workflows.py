@@ -372,7 +372,7 @@ class AgentCoordinatorWorkflow(CoordinatorWorkflow):
     """Any spec, named by `specType` (default `hello`)."""
 
     @workflow.run
-    async def run(self, raw: Any) -> CoordinatorResult:
+    async def run(self, raw: Any = None) -> CoordinatorResult:
         return await self.coordinate(job_input(CoordinatorConfig, raw))
 
 
@@ -381,7 +381,7 @@ class HelloWorkflow(CoordinatorWorkflow):
     """Seed 002's `helloWorkflow`: HelloSpec unless the config names another."""
 
     @workflow.run
-    async def run(self, raw: Any) -> CoordinatorResult:
+    async def run(self, raw: Any = None) -> CoordinatorResult:
         return await self.coordinate(job_input(CoordinatorConfig, raw))
 
 
@@ -392,5 +392,5 @@ class MultiStepWorkflow(CoordinatorWorkflow):
     default_spec = "multi-step"
 
     @workflow.run
-    async def run(self, raw: Any) -> CoordinatorResult:
+    async def run(self, raw: Any = None) -> CoordinatorResult:
         return await self.coordinate(job_input(CoordinatorConfig, raw))
