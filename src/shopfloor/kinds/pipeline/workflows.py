@@ -406,8 +406,7 @@ class LogsPipelineWorkflow(PipelineWorkflow):
         if not isinstance(raw, str) or not raw:
             raise invalid_input(
                 "LogsPipelineWorkflow input must be the name of a pipeline definition (a JSON "
-                'string, e.g. "logs") or a PipelineInput object, got '
-                + what_was_sent(raw)
+                'string, e.g. "logs") or a PipelineInput object, got ' + what_was_sent(raw)
             )
         try:
             definition = await DEFINITION.execute(
