@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         StoreArtifacts,
         config_problem,
+        config_warnings,
     )
     from shopfloor.kinds.agents.specs import Spec, SpecError, spec_for
     from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
@@ -292,6 +293,7 @@ class CoordinatorWorkflow(ReportsProgress):
             usage=state.usage,
             iterations=self._iteration,
             runs=self._runs,
+            warnings=config_warnings(config),
         )
 
     def _batched_store(self) -> bool:
