@@ -186,3 +186,25 @@ def test_job_input_never_raises_anything_but_a_non_retryable_input_error() -> No
         with pytest.raises(ApplicationError) as err:
             job_input(PoetryResearchInput, raw)
         assert err.value.non_retryable and err.value.type == INVALID_INPUT
+
+
+async def test_logs_pipeline_on_a_queue_nobody_polls_fails_naming_the_known_ones(
+    stack: Stack, dev_server: DevServer
+) -> None:
+    """Seed 004's starter sends a service name to `<name>-queue`: for a name no worker knows,
+    no worker polls that queue. A pipeline worker notices and fails the job (unpolled.py)."""
+    queue = stack.env["SHOPFLOOR_TASK_QUEUE_PREFIX"] + "grafna-queue"
+    workflow_id = f"logs-unpolled-{uuid.uuid4().hex[:6]}"
+    args = ["workflow", "start", "--type", "LogsPipelineWorkflow", "--task-queue", queue]
+    started = _cli(dev_server, *args, "--workflow-id", workflow_id, "--input", '"grafna"')
+    assert started.returncode == 0, started.stderr
+    client = await connect(Settings(temporal_address=dev_server.address))
+    try:
+        message, took, cause = await _outcome(client, workflow_id)
+    except BaseException:
+        print((stack.tmp / "worker-0.log").read_text()[-5000:])
+        raise
+    print(f"LogsPipelineWorkflow × 'grafna' on grafna-queue: FAILED after {took:.2f} s: {message}")
+    assert cause.non_retryable and cause.type == INVALID_INPUT
+    assert "no pipeline definition named 'grafna'" in message, message
+    assert f"no worker polls task queue {queue!r}" in message and "'logs' (queue" in message
