@@ -83,7 +83,7 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
     prefix = settings.task_queue_prefix
     watch = asyncio.create_task(
         watch_unpolled_queues(
-            await connect(settings),
+            lambda: connect(settings),
             prefix=prefix,
             polled={prefix + q for q in (own_queue, *pipeline_queues)},
             known={name: prefix + d.queue for name, (_, d) in known.items()},

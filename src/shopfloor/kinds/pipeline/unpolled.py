@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity, workflow
@@ -106,10 +106,21 @@ async def _stand_in(client: Client, queue: str, workflow_id: str, known: Mapping
 
 
 async def watch_unpolled_queues(
-    client: Client, *, prefix: str, polled: set[str], known: Mapping[str, str]
+    connect: Callable[[], Awaitable[Client]],
+    *,
+    prefix: str,
+    polled: set[str],
+    known: Mapping[str, str],
 ) -> None:
     """Runs until cancelled: see the module's docstring. `polled`: the queues (prefix included)
-    this worker polls; `known`: pipeline name → its queue."""
+    this worker polls; `known`: pipeline name → its queue. Connects (again) while it cannot."""
+    while True:
+        try:
+            client = await connect()
+            break
+        except Exception as err:  # the server not up yet: the worker itself will say so
+            log.debug("watching for unpolled pipeline queues: %s", err)
+            await asyncio.sleep(WATCH_EVERY_S)
     types = ", ".join(f"'{t}'" for t in PIPELINE_TYPES)
     query = f"WorkflowType IN ({types}) AND ExecutionStatus = 'Running'"
     busy: set[str] = set()
