@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from temporalio.client import (
     Client,
     Schedule,
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
     ScheduleBackfill,
     ScheduleHandle,
@@ -250,7 +251,11 @@ async def trigger(
         desc = await handle.describe(rpc_timeout=RPC)
         own = desc.schedule.policy.overlap
         policy = OVERLAP[overlap] if overlap is not None else own
-        running = [a.workflow_id for a in desc.info.running_actions]
+        running = [
+            a.workflow_id
+            for a in desc.info.running_actions
+            if isinstance(a, ScheduleActionExecutionStartWorkflow)
+        ]
         await handle.trigger(overlap=policy, rpc_timeout=RPC)
     name = policy.name.lower()
     status: Literal["TRIGGERED", "SKIPPED", "BUFFERED"] = "TRIGGERED"

@@ -14,6 +14,7 @@ A worker that knows the pipeline polls its queue, so the watch leaves its jobs a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,10 @@ async def _has_poller(client: Client, queue: str) -> bool:
         )
     )
     return bool(described.pollers)
+
+
+def _free(busy: set[str], queue: str, _done: asyncio.Task[None]) -> None:
+    busy.discard(queue)
 
 
 async def _waiting_for_first_task(client: Client, workflow_id: str) -> bool:
@@ -161,7 +166,7 @@ async def _watch(
                 task = asyncio.create_task(_stand_in(client, queue, wf.id, known))
                 stand_ins.add(task)
                 task.add_done_callback(stand_ins.discard)
-                task.add_done_callback(lambda _t, q=queue: busy.discard(q))
+                task.add_done_callback(functools.partial(_free, busy, queue))
         except asyncio.CancelledError:
             raise
         except Exception as err:  # the server restarting: look again next time
