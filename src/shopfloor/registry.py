@@ -233,10 +233,16 @@ def takes_any_input(cls: type) -> type:
     of failing the job at once naming what is missing. The worker refuses such a class."""
     import inspect
 
-    from temporalio import workflow
-
-    run = workflow._Definition.must_from_class(cls).run_fn
-    params = list(inspect.signature(run).parameters.values())[1:]
+    # `@workflow.run` marks its method so (the SDK's own way of finding it on a class).
+    runs = [
+        member
+        for klass in cls.__mro__
+        for member in vars(klass).values()
+        if callable(member) and getattr(member, "__temporal_workflow_run", False)
+    ]
+    if not runs:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} has no @workflow.run method")
+    params = list(inspect.signature(runs[0]).parameters.values())[1:]
     required = [p.name for p in params if p.default is inspect.Parameter.empty]
     if required:
         raise TypeError(
