@@ -408,6 +408,12 @@ def config_warnings(config: CoordinatorConfig) -> list[str]:
         "agentApiKey was ignored: agents use the keys in the workers' settings "
         "(SHOPFLOOR_ANTHROPIC_API_KEY, SHOPFLOOR_AGENT_GATEWAY_TOKEN), never one from job input."
     )
+    if key.get_secret_value() == _MASKED and config.carried is not None:
+        # Continued as new: this run got the config masked, whatever the first run got.
+        return [
+            f"{ignored} Later runs of this job hold it masked; the first run's history holds "
+            "it if the client that started the workflow sent the key itself."
+        ]
     if key.get_secret_value() == _MASKED:
         return [f"{ignored} It was masked before the job started: it is in no history."]
     return [
