@@ -14,8 +14,13 @@ from shopfloor.devserver import DevServer, temporal_binary
 from tests.helpers import Stack
 
 MALFORMED = [
-    ("ScriptExecutionWorkflow", "simulation-task-queue", '"print(1)"', "valid dictionary"),
-    ("ScriptExecutionWorkflow", "simulation-task-queue", "42", "valid dictionary"),
+    (
+        "ScriptExecutionWorkflow",
+        "simulation-task-queue",
+        '"print(1)"',
+        "one JSON object (fields: source",
+    ),
+    ("ScriptExecutionWorkflow", "simulation-task-queue", "42", "got a number"),
     (
         "ScriptExecutionWorkflow",
         "simulation-task-queue",

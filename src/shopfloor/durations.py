@@ -17,7 +17,7 @@ def parse_duration(text: str | float | int | timedelta) -> timedelta:
     that says what is accepted."""
     if isinstance(text, timedelta):
         return text
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError("a duration is a number of seconds or text like '30s', '5m', '2h'")
     if isinstance(text, int | float):
         seconds = float(text)

@@ -21,7 +21,7 @@ def describe_errors(err: ValidationError, *, limit: int = 5) -> str:
     parts = []
     for error in err.errors(include_url=False, include_input=False)[:limit]:
         where = ".".join(str(p) for p in error["loc"]) or "input"
-        parts.append(f"{where}: {error['msg']}")
+        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     more = err.error_count() - limit
     if more > 0:
         parts.append(f"… and {more} more")

@@ -79,16 +79,42 @@ def ensure_cancel_was_requested() -> None:
         raise asyncio.CancelledError("worker shutting down: the job will run again elsewhere")
 
 
-def job_input(model: type[M], raw: Any) -> M:
-    """Every workflow decodes its own input (its `run` takes `Any`): input of the wrong shape
-    from any client — a bare string, an unknown field, a missing one — then fails the job at
-    once, naming the field, instead of failing its first workflow task for ever."""
+def job_input(model: type[M], raw: Any = None) -> M:
+    """Every workflow decodes its own input: its `run` takes the raw payload, with a default
+    (`async def run(self, raw: Any = None)`), so that input of any shape from any client — none
+    at all (`temporal workflow start` without `--input`, TypeScript `args: []`), `null`, `[]`,
+    a bare string, an unknown field, a wrong type three levels down — fails the job at once,
+    non-retryable, naming the field, instead of failing its first workflow task for ever
+    (`run() missing 1 required positional argument`)."""
     if isinstance(raw, model):
         return raw
+    if not isinstance(raw, dict):
+        raise invalid_input(not_an_object(model, raw))
     try:
         return model.model_validate(raw)
     except ValidationError as err:
         raise invalid_input(f"invalid {model.__name__}: {describe_errors(err)}") from None
+    except (TypeError, AttributeError, KeyError) as err:
+        # A validator that did not expect this type: still the input's fault, never a
+        # workflow task that fails for ever.
+        raise invalid_input(f"invalid {model.__name__}: {err}") from None
+
+
+_JSON_TYPES = {list: "a JSON array", str: "a JSON string", bool: "true/false", int: "a number"}
+
+
+def what_was_sent(raw: Any) -> str:
+    return "no input (none, or null)" if raw is None else _JSON_TYPES.get(type(raw), "a number")
+
+
+def not_an_object(model: type[BaseModel], raw: Any) -> str:
+    """Why `raw` is no input for `model`: what was sent, and the fields it needs."""
+    fields = {f.alias or name: f.is_required() for name, f in model.model_fields.items()}
+    required = [name for name, needed in fields.items() if needed]
+    needs = f"required: {', '.join(required)}" if required else f"fields: {', '.join(fields)}"
+    got = what_was_sent(raw)
+    who = f"{workflow.info().workflow_type} " if workflow.in_workflow() else ""
+    return f"invalid {model.__name__}: {who}input must be one JSON object ({needs}), got {got}"
 
 
 def invalid_input(message: str) -> ApplicationError:

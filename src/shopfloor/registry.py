@@ -110,7 +110,7 @@ class WorkerBundle:
     observer: str | None = None
 
     def load_workflows(self) -> list[type]:
-        return [load(path) for path in self.workflows]
+        return [takes_any_input(load(path)) for path in self.workflows]
 
     def lifespan(self, ctx: WorkerContext) -> AbstractAsyncContextManager[Activities | KindWork]:
         run_context: RunContext = load(self.run_context)
@@ -227,6 +227,34 @@ class JobKind:
 
     def lifespan(self, ctx: WorkerContext) -> AbstractAsyncContextManager[Activities | KindWork]:
         return self.bundle.lifespan(ctx)
+
+
+def takes_any_input(cls: type) -> type:
+    """A workflow class whose `@workflow.run` takes the raw payload with a default (`raw: Any =
+    None`) and decodes it itself (`jobs.job_input`). Any client can start any workflow type
+    with no input, `null` or `[]`: a run that requires an argument fails its first workflow
+    task for ever (`missing 1 required positional argument`, the job RUNNING for ever) instead
+    of failing the job at once naming what is missing. The worker refuses such a class."""
+    import inspect
+
+    # `@workflow.run` marks its method so (the SDK's own way of finding it on a class).
+    runs = [
+        member
+        for klass in cls.__mro__
+        for member in vars(klass).values()
+        if callable(member) and getattr(member, "__temporal_workflow_run", False)
+    ]
+    if not runs:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} has no @workflow.run method")
+    params = list(inspect.signature(runs[0]).parameters.values())[1:]
+    required = [p.name for p in params if p.default is inspect.Parameter.empty]
+    if required:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__}.run requires {', '.join(required)}: take the "
+            "raw input with a default (`async def run(self, raw: Any = None)`) and decode it "
+            "with shopfloor.jobs.job_input, so a job started with no input fails naming the field"
+        )
+    return cls
 
 
 def load(path: str) -> Any:

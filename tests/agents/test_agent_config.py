@@ -1,5 +1,6 @@
 """`agentConfig` has a model per `agentType`: strict types that name the field, secrets refused,
-the examples and the seed's documented fields accepted, the JSON passed on as it came."""
+the examples and the seed's documented fields accepted (its `agentApiKey` too, ignored), the
+JSON passed on as it came."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from shopfloor.kinds.agents.models import (
+    AGENT_CONFIGS,
     AnthropicAgentConfig,
     CoordinatorConfig,
     GatewayAgentConfig,
     MockAgentConfig,
+    MockFailure,
     config_problem,
+    config_warnings,
     is_secret_name,
 )
 
@@ -88,6 +93,51 @@ def test_secret_names() -> None:
     assert [k for k in plain if is_secret_name(k)] == []
 
 
-def test_a_key_in_the_input_is_still_refused_with_the_reason() -> None:
-    problem = config_problem(_config(agentApiKey="sk-ant-not-here"))
-    assert problem is not None and "SHOPFLOOR_ANTHROPIC_API_KEY" in problem
+def test_a_key_in_the_input_is_accepted_ignored_and_never_serialized() -> None:
+    """Seed 002's starter sends `agentApiKey: process.env.ANTHROPIC_API_KEY`: accepted, never
+    used (keys come from the workers), masked whenever shopfloor serializes the config (the
+    controller and the CLI send it so), and the result says so."""
+    config = _config(agentApiKey="sk-ant-not-here")
+    assert config_problem(config) is None
+    assert "sk-ant-not-here" not in repr(config) + str(config)
+    sent = config.model_dump(mode="json")
+    assert sent["agentApiKey"] == "**********" and "sk-ant-not-here" not in json.dumps(sent)
+    (direct,) = config_warnings(config)
+    assert "agentApiKey was ignored" in direct and "SHOPFLOOR_ANTHROPIC_API_KEY" in direct
+    assert "now in this workflow's history" in direct
+    (masked,) = config_warnings(CoordinatorConfig.model_validate(sent))
+    assert "in no history" in masked
+    assert config_warnings(_config()) == []
+
+
+def _keys(data: object) -> list[str]:
+    if isinstance(data, dict):
+        return [str(k) for k in data] + [k for v in data.values() for k in _keys(v)]
+    if isinstance(data, list):
+        return [k for v in data for k in _keys(v)]
+    return []
+
+
+def test_no_documented_option_name_is_taken_for_a_secret() -> None:
+    """Every field of every agent config model (`maxTokens`…) and every key of every example
+    under examples/ (agents, phased, pipelines, schedules) is an option, not a secret."""
+    models = [CoordinatorConfig, MockFailure, *AGENT_CONFIGS.values()]
+    names = [
+        name
+        for model in models
+        for field_name, f in model.model_fields.items()
+        for name in (field_name, f.alias or field_name)
+        if field_name != "agent_api_key"  # the one secret: accepted, ignored, masked
+    ]
+    assert "maxTokens" in names
+    assert [n for n in names if is_secret_name(n)] == []
+    examples = Path(__file__).parents[2] / "examples"
+    files = [p for p in sorted(examples.rglob("*")) if p.suffix in (".json", ".yaml", ".yml")]
+    assert len(files) >= 8
+    for path in files:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        assert [k for k in _keys(data) if is_secret_name(k)] == [], path
+    for path in sorted(EXAMPLES.glob("*.json")):
+        config = CoordinatorConfig.model_validate(json.loads(path.read_text()))
+        assert config_problem(config) is None and config.agent_options is not None

@@ -124,7 +124,6 @@ async def test_transient_errors_are_retried_by_temporal_not_the_spec(
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"agentApiKey": "sk-ant-not-here"}, "agentApiKey is not accepted"),
         ({"agentConfig": {"apiKey": "x"}}, "agentConfig may not carry secrets"),
         ({"specType": "nope"}, "unknown specType 'nope'"),
         ({"goalId": "../escape"}, "goalId"),
@@ -303,3 +302,18 @@ async def test_kill_switch_refuses_agent_turns(env: WorkflowEnvironment, tmp_pat
     async with agent_worker(env.client, tmp_path, settings) as w:
         result = await w.run(SEED_CONFIG, workflow="helloWorkflow")
     assert result.status is GoalStatus.COMPLETED and len(w.acts.mock.calls) == 1
+
+
+async def test_the_seeds_key_is_ignored_and_the_result_says_it_is_in_the_history(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Seed 002's config with `agentApiKey: process.env.ANTHROPIC_API_KEY` (set): the goal runs
+    on the mock agent as without it; no agent call sees the key; the result warns."""
+    key = "sk-ant-seed-" + uuid.uuid4().hex
+    async with agent_worker(env.client, tmp_path) as w:
+        result = await w.run({**SEED_CONFIG, "agentApiKey": key}, workflow="helloWorkflow")
+        calls = w.acts.mock.calls
+    assert result.status is GoalStatus.COMPLETED
+    assert calls and key not in repr(calls)
+    (warning,) = result.warnings
+    assert "agentApiKey was ignored" in warning and "now in this workflow's history" in warning

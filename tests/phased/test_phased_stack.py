@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -197,6 +198,66 @@ def test_schedules_apply_trigger_pause_backfill(turn_stack: Stack, tmp_path: Pat
     assert turn_stack.http.get(f"/schedules/{sid}").status_code == 404
     missing = turn_stack.cli("schedule", "trigger", sid)
     assert missing.returncode == 2 and "no schedule" in missing.stderr
+
+
+def test_trigger_honours_the_schedules_overlap_policy(turn_stack: Stack, tmp_path: Path) -> None:
+    """Issue 22: `overlap: skip` and a run still going → `schedule trigger` starts nothing and
+    says so (exit 1); `--overlap allow_all` overrides it for one trigger, and says that too."""
+    sid = f"overlap-skip-{uuid.uuid4().hex[:6]}"
+    long_run = {"source": "import time\ntime.sleep(120)", "timeout_s": 180}
+    definition = {
+        "schedules": [
+            {
+                "id": sid,
+                "cron": "0 4 * * *",
+                "overlap": "skip",
+                "job": {"kind": "script", "input": long_run},
+            }
+        ]
+    }
+    path = tmp_path / "schedules.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    assert turn_stack.cli("schedule", "apply", str(path)).returncode == 0
+    first = turn_stack.cli("schedule", "trigger", sid, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["status"] == "TRIGGERED"
+    job_id = wait_until(
+        lambda: (
+            (d := turn_stack.http.get(f"/schedules/{sid}").json())["recent_runs"]
+            and d["recent_runs"][-1]["job_id"]
+        ),
+        what="the first run",
+    )
+    jobs = [job_id]
+    try:
+        wait_until(
+            lambda: turn_stack.http.get(f"/jobs/{job_id}").json()["status"] == "RUNNING",
+            what="the first run running",
+        )
+        skipped = turn_stack.cli("schedule", "trigger", sid)
+        assert skipped.returncode == 1, skipped.stdout + skipped.stderr
+        assert "still running" in skipped.stdout and "skip" in skipped.stdout
+        assert job_id in skipped.stdout
+        time.sleep(2)  # had Temporal started a run, the schedule would list it by now
+        view = turn_stack.http.get(f"/schedules/{sid}").json()
+        assert view["runs_total"] == 1 and len(view["recent_runs"]) == 1, view
+        over = turn_stack.http.post(f"/schedules/{sid}/trigger", params={"overlap": "allow_all"})
+        assert over.status_code == 202, over.text
+        body = over.json()
+        assert body["status"] == "TRIGGERED" and body["overridden"] is True
+        assert body["overlap"] == "allow_all" and body["running"] == [job_id]
+        second = wait_until(
+            lambda: (
+                (d := turn_stack.http.get(f"/schedules/{sid}").json())["runs_total"] == 2
+                and d["recent_runs"][-1]["job_id"]
+            ),
+            what="the overriding run",
+        )
+        jobs.append(str(second))
+    finally:
+        for job in jobs:
+            turn_stack.http.post(f"/jobs/{job}/cancel")
+        turn_stack.cli("schedule", "delete", sid)
 
 
 def test_bad_schedule_files_are_refused_with_the_field(turn_stack: Stack) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shopfloor.cli_common import controller_call, fail, make_client
+from shopfloor.cli_common import EXIT_FAILED, controller_call, fail, make_client
 
 schedule_app = typer.Typer(help="Schedules of any job kind: apply a file, pause, trigger, …")
 kill_switch_app = typer.Typer(help="Stop every agent turn and schedule, on every machine.")
@@ -86,10 +86,25 @@ def unpause(schedule_id: str, note: Annotated[str, typer.Option(help="why")] = "
 
 
 @schedule_app.command()
-def trigger(schedule_id: str) -> None:
-    """Run it now (even while paused; agent turns still check the kill switch)."""
-    _call("POST", f"/schedules/{schedule_id}/trigger")
-    print(f"triggered {schedule_id}")
+def trigger(
+    schedule_id: str,
+    overlap: Annotated[
+        str | None,
+        typer.Option(
+            help="this trigger's overlap policy (skip, buffer_one, buffer_all, cancel_other, "
+            "terminate_other, allow_all); default: the schedule's own"
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run it now, under the schedule's overlap policy (with `skip` and a run still going,
+    nothing starts: exit code 1). Runs even while paused; agent turns still check the kill
+    switch."""
+    params = {"overlap": overlap} if overlap else None
+    done = _call("POST", f"/schedules/{schedule_id}/trigger", params=params)
+    print(json.dumps(done, indent=2) if as_json else done["message"])
+    if done["status"] == "SKIPPED":
+        raise typer.Exit(EXIT_FAILED)
 
 
 @schedule_app.command()

@@ -118,6 +118,17 @@ class ScheduleView(BaseModel):
     managed: bool = Field(description="created by `schedule apply` (a --prune may delete it)")
 
 
+class Triggered(BaseModel):
+    """What `trigger` did, under which overlap policy."""
+
+    schedule: str
+    status: Literal["TRIGGERED", "SKIPPED", "BUFFERED"]
+    overlap: str = Field(description="the policy this trigger ran under")
+    overridden: bool = Field(description="an --overlap given for this trigger, not the schedule's")
+    running: list[str] = Field(description="jobs of the schedule still running when triggered")
+    message: str
+
+
 class PauseRequest(_Strict):
     note: str = Field("", max_length=500)
 

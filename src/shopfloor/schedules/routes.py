@@ -15,9 +15,11 @@ from shopfloor.schedules.models import (
     Applied,
     BackfillRequest,
     KillSwitchRequest,
+    Overlap,
     PauseRequest,
     ScheduleFile,
     ScheduleView,
+    Triggered,
 )
 
 router = APIRouter(tags=["schedules"], dependencies=AUTH)
@@ -68,11 +70,17 @@ async def unpause_schedule(
 
 @router.post("/schedules/{schedule_id}/trigger", status_code=202)
 async def trigger_schedule(
-    schedule_id: str, client: ClientDep, settings: SettingsDep
-) -> dict[str, Any]:
-    """Run now — even while paused; agent turns still check the kill switch."""
-    await _found(service.trigger(client, settings, schedule_id))
-    return {"schedule": schedule_id, "status": "TRIGGERED"}
+    schedule_id: str,
+    client: ClientDep,
+    settings: SettingsDep,
+    overlap: Annotated[
+        Overlap | None,
+        Query(description="this trigger's overlap policy (default: the schedule's own)"),
+    ] = None,
+) -> Triggered:
+    """Run now — even while paused (agent turns still check the kill switch) — under the
+    schedule's overlap policy: with `skip` and a run still going, nothing starts (SKIPPED)."""
+    return await _found(service.trigger(client, settings, schedule_id, overlap))
 
 
 @router.post("/schedules/{schedule_id}/backfill", status_code=202)

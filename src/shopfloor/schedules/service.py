@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
     Schedule,
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
     ScheduleBackfill,
     ScheduleHandle,
@@ -37,10 +38,12 @@ from shopfloor.jobstate import status_name
 from shopfloor.registry import InputRejected, kind_named, kinds
 from shopfloor.schedules.models import (
     Applied,
+    Overlap,
     RecentRun,
     ScheduleDefinition,
     ScheduleFile,
     ScheduleView,
+    Triggered,
 )
 from shopfloor.settings import Settings
 
@@ -237,13 +240,50 @@ async def unpause(client: Client, settings: Settings, schedule_id: str, note: st
     return await describe(client, settings, schedule_id)
 
 
-async def trigger(client: Client, settings: Settings, schedule_id: str) -> None:
+async def trigger(
+    client: Client, settings: Settings, schedule_id: str, overlap: Overlap | None = None
+) -> Triggered:
     """Runs the action now, even while paused (Temporal's rule) — which is why agent turns
-    check the kill switch themselves."""
+    check the kill switch themselves — under the schedule's own overlap policy unless `overlap`
+    overrides it for this trigger: with `skip` and a run still going, nothing starts."""
+    handle = _handle(client, settings, schedule_id)
     with _found(schedule_id):
-        await _handle(client, settings, schedule_id).trigger(
-            overlap=ScheduleOverlapPolicy.ALLOW_ALL, rpc_timeout=RPC
+        desc = await handle.describe(rpc_timeout=RPC)
+        own = desc.schedule.policy.overlap
+        policy = OVERLAP[overlap] if overlap is not None else own
+        running = [
+            a.workflow_id
+            for a in desc.info.running_actions
+            if isinstance(a, ScheduleActionExecutionStartWorkflow)
+        ]
+        await handle.trigger(overlap=policy, rpc_timeout=RPC)
+    name = policy.name.lower()
+    status: Literal["TRIGGERED", "SKIPPED", "BUFFERED"] = "TRIGGERED"
+    whose = "this trigger's" if overlap is not None else "the schedule's"
+    if not running:
+        message = f"triggered {schedule_id}: a run starts now"
+    elif policy == ScheduleOverlapPolicy.SKIP:
+        status = "SKIPPED"
+        message = (
+            f"{schedule_id}: {', '.join(running)} still running and {whose} overlap policy is "
+            "skip: no run started (`--overlap allow_all` starts one anyway)"
         )
+    elif policy in (ScheduleOverlapPolicy.BUFFER_ONE, ScheduleOverlapPolicy.BUFFER_ALL):
+        status = "BUFFERED"
+        message = f"{schedule_id}: the run starts once {', '.join(running)} ends ({name})"
+    elif policy in (ScheduleOverlapPolicy.CANCEL_OTHER, ScheduleOverlapPolicy.TERMINATE_OTHER):
+        verb = "cancels" if policy == ScheduleOverlapPolicy.CANCEL_OTHER else "terminates"
+        message = f"triggered {schedule_id}: {verb} {', '.join(running)} first ({name})"
+    else:
+        message = f"triggered {schedule_id}: a run starts beside {', '.join(running)} ({name})"
+    return Triggered(
+        schedule=schedule_id,
+        status=status,
+        overlap=name,
+        overridden=overlap is not None,
+        running=running,
+        message=message,
+    )
 
 
 async def backfill(

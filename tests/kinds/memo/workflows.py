@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="MemoTestWorkflow")
 class MemoWorkflow:
     @workflow.run
-    async def run(self, raw: Any) -> MemoResult:
+    async def run(self, raw: Any = None) -> MemoResult:
         memo = job_input(MemoInput, raw)
         chars = await MEMO_CHARS.execute(memo, start_to_close_timeout=timedelta(seconds=30))
         return MemoResult(title=memo.title, chars=chars, text_uri=memo.text_uri)

@@ -27,7 +27,7 @@ class SteerableWorkflow(ReportsProgress):
         self._finish = False
 
     @workflow.run
-    async def run(self, raw: Any) -> SteerResult:
+    async def run(self, raw: Any = None) -> SteerResult:
         job = job_input(SteerInput, raw)
         naps = 0
         for nap in range(1, job.naps + 1):

@@ -423,18 +423,19 @@ async def schedule_action(request: Request, schedule_id: str, action: str) -> Re
     client = await _client(request)
     settings = _settings(request)
     note = form.get("note", "").strip()[:500]
+    done = f"{schedule_id}: {action} done"
     try:
         if action == "pause":
             await schedules.pause(client, settings, schedule_id, note or "paused in the dashboard")
         elif action == "unpause":
             await schedules.unpause(client, settings, schedule_id, note or "dashboard")
-        elif action == "trigger":
-            await schedules.trigger(client, settings, schedule_id)
+        elif action == "trigger":  # says whether the overlap policy skipped it
+            done = (await schedules.trigger(client, settings, schedule_id)).message
         else:
             raise HTTPException(404, f"no schedule action {action!r}")
     except schedules.ScheduleNotFound as err:
         return back("/ui/schedules", str(err))
-    return back("/ui/schedules", f"{schedule_id}: {action} done")
+    return back("/ui/schedules", done)
 
 
 @router.get("/kill-switch")

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -296,8 +297,13 @@ class CoordinatorConfig(_Camel):
     # type's model (MockAgentConfig, AnthropicAgentConfig, GatewayAgentConfig).
     agent_config: dict[str, Any] = Field(default_factory=dict)
     max_iterations: int = Field(10, ge=1, le=100_000)
-    # Accepted only to be refused with a useful message: keys belong in the worker's settings.
-    agent_api_key: str | None = Field(None, description="refused: set the key on the workers")
+    # Seed 002's starter sends it (`agentApiKey: process.env.ANTHROPIC_API_KEY`). Accepted and
+    # ignored: keys come from the workers' settings. A SecretStr, so that it never shows in a
+    # repr or a log, and is masked whenever shopfloor serializes the config (the controller, the
+    # CLI, continue-as-new): through them the key reaches no history. The result warns.
+    agent_api_key: SecretStr | None = Field(
+        None, description="ignored: agents use the workers' keys (the result warns)"
+    )
     deadline_s: float | None = Field(
         None, gt=0, description="the run ends TIMED_OUT (artifacts stored) after this long"
     )
@@ -369,6 +375,8 @@ class CoordinatorResult(_Camel):
     usage: Usage
     iterations: int
     runs: int = 1
+    # What the job should know about its input (an ignored agentApiKey).
+    warnings: list[str] = Field(default_factory=list)
 
 
 _GOAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -382,9 +390,37 @@ def config_problem(config: CoordinatorConfig) -> str | None:
             f"goalId {config.goal_id!r} must be letters, digits, '.', '_', ':' or '-' "
             "(it names the folder of the goal's artifacts)"
         )
-    if config.agent_api_key is not None:
-        return f"agentApiKey is not accepted. {KEYS_LIVE_ON_WORKERS}"
     return None
+
+
+# How pydantic writes a SecretStr as JSON: what the history holds when shopfloor sent the config.
+_MASKED = "**********"
+
+
+def config_warnings(config: CoordinatorConfig) -> list[str]:
+    """What the result says about the input: an `agentApiKey` was ignored, and whether the key
+    itself is now in the workflow's history (a client that started the workflow directly sent
+    it there; the controller and the CLI mask it before the job starts)."""
+    key = config.agent_api_key
+    if key is None:
+        return []
+    ignored = (
+        "agentApiKey was ignored: agents use the keys in the workers' settings "
+        "(SHOPFLOOR_ANTHROPIC_API_KEY, SHOPFLOOR_AGENT_GATEWAY_TOKEN), never one from job input."
+    )
+    if key.get_secret_value() == _MASKED and config.carried is not None:
+        # Continued as new: this run got the config masked, whatever the first run got.
+        return [
+            f"{ignored} Later runs of this job hold it masked; the first run's history holds "
+            "it if the client that started the workflow sent the key itself."
+        ]
+    if key.get_secret_value() == _MASKED:
+        return [f"{ignored} It was masked before the job started: it is in no history."]
+    return [
+        f"{ignored} The key was sent in the job's input, so it is now in this workflow's "
+        "history (visible to anyone who can read it): stop sending it, and rotate it if that "
+        "history is shared."
+    ]
 
 
 CoordinatorConfig.model_rebuild()

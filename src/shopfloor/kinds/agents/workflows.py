@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         StoreArtifacts,
         config_problem,
+        config_warnings,
     )
     from shopfloor.kinds.agents.specs import Spec, SpecError, spec_for
     from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
@@ -292,6 +293,7 @@ class CoordinatorWorkflow(ReportsProgress):
             usage=state.usage,
             iterations=self._iteration,
             runs=self._runs,
+            warnings=config_warnings(config),
         )
 
     def _batched_store(self) -> bool:
@@ -372,7 +374,7 @@ class AgentCoordinatorWorkflow(CoordinatorWorkflow):
     """Any spec, named by `specType` (default `hello`)."""
 
     @workflow.run
-    async def run(self, raw: Any) -> CoordinatorResult:
+    async def run(self, raw: Any = None) -> CoordinatorResult:
         return await self.coordinate(job_input(CoordinatorConfig, raw))
 
 
@@ -381,7 +383,7 @@ class HelloWorkflow(CoordinatorWorkflow):
     """Seed 002's `helloWorkflow`: HelloSpec unless the config names another."""
 
     @workflow.run
-    async def run(self, raw: Any) -> CoordinatorResult:
+    async def run(self, raw: Any = None) -> CoordinatorResult:
         return await self.coordinate(job_input(CoordinatorConfig, raw))
 
 
@@ -392,5 +394,5 @@ class MultiStepWorkflow(CoordinatorWorkflow):
     default_spec = "multi-step"
 
     @workflow.run
-    async def run(self, raw: Any) -> CoordinatorResult:
+    async def run(self, raw: Any = None) -> CoordinatorResult:
         return await self.coordinate(job_input(CoordinatorConfig, raw))

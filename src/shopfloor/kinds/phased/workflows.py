@@ -178,5 +178,5 @@ def _now() -> str:
 @workflow.defn(name="PhasedWorkflow")
 class PhasedWorkflow(PhasedRunner):
     @workflow.run
-    async def run(self, raw: Any) -> PhasedResult:
+    async def run(self, raw: Any = None) -> PhasedResult:
         return await self.run_definition(job_input(PhasedInput, raw).definition)

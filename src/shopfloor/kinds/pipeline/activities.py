@@ -53,8 +53,10 @@ from shopfloor.kinds.pipeline.stubs import (
     STOP_SERVICE,
     WAIT_HEALTHY,
 )
+from shopfloor.kinds.pipeline.unpolled import watch_unpolled_queues
 from shopfloor.registry import ActivitiesIterator, KindWork, QueueWork, WorkerContext
 from shopfloor.settings import Settings
+from shopfloor.temporal import connect
 from shopfloor.usercode import Zygotes, zygotes
 
 # A service with no health check must still be running after this long to count as started
@@ -78,6 +80,16 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
     known, _ = known_definitions(settings)
     own_queue = "pipeline-task-queue"
     pipeline_queues = sorted({d.queue for _, d in known.values()} - {own_queue})
+    # Pipelines started on a queue nobody polls (an unknown name) fail at once (unpolled.py).
+    prefix = settings.task_queue_prefix
+    watch = asyncio.create_task(
+        watch_unpolled_queues(
+            lambda: connect(settings),
+            prefix=prefix,
+            polled={prefix + q for q in (own_queue, *pipeline_queues)},
+            known={name: prefix + d.queue for name, (_, d) in known.items()},
+        )
+    )
     try:
         yield KindWork(
             activities=acts.workflow_side,
@@ -90,6 +102,7 @@ async def worker(ctx: WorkerContext) -> ActivitiesIterator:
             ],
         )
     finally:
+        watch.cancel()
         # Services are not stopped: they outlive workers. Only the Docker connection closes.
         await acts.docker.aclose()
 

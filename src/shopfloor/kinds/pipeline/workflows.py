@@ -19,7 +19,15 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from shopfloor.contracts import ActivityStub
     from shopfloor.failures import failure_message
-    from shopfloor.jobs import HEARTBEAT_TIMEOUT, JOB_RETRY_POLICY, ReportsProgress, job_input
+    from shopfloor.jobs import (
+        HEARTBEAT_TIMEOUT,
+        INVALID_INPUT,
+        JOB_RETRY_POLICY,
+        ReportsProgress,
+        invalid_input,
+        job_input,
+        what_was_sent,
+    )
     from shopfloor.kinds.pipeline.models import (
         DOCKER_ENGINE_UNAVAILABLE,
         IMAGE_UNAVAILABLE,
@@ -58,6 +66,8 @@ SERVICE_UNHEALTHY = "ServiceUnhealthy"
 # Probes are cheap and repeated every tick anyway: a failed one is not worth many retries.
 PROBE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=1))
 _CREATED_NOTHING = (DOCKER_ENGINE_UNAVAILABLE, IMAGE_UNAVAILABLE)
+# LogsPipelineWorkflow with no input fails at once; before, it ran the `logs` pipeline.
+NAME_REQUIRED_PATCH = "shopfloor-pipeline-name-required"
 
 
 @workflow.defn(name="PipelineWorkflow")
@@ -76,7 +86,7 @@ class PipelineWorkflow(ReportsProgress):
         self._stopped: list[StoppedService] = []
 
     @workflow.run
-    async def run(self, raw: Any) -> PipelineResult:
+    async def run(self, raw: Any = None) -> PipelineResult:
         return await self.run_pipeline(job_input(PipelineInput, raw))
 
     # -- steering -------------------------------------------------------------------------------
@@ -396,11 +406,24 @@ class LogsPipelineWorkflow(PipelineWorkflow):
 
     @workflow.run
     async def run(self, raw: Any = None) -> PipelineResult:
-        if raw is None or isinstance(raw, str):
+        if isinstance(raw, dict | PipelineInput):
+            return await self.run_pipeline(job_input(PipelineInput, raw))
+        if raw in (None, "") and not workflow.patched(NAME_REQUIRED_PATCH):
+            raw = "logs"  # started before the name was required: it ran the logs pipeline
+        if not isinstance(raw, str) or not raw:
+            raise invalid_input(
+                "LogsPipelineWorkflow input must be the name of a pipeline definition (a JSON "
+                'string, e.g. "logs") or a PipelineInput object, got ' + what_was_sent(raw)
+            )
+        try:
             definition = await DEFINITION.execute(
-                raw or "logs",
+                raw,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=JOB_RETRY_POLICY,
             )
-            return await self.run_pipeline(PipelineInput(definition=definition))
-        return await self.run_pipeline(job_input(PipelineInput, raw))
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == INVALID_INPUT:
+                raise invalid_input(cause.message) from None  # names the known pipelines
+            raise
+        return await self.run_pipeline(PipelineInput(definition=definition))

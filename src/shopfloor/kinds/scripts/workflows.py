@@ -23,7 +23,7 @@ OVERHEAD = timedelta(seconds=60)
 @workflow.defn(name="ScriptExecutionWorkflow", sandboxed=False)
 class ScriptExecutionWorkflow:
     @workflow.run
-    async def run(self, raw: Any) -> ScriptResult:
+    async def run(self, raw: Any = None) -> ScriptResult:
         job = job_input(ScriptInput, raw)
         return await run_job_activity(
             RUN_SCRIPT,

@@ -22,7 +22,7 @@ START_TO_CLOSE = timedelta(minutes=5)
 @workflow.defn(name="SimulationWorkflow", sandboxed=False)
 class SimulationWorkflow:
     @workflow.run
-    async def run(self, raw: Any) -> SimulationResult:
+    async def run(self, raw: Any = None) -> SimulationResult:
         request = job_input(SimulationRequest, raw)
         return await run_job_activity(
             RUN_SIMULATION,
