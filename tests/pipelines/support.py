@@ -108,9 +108,10 @@ def events(settings: Settings, d: PipelineDefinition, name: str) -> dict[str, li
     return found
 
 
-def marked(d: PipelineDefinition, name: str) -> list[_procfs.ProcStat]:
-    """Live processes of a service (any run token of this pipeline), from /proc."""
-    prefix = f"{MARKER}={d.name}/{name}/".encode()
+def marked_by_prefix(prefix: str) -> list[tuple[_procfs.ProcStat, str]]:
+    """Live processes whose service marker starts with `prefix` ("<pipeline>/" or
+    "<pipeline>/<service>/"), each with its whole marker entry, straight from /proc."""
+    wanted = f"{MARKER}={prefix}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -119,11 +120,17 @@ def marked(d: PipelineDefinition, name: str) -> list[_procfs.ProcStat]:
             env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(e.startswith(prefix) for e in env):
+        marker = next((e for e in env if e.startswith(wanted)), None)
+        if marker is not None:
             st = _procfs.stat(int(entry))
             if st is not None and not st.exited:
-                found.append(st)
+                found.append((st, marker.decode()))
     return found
+
+
+def marked(d: PipelineDefinition, name: str) -> list[_procfs.ProcStat]:
+    """Live processes of a service (any run token of this pipeline), from /proc."""
+    return [st for st, _ in marked_by_prefix(f"{d.name}/{name}/")]
 
 
 def alive(pid: int) -> bool:
@@ -134,20 +141,8 @@ def alive(pid: int) -> bool:
 def kill_marked(pipeline: str) -> None:
     """After a failed test: SIGKILL whatever of `pipeline` is left (any run, any service) and
     remove its cgroups, so that no test leaves a process behind."""
-    prefix = f"{MARKER}={pipeline}/".encode()
     for _ in range(50):
-        left = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(e.startswith(prefix) for e in env):
-                st = _procfs.stat(int(entry))
-                if st is not None and not st.exited:
-                    left.append(int(entry))
+        left = [st.pid for st, _ in marked_by_prefix(f"{pipeline}/")]
         if not left:
             break
         for pid in left:

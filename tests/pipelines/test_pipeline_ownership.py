@@ -31,7 +31,7 @@ import yaml
 from shopfloor.devserver import DevServer, temporal_binary
 from shopfloor.kinds.pipeline.definition import validate_definition
 from tests.helpers import Stack, free_port, wait_until
-from tests.pipelines.support import alive, kill_marked, service
+from tests.pipelines.support import alive, kill_marked, marked_by_prefix, service
 
 SEED = f"seed{uuid.uuid4().hex[:6]}"
 INNOCENT = f"innocent{uuid.uuid4().hex[:6]}"
@@ -147,24 +147,7 @@ def _terminate(dev_server: DevServer, job_id: str) -> None:
 def _marked(stack: Stack, pipeline: str, name: str) -> list[tuple[int, int, int, str]]:
     """(pid, sid, ppid, marker) of every live process of the service of `pipeline` (any run)
     of this stack, straight from /proc."""
-    prefix = f"SHOPFLOOR_PIPELINE_SERVICE={pipeline}/{name}/".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        marker = next((e for e in env if e.startswith(prefix)), None)
-        if marker is None:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] in ("Z", "X"):
-            continue
-        found.append((int(entry), int(fields[3]), int(fields[1]), marker.decode()))
-    return found
+    return [(st.pid, st.sid, st.ppid, m) for st, m in marked_by_prefix(f"{pipeline}/{name}/")]
 
 
 class _Leader:
