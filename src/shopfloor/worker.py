@@ -21,6 +21,7 @@ from shopfloor.observability.exposition import ProcessRegistry, SdkMetrics, serv
 from shopfloor.observability.instruments import ArtifactMetrics
 from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
 from shopfloor.observability.metrics import install as install_metrics
+from shopfloor.outcome import OutcomeInterceptor, check_search_attributes
 from shopfloor.observability.tracing import setup_tracing, shutdown_tracing, temporal_interceptors
 from shopfloor.processes import free_port
 from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kind_slots, kinds
@@ -120,6 +121,9 @@ def build_workers(
                 if metrics is not None
                 else []
             ),
+            # Innermost: the job's outcome (search attributes; FAILED for a job that did not
+            # pass), which the metrics and the trace then see as the job's end.
+            OutcomeInterceptor(),
         ]
         queues[queue] = (plan, True, interceptors)
         if any(k.local_first for k in plan.kinds):
@@ -168,6 +172,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     artifact_metrics = ArtifactMetrics(registry.inner) if registry else None
     setup_tracing(settings, "worker")
     client = await connect_with_retry(settings, wait_s=60)
+    # Every job records its outcome in search attributes: without them its first workflow
+    # task would fail for ever. Say so now, naming the command that registers them.
+    await check_search_attributes(client)
     async with AsyncExitStack() as stack:
         stack.callback(shutdown_tracing)
         if registry is not None:

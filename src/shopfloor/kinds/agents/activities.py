@@ -28,7 +28,7 @@ from shopfloor.kinds.agents.models import (
     AgentRequest,
     StoreArtifacts,
 )
-from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
+from shopfloor.kinds.agents.stubs import CANCEL_OWN_JOB, RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.settings import Settings
 
@@ -55,7 +55,7 @@ class AgentActivities:
 
     @property
     def activities(self) -> list:
-        return [self.run_agent_step, self.store_agent_artifacts]
+        return [self.run_agent_step, self.store_agent_artifacts, self.cancel_own_job]
 
     async def __aenter__(self) -> AgentActivities:
         return self
@@ -100,6 +100,14 @@ class AgentActivities:
             return self.artifacts.read_bytes(uri).decode()
         except (ArtifactError, UnicodeDecodeError) as err:
             raise invalid_input(f"cannot read {uri}: {err}") from err
+
+    @activity.defn(name=CANCEL_OWN_JOB.name)
+    async def cancel_own_job(self, job_id: str) -> None:
+        """Only ever the calling job's own id: a job cannot cancel another."""
+        own = activity.info().workflow_id
+        if job_id != own:
+            raise invalid_input(f"a job may cancel only itself ({own}), not {job_id!r}")
+        await activity.client().get_workflow_handle(own).cancel()
 
     @activity.defn(name=STORE_AGENT_ARTIFACTS.name)
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:

@@ -45,7 +45,8 @@ with workflow.unsafe.imports_passed_through():
         config_problem,
     )
     from shopfloor.kinds.agents.specs import Spec, SpecError, spec_for
-    from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
+    from shopfloor.kinds.agents.stubs import CANCEL_OWN_JOB, RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
+    from shopfloor.outcome import OUTCOME_PATCH
 
 # Agent calls are retried as every job activity is (`jobs.JOB_RETRY_POLICY`: 5xx and network
 # errors with backoff); after the last attempt the step gets a FAIL reply (PROVIDER_ERROR)
@@ -282,6 +283,8 @@ class CoordinatorWorkflow(ReportsProgress):
             for key, value in to_store.items():
                 artifacts.update(await self._store(config, {key: value}))
         self.report(state.status.value, iteration=self._iteration, goal_status=state.status)
+        if state.status is GoalStatus.CANCELLED:
+            await self._end_cancelled()
         return CoordinatorResult(
             goal_id=state.goal_id,
             status=state.status,
@@ -293,6 +296,23 @@ class CoordinatorWorkflow(ReportsProgress):
             iterations=self._iteration,
             runs=self._runs,
         )
+
+    async def _end_cancelled(self) -> None:
+        """A goal cancelled by the `cancel` signal asks Temporal to cancel its job, so that
+        it ends CANCELED as a job cancelled any other way does (shopfloor.outcome). A
+        Temporal cancel request has come already: nothing to ask."""
+        task = asyncio.current_task()
+        if (task is not None and task.cancelling() > 0) or not workflow.patched(OUTCOME_PATCH):
+            return
+        await CANCEL_OWN_JOB.execute(
+            workflow.info().workflow_id,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+        )
+        try:
+            await workflow.wait_condition(lambda: False)
+        except asyncio.CancelledError:
+            pass  # the request arrived: the job's outcome interceptor ends it CANCELED
 
     def _batched_store(self) -> bool:
         """v2: all artifacts in one activity (one round trip instead of one per key)."""
