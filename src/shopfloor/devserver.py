@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shopfloor.outcome import search_attribute_args
 from shopfloor.filemodes import PRIVATE_UMASK, private_dir
+from shopfloor.outcome import search_attribute_args
 from shopfloor.ports import HTTP_API_OFFSET, METRICS_OFFSET
 from shopfloor.processes import kill_process, stop_process
 from shopfloor.settings import Settings

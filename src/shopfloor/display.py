@@ -87,6 +87,8 @@ def show_result(result: dict[str, Any], *, passed: bool | None = None) -> None:
     header = Text(result["job_id"], style="bold")
     header.append("  ")
     header.append(result["status"], style="green" if ok else "red")
+    if result.get("outcome"):
+        header.append(f"  {result['outcome']}", style="green" if ok else "red")
     if passed is False and result["status"] == "COMPLETED":
         header.append("  (the job ran; its result is a failure)", style="red")
     console.print(header)
@@ -125,12 +127,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 
 def show_jobs(jobs: list[dict[str, Any]]) -> None:
     _table(
-        ["job", "kind", "status", "started", "closed"],
+        ["job", "kind", "status", "outcome", "started", "closed"],
         [
             [
                 job["job_id"],
                 job.get("kind") or "",
                 job["status"],
+                job.get("outcome") or "",
                 str(job.get("started_at") or "")[:19],
                 str(job.get("closed_at") or "")[:19],
             ]

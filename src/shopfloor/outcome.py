@@ -31,8 +31,10 @@ from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import (
     ApplicationError,
     ChildWorkflowError,
-    TimeoutError as TemporalTimeoutError,
     is_cancelled_exception,
+)
+from temporalio.exceptions import (
+    TimeoutError as TemporalTimeoutError,
 )
 from temporalio.worker import (
     ExecuteWorkflowInput,
@@ -221,9 +223,7 @@ async def check_search_attributes(client: Client) -> None:
     """Raises SearchAttributesMissing, naming the command that registers them."""
     missing = await missing_search_attributes(client)
     if missing:
-        create = " ".join(
-            f"--name {n} --type {SEARCH_ATTRIBUTES[n]}" for n in missing
-        )
+        create = " ".join(f"--name {n} --type {SEARCH_ATTRIBUTES[n]}" for n in missing)
         raise SearchAttributesMissing(
             f"the Temporal namespace {client.namespace!r} lacks the search attributes "
             f"{missing} that every job records its outcome in: run `{SETUP_COMMAND}` "

@@ -21,8 +21,8 @@ from shopfloor.observability.exposition import ProcessRegistry, SdkMetrics, serv
 from shopfloor.observability.instruments import ArtifactMetrics
 from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
 from shopfloor.observability.metrics import install as install_metrics
-from shopfloor.outcome import OutcomeInterceptor, check_search_attributes
 from shopfloor.observability.tracing import setup_tracing, shutdown_tracing, temporal_interceptors
+from shopfloor.outcome import OutcomeInterceptor, check_search_attributes
 from shopfloor.processes import free_port
 from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kind_slots, kinds
 from shopfloor.sandbox import protect_from_same_user
