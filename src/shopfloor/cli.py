@@ -496,6 +496,11 @@ def setup_search_attributes() -> None:
         fail(f"could not register the search attributes: {err}", EXIT_UNREACHABLE)
     for name, kind in SEARCH_ATTRIBUTES.items():
         print(f"{name} ({kind}): {'created' if name in created else 'already registered'}")
+    # The SDK's core runtime threads outlive the client and abort the interpreter's shutdown
+    # ("PyGILState_Release"): the work is done, leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_PASSED)
 
 
 @app.command("list")

@@ -96,6 +96,11 @@ async def describe_job(client: Client, job_id: str, *, with_progress: bool = Tru
         )
     status = status_name(desc.status)
     outcome = recorded_outcome(desc.typed_search_attributes, status)
+    if is_terminal(status):
+        # An ended job has nothing in flight: an activity its end cancelled (an agent call
+        # the cancel took with it) may still be listed, CANCEL_REQUESTED, until its worker
+        # hears of it. It will never report to the job again.
+        progress = []
     reported = None
     if with_progress and kind is not None and kind.reports_progress and status == "RUNNING":
         try:

@@ -23,7 +23,7 @@ Imported by workflows and by the controller and CLI: light, deterministic.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -165,11 +165,11 @@ def _cancel_was_requested() -> bool:
 
 
 class _Outcome(WorkflowInboundInterceptor):
-    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
-        from shopfloor.registry import kind_for_workflow_type
+    # Workflow type → its kind: read from the registry outside the workflow sandbox.
+    kinds: ClassVar[dict[str, JobKind]] = {}
 
-        with workflow.unsafe.sandbox_unrestricted():
-            kind = kind_for_workflow_type(workflow.info().workflow_type)
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        kind = self.kinds.get(workflow.info().workflow_type)
         if kind is None or not workflow.patched(OUTCOME_PATCH):
             return await super().execute_workflow(input)
         _upsert(kind.name, RUNNING)
@@ -196,10 +196,22 @@ class _Outcome(WorkflowInboundInterceptor):
 
 
 class OutcomeInterceptor(Interceptor):
+    """Records every job's outcome (see the module's doc). Made in the worker process, where
+    it reads the registry; the workflow side then only looks its kind up."""
+
+    def __init__(self) -> None:
+        from shopfloor.registry import kinds
+
+        self._kinds = {
+            workflow_type: kind
+            for kind in kinds().values()
+            for workflow_type in (kind.workflow_type, *kind.other_workflow_types)
+        }
+
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
     ) -> type[WorkflowInboundInterceptor]:
-        return _Outcome
+        return type("_KindOutcome", (_Outcome,), {"kinds": self._kinds})
 
 
 # -- on a server --------------------------------------------------------------------------------
