@@ -41,6 +41,10 @@ def _fmt(value: Any) -> str:
 
 def progress_text(status: dict[str, Any]) -> Text:
     text = Text(f"{status['job_id']}  {status['status']}", style="bold")
+    if status.get("outcome") and status["outcome"] != "running":
+        text.append(
+            f"  {status['outcome']}", style="green" if status["outcome"] == "passed" else "red"
+        )
     # What the job says about itself comes first: it is there even while no activity runs.
     reported = status.get("workflow_progress")
     if reported:
