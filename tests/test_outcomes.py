@@ -345,6 +345,10 @@ def test_outcome_agrees_everywhere(name: str, matrix: Stack, dev_server: DevServ
         # The kind's whole result travels with the failure.
         assert isinstance(res["result"], dict) and res["result"], res
         assert res["error"], res
+    if case.kind == "agent" and case.outcome == "cancelled":
+        # The cancelled goal's result is kept (its artifacts stored first).
+        assert res["result"]["status"] == "CANCELLED", res
+        assert "final-state" in res["result"]["artifacts"], res
     status = s.http.get(f"/jobs/{case.job_id}").json()
     assert (status["status"], status["outcome"]) == (case.status, case.outcome), status
     # Nothing still in flight once it ended.

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from temporalio import activity
+from temporalio.service import RPCError
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
 from shopfloor.egress import EgressPolicy
@@ -26,6 +27,7 @@ from shopfloor.kinds.agents.models import (
     INLINE_OUTPUT_CHARS,
     AgentReply,
     AgentRequest,
+    CoordinatorResult,
     StoreArtifacts,
 )
 from shopfloor.kinds.agents.stubs import CANCEL_OWN_JOB, RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
@@ -102,12 +104,15 @@ class AgentActivities:
             raise invalid_input(f"cannot read {uri}: {err}") from err
 
     @activity.defn(name=CANCEL_OWN_JOB.name)
-    async def cancel_own_job(self, job_id: str) -> None:
-        """Only ever the calling job's own id: a job cannot cancel another."""
+    async def cancel_own_job(self, result: CoordinatorResult) -> CoordinatorResult:
+        """Cancels the calling job (only ever its own: the id is the activity's, not an
+        argument) and hands its result back, for history to keep."""
         own = activity.info().workflow_id
-        if job_id != own:
-            raise invalid_input(f"a job may cancel only itself ({own}), not {job_id!r}")
-        await activity.client().get_workflow_handle(own).cancel()
+        try:
+            await activity.client().get_workflow_handle(own).cancel()
+        except RPCError as err:  # already being cancelled (a Temporal cancel came first)
+            activity.logger.info("cancel of %s: %s", own, err)
+        return result
 
     @activity.defn(name=STORE_AGENT_ARTIFACTS.name)
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:

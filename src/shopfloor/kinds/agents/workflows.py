@@ -283,9 +283,7 @@ class CoordinatorWorkflow(ReportsProgress):
             for key, value in to_store.items():
                 artifacts.update(await self._store(config, {key: value}))
         self.report(state.status.value, iteration=self._iteration, goal_status=state.status)
-        if state.status is GoalStatus.CANCELLED:
-            await self._end_cancelled()
-        return CoordinatorResult(
+        result = CoordinatorResult(
             goal_id=state.goal_id,
             status=state.status,
             reason=state.reason,
@@ -296,23 +294,32 @@ class CoordinatorWorkflow(ReportsProgress):
             iterations=self._iteration,
             runs=self._runs,
         )
+        if state.status is GoalStatus.CANCELLED:
+            await self._end_cancelled(result)
+        return result
 
-    async def _end_cancelled(self) -> None:
-        """A goal cancelled by the `cancel` signal asks Temporal to cancel its job, so that
-        it ends CANCELED as a job cancelled any other way does (shopfloor.outcome). A
-        Temporal cancel request has come already: nothing to ask."""
-        task = asyncio.current_task()
-        if (task is not None and task.cancelling() > 0) or not workflow.patched(OUTCOME_PATCH):
+    async def _end_cancelled(self, result: CoordinatorResult) -> None:
+        """A cancelled goal's job ends CANCELED, however it was cancelled (the `cancel`
+        signal, or a Temporal cancel request): an activity records its result in history
+        (where GET /jobs/<id>/result reads a CANCELED job's) and asks Temporal to cancel the
+        job. The job's outcome interceptor then ends it CANCELED (shopfloor.outcome). Runs
+        begun before outcomes were recorded end as they did: COMPLETED, status CANCELLED."""
+        if not workflow.patched(OUTCOME_PATCH):
             return
-        await CANCEL_OWN_JOB.execute(
-            workflow.info().workflow_id,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=STORE_RETRY,
-        )
+        task = asyncio.current_task()
+        requested = task is not None and task.cancelling() > 0
         try:
-            await workflow.wait_condition(lambda: False)
+            await CANCEL_OWN_JOB.execute(
+                result,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=STORE_RETRY,
+                # Its result must reach history before the job ends.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            if not requested:
+                await workflow.wait_condition(lambda: False)
         except asyncio.CancelledError:
-            pass  # the request arrived: the job's outcome interceptor ends it CANCELED
+            pass  # the request arrived
 
     def _batched_store(self) -> bool:
         """v2: all artifacts in one activity (one round trip instead of one per key)."""
