@@ -61,7 +61,7 @@ def warm_up_scene() -> Any:
          [2, 6, 7], [2, 7, 3], [0, 4, 6], [0, 6, 2], [1, 3, 7], [1, 7, 5]]
     )  # fmt: skip
 
-    def box(label: str, lo: tuple[float, ...], size: float, fixed: bool = False) -> dict:
+    def box(label: str, lo: tuple[float, ...], size: float, fixed: bool = False) -> dict[str, Any]:
         stl = _stl_bytes(np.asarray(lo) + corners * size, faces)
         data = base64.b64encode(stl).decode()
         return {"label": label, "format": "stl", "data_base64": data, "fixed": fixed}
