@@ -306,8 +306,6 @@ class CoordinatorWorkflow(ReportsProgress):
         begun before outcomes were recorded end as they did: COMPLETED, status CANCELLED."""
         if not workflow.patched(OUTCOME_PATCH):
             return
-        task = asyncio.current_task()
-        requested = task is not None and task.cancelling() > 0
         try:
             await CANCEL_OWN_JOB.execute(
                 result,
@@ -316,7 +314,9 @@ class CoordinatorWorkflow(ReportsProgress):
                 # Its result must reach history before the job ends.
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
-            if not requested:
+            # The request it made may have come while it ran (then the SDK took it to cancel
+            # the activity, which had already completed): wait only when it has not.
+            if not _cancel_requested():
                 await workflow.wait_condition(lambda: False)
         except asyncio.CancelledError:
             pass  # the request arrived
@@ -392,6 +392,13 @@ class CoordinatorWorkflow(ReportsProgress):
             raise ValueError("the goal has finished: instructions are no longer taken")
         if not instruction.text.strip():
             raise ValueError("an instruction needs some text")
+
+
+def _cancel_requested() -> bool:
+    """Whether Temporal has asked this run to cancel: its main task counts the request even
+    when the workflow caught it (to store its artifacts first)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @workflow.defn(name="agentCoordinatorWorkflow")
