@@ -177,7 +177,8 @@ class _Outcome(WorkflowInboundInterceptor):
             result = await super().execute_workflow(input)
         except workflow.ContinueAsNewError:
             raise  # the next run goes on: still running
-        except BaseException as err:
+        except (Exception, asyncio.CancelledError) as err:
+            # (Not the SDK's own BaseExceptions: a run evicted from the cache ends nothing.)
             _upsert(kind.name, outcome_of_failure(err))
             raise
         data = _as_data(result)
