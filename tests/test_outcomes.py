@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,11 @@ DOCS = REPO / "docs" / "outcomes.md"
 SLOW_SCRIPT = "import time\nprint('started', flush=True)\ntime.sleep(120)"
 RAMP_BOX = (REPO / "examples" / "ramp_box.py").read_text()
 SLEEPY_SCENE = "import time\ntime.sleep(60)"
-CLOSED_PORT = free_port()  # nothing listens: an HTTP step to it fails (and retries)
+# Bound, never listening, held for the module's life: a connection to it is refused (an HTTP
+# step to it fails, and retries), and no one else can take the port meanwhile.
+_CLOSED = socket.socket()
+_CLOSED.bind(("127.0.0.1", 0))
+CLOSED_PORT = _CLOSED.getsockname()[1]
 QUICK_SIM = {"render": False, "duration_s": 2.0}
 
 
@@ -41,7 +46,8 @@ class Case:
     situation: str  # the docs' row
     status: str
     outcome: str
-    job: dict[str, Any]
+    # The input, or what makes it when the job starts (ports picked then, not at import).
+    job: dict[str, Any] | Callable[[], dict[str, Any]]
     # How it is cancelled: http (shopfloor's POST /jobs/<id>/cancel), cli (`shopfloor cancel`),
     # dashboard (the Cancel button's form), temporal (a Temporal client's cancel request),
     # signal:<name> (`shopfloor signal`).
@@ -206,7 +212,7 @@ CASES: dict[str, Case] = {
         "every service started, then stopped by the `stop` signal",
         "COMPLETED",
         "passed",
-        _pipeline(),
+        _pipeline,
         "signal:stop",
     ),
     "pipeline-failed": Case(
@@ -214,14 +220,14 @@ CASES: dict[str, Case] = {
         "a service failed to start (rolled back)",
         "FAILED",
         "failed",
-        _pipeline(never_healthy=True, start_timeout_s=2),
+        lambda: _pipeline(never_healthy=True, start_timeout_s=2),
     ),
     "pipeline-cancel-temporal": Case(
         "pipeline",
         "cancelled (its services are stopped first)",
         "CANCELED",
         "cancelled",
-        _pipeline(),
+        _pipeline,
         "temporal",
     ),
 }
@@ -260,7 +266,7 @@ def matrix(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -> I
         s.start_worker()
         s.start_controller()
         for case in CASES.values():
-            case.job_id = s.submit(case.kind, case.job)
+            case.job_id = s.submit(case.kind, case.job() if callable(case.job) else case.job)
         _end_cases(s, dev_server.address)
         yield s
     finally:
@@ -269,6 +275,8 @@ def matrix(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def _running(s: Stack, job_id: str, *, pipeline: bool = False) -> bool:
     st = s.http.get(f"/jobs/{job_id}").json()
+    if st["status"] != "RUNNING":
+        return True  # ended already: the check below says whether that was right
     if pipeline:
         q = s.http.get(f"/jobs/{job_id}/queries/status")
         return q.status_code == 200 and q.json().get("phase") == "running"
