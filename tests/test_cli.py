@@ -22,7 +22,9 @@ def test_exit_codes(stack: Stack, tmp_path: Path) -> None:
     failed = stack.cli("submit", "script", failing, "--wait", "--json")
     assert failed.returncode == 1, failed.stderr
     job = json.loads(failed.stdout)
-    assert job["status"] == "COMPLETED" and job["result"]["exit_code"] == 3
+    # A job that did not pass ends FAILED, carrying its whole result (docs/outcomes.md).
+    assert (job["status"], job["outcome"]) == ("FAILED", "failed")
+    assert job["result"]["exit_code"] == 3
     assert stack.cli("result", job["job_id"]).returncode == 1
     assert stack.cli("result", "no-such-job").returncode == 2
     usage = stack.cli("submit", "script", failing, "-o", "timeout_s=-1")

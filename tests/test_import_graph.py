@@ -66,6 +66,7 @@ CORE = (
     "shopfloor.jobstate",
     "shopfloor.killswitch",
     "shopfloor.observability",
+    "shopfloor.outcome",
     "shopfloor.offload",
     "shopfloor.registry",
     "shopfloor.schedules.models",

@@ -53,12 +53,19 @@ def test_counters_match_the_jobs_that_ran(observed: Stack) -> None:
     ]  # fmt: skip
     ids = [observed.submit(kind, job) for kind, job in jobs]
     results = [observed.result(job_id, wait_s=180) for job_id in ids]
-    assert [r["status"] for r in results] == ["COMPLETED"] * len(jobs)
+    # A job that did not pass ends FAILED, with its result (docs/outcomes.md).
+    assert [(r["status"], r["outcome"]) for r in results] == [
+        ("COMPLETED", "passed"),
+        ("FAILED", "failed"),
+        ("FAILED", "timed_out"),
+        *[("COMPLETED", "passed")] * 3,
+    ]
     assert results[2]["result"]["killed_reason"] == "timeout"
 
     expected = {
         ("script", "passed"): 1,
-        ("script", "failed"): 2,  # exit 3, and killed at its time limit
+        ("script", "failed"): 1,  # exit 3
+        ("script", "timed_out"): 1,  # killed at its time limit
         ("simulation", "passed"): 1,
         ("agent", "passed"): 1,
         ("phased", "passed"): 1,

@@ -21,6 +21,7 @@ from shopfloor.cli_common import (
     EXIT_FAILED,
     EXIT_PASSED,
     EXIT_RUNNING,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     controller_call,
     fail,
@@ -47,13 +48,15 @@ KindName = Enum(  # type: ignore[misc]  # members known at run time only
 
 
 def job_passed(result: dict[str, Any]) -> bool:
-    """Did the job pass? COMPLETED, and — for kinds whose results can say "failed" while the
-    workflow completed (a script exiting 1, a simulation's FAIL verdict) — its own verdict."""
+    """Did the job pass? Its outcome says (docs/outcomes.md); for a controller that gives
+    none: COMPLETED, and its kind's own decision on the result."""
+    if result.get("outcome") and result["outcome"] != "running":
+        return bool(result["outcome"] == "passed")
     if result.get("status") != "COMPLETED":
         return False
     kind = kinds().get(result.get("kind") or "")
     body = result.get("result")
-    return kind.passed(body) if kind and kind.passed and isinstance(body, dict) else True
+    return kind.passed(body) if kind and isinstance(body, dict) else True
 
 
 def exit_for(result: dict[str, Any]) -> None:
@@ -479,10 +482,37 @@ def update(job_id: str, name: str, body: JsonBody = None) -> None:
         _print_json(make_client().update(job_id, name, _json_body(body)))
 
 
+@app.command("setup-search-attributes")
+def setup_search_attributes() -> None:
+    """Register the search attributes every job records its outcome in (ShopfloorOutcome,
+    ShopfloorKind) on the configured Temporal namespace: once per cluster, before the first
+    worker starts. The embedded dev server (`shopfloor up`) registers them itself."""
+    from shopfloor.outcome import SEARCH_ATTRIBUTES, create_search_attributes
+    from shopfloor.temporal import connect
+
+    async def register() -> list[str]:
+        return await create_search_attributes(await connect(get_settings()))
+
+    try:
+        created = asyncio.run(register())
+    except RuntimeError as err:  # no server, or not allowed (the operator service)
+        fail(f"could not register the search attributes: {err}", EXIT_UNREACHABLE)
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        print(f"{name} ({kind}): {'created' if name in created else 'already registered'}")
+    # The SDK's core runtime threads outlive the client and abort the interpreter's shutdown
+    # ("PyGILState_Release"): the work is done, leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_PASSED)
+
+
 @app.command("list")
 def list_jobs(
     kind: Annotated[KindName | None, typer.Option()] = None,
     status: Annotated[str | None, typer.Option(help="Running, Completed, Failed, …")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="passed, failed, cancelled, timed_out, running")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -492,7 +522,7 @@ def list_jobs(
     with controller_call():
         job_kind = kind_named(kind.value) if kind else None
         name = job_kind.name if job_kind else None
-        jobs = make_client().list(kind=name, status=status, limit=limit)
+        jobs = make_client().list(kind=name, status=status, limit=limit, outcome=outcome)
     if as_json:
         print(json.dumps(jobs))
     else:

@@ -87,9 +87,16 @@ class ShopfloorClient:
         return self._object("POST", f"/jobs/{job_id}/cancel")
 
     def list(
-        self, *, kind: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        outcome: str | None = None,
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
+        if outcome:
+            params["outcome"] = outcome
         if kind:
             params["kind"] = kind
         if status:

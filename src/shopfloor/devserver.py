@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from shopfloor.filemodes import PRIVATE_UMASK, private_dir
+from shopfloor.outcome import search_attribute_args
 from shopfloor.ports import HTTP_API_OFFSET, METRICS_OFFSET
 from shopfloor.processes import kill_process, stop_process
 from shopfloor.settings import Settings
@@ -61,6 +62,8 @@ def dev_server_argv(*, db_file: Path, port: int, ui_port: int, ip: str = "127.0.
         "--sqlite-pragma",
         "synchronous=normal",
         *_dynamic_config(DEV_SERVER_DYNAMIC_CONFIG),
+        # ShopfloorOutcome and ShopfloorKind (shopfloor.outcome), registered at every start.
+        *search_attribute_args(),
     ]
 
 

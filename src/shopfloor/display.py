@@ -41,6 +41,10 @@ def _fmt(value: Any) -> str:
 
 def progress_text(status: dict[str, Any]) -> Text:
     text = Text(f"{status['job_id']}  {status['status']}", style="bold")
+    if status.get("outcome") and status["outcome"] != "running":
+        text.append(
+            f"  {status['outcome']}", style="green" if status["outcome"] == "passed" else "red"
+        )
     # What the job says about itself comes first: it is there even while no activity runs.
     reported = status.get("workflow_progress")
     if reported:
@@ -87,6 +91,8 @@ def show_result(result: dict[str, Any], *, passed: bool | None = None) -> None:
     header = Text(result["job_id"], style="bold")
     header.append("  ")
     header.append(result["status"], style="green" if ok else "red")
+    if result.get("outcome"):
+        header.append(f"  {result['outcome']}", style="green" if ok else "red")
     if passed is False and result["status"] == "COMPLETED":
         header.append("  (the job ran; its result is a failure)", style="red")
     console.print(header)
@@ -125,12 +131,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 
 def show_jobs(jobs: list[dict[str, Any]]) -> None:
     _table(
-        ["job", "kind", "status", "started", "closed"],
+        ["job", "kind", "status", "outcome", "started", "closed"],
         [
             [
                 job["job_id"],
                 job.get("kind") or "",
                 job["status"],
+                job.get("outcome") or "",
                 str(job.get("started_at") or "")[:19],
                 str(job.get("closed_at") or "")[:19],
             ]

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.common import TypedSearchAttributes
 
 from shopfloor.failures import proto_failure_message
+from shopfloor.outcome import OUTCOME_KEY, outcome_of_status
 from shopfloor.progress import WorkflowProgress, is_terminal
 from shopfloor.registry import PROGRESS_QUERY, kind_for_workflow_type
 
@@ -26,6 +28,7 @@ __all__ = [
     "JobStatus",
     "describe_job",
     "is_terminal",
+    "recorded_outcome",
     "runs_in_history",
     "status_name",
 ]
@@ -53,6 +56,9 @@ class JobStatus(BaseModel):
     kind: str | None
     workflow_type: str
     status: str  # RUNNING, COMPLETED, FAILED, CANCELED, TERMINATED, TIMED_OUT, …
+    # passed, failed, cancelled, timed_out or running: the job's `ShopfloorOutcome`, as its
+    # kind decided it (docs/outcomes.md); for runs that recorded none, read from `status`.
+    outcome: str = "running"
     task_queue: str
     started_at: datetime | None
     closed_at: datetime | None
@@ -89,6 +95,12 @@ async def describe_job(client: Client, job_id: str, *, with_progress: bool = Tru
             )
         )
     status = status_name(desc.status)
+    outcome = recorded_outcome(desc.typed_search_attributes, status)
+    if is_terminal(status):
+        # An ended job has nothing in flight: an activity its end cancelled (an agent call
+        # the cancel took with it) may still be listed, CANCEL_REQUESTED, until its worker
+        # hears of it. It will never report to the job again.
+        progress = []
     reported = None
     if with_progress and kind is not None and kind.reports_progress and status == "RUNNING":
         try:
@@ -102,12 +114,23 @@ async def describe_job(client: Client, job_id: str, *, with_progress: bool = Tru
         kind=kind.name if kind else None,
         workflow_type=desc.workflow_type,
         status=status,
+        outcome=outcome,
         task_queue=desc.task_queue,
         started_at=desc.start_time,
         closed_at=desc.close_time,
         workflow_progress=reported,
         progress=progress,
     )
+
+
+def recorded_outcome(attributes: TypedSearchAttributes, status: str) -> str:
+    """The outcome a job recorded; for one that recorded none (begun before outcomes were,
+    or terminated before its end), the one its Temporal status implies. A job terminated
+    while its attribute still says `running` is `cancelled`."""
+    recorded = attributes.get(OUTCOME_KEY)
+    if recorded and (recorded != "running" or status == "RUNNING"):
+        return recorded
+    return outcome_of_status(status)
 
 
 def _pending_state(state: PendingActivityState.ValueType) -> str:

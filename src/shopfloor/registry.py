@@ -203,9 +203,11 @@ class JobKind:
     warm_environment: str | None = None
     # Other names the CLI accepts (`shopfloor submit simulate …`).
     aliases: Sequence[str] = ()
-    # Whether a COMPLETED job's result (as JSON) counts as passed: a script that exited 1, a
-    # simulation with a FAIL verdict completed as workflows but did not pass (CLI exit code 1).
-    passed: Callable[[dict[str, Any]], bool] | None = None
+    # The kind's decision on its result (as JSON): "passed", "failed", "timed_out" or
+    # "cancelled" (shopfloor.outcome, docs/outcomes.md). A script that exited 1 or a
+    # simulation with a FAIL verdict did not pass: the job then ends FAILED, carrying the
+    # result, and its `ShopfloorOutcome` search attribute says which. None: always passed.
+    outcome: Callable[[dict[str, Any]], str] | None = None
     bundle: WorkerBundle
     presentation: Presentation = Presentation()
 
@@ -217,6 +219,10 @@ class JobKind:
 
     def update(self, name: str) -> Update | None:
         return next((u for u in self.updates if u.name == name), None)
+
+    def passed(self, result: dict[str, Any]) -> bool:
+        """Whether a result (as JSON) counts as passed, by the kind's own decision."""
+        return self.outcome is None or self.outcome(result) == "passed"
 
     @property
     def reports_progress(self) -> bool:

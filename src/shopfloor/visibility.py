@@ -31,13 +31,20 @@ def execution_status(status: str) -> str | None:
 
 
 def jobs_query(
-    workflow_types: Sequence[str], *, status: str | None = None, id_prefix: str | None = None
+    workflow_types: Sequence[str],
+    *,
+    status: str | None = None,
+    id_prefix: str | None = None,
+    outcome: str | None = None,
 ) -> str:
     """Jobs of these workflow types; with `status` (already checked by `execution_status`)
-    only those in it; with `id_prefix` only those whose id starts so."""
+    only those in it; with `id_prefix` only those whose id starts so; with `outcome` (checked
+    by `shopfloor.outcome.outcome_name`) only those whose `ShopfloorOutcome` says so."""
     query = "WorkflowType IN (" + ", ".join(quoted(t) for t in workflow_types) + ")"
     if status:
         query += f" AND ExecutionStatus = {quoted(status)}"
+    if outcome:
+        query += f" AND ShopfloorOutcome = {quoted(outcome)}"
     if id_prefix:
         query += f" AND WorkflowId STARTS_WITH {quoted(id_prefix)}"
     return query

@@ -23,6 +23,7 @@ from shopfloor.observability.instruments import ArtifactMetrics
 from shopfloor.observability.metrics import JobMetrics, MetricsInterceptor, metrics_runtime
 from shopfloor.observability.metrics import install as install_metrics
 from shopfloor.observability.tracing import setup_tracing, shutdown_tracing, temporal_interceptors
+from shopfloor.outcome import OutcomeInterceptor, check_search_attributes
 from shopfloor.processes import free_port
 from shopfloor.registry import JobKind, KindWork, QueueWork, WorkerContext, kind_slots, kinds
 from shopfloor.sandbox import protect_from_same_user
@@ -108,12 +109,13 @@ def build_workers(
     plans: dict[str, QueuePlan],
     *,
     metrics: JobMetrics | None = None,
+    record_outcomes: bool = True,
 ) -> list[Worker]:
     """Kinds that share a task queue share one Worker, as Temporal requires. A queue beside a
     kind's own (`QueuePlan.beside`) has the interceptors of that queue, so its jobs count in
     that queue's metrics, and `slots_factor` times its slots."""
     interceptors = {
-        queue: _interceptors(queue, plan, settings, metrics)
+        queue: _interceptors(queue, plan, settings, metrics, record_outcomes=record_outcomes)
         for queue, plan in plans.items()
         if plan.beside is None
     }
@@ -145,10 +147,15 @@ def build_workers(
 
 
 def _interceptors(
-    queue: str, plan: QueuePlan, settings: Settings, metrics: JobMetrics | None
+    queue: str,
+    plan: QueuePlan,
+    settings: Settings,
+    metrics: JobMetrics | None,
+    *,
+    record_outcomes: bool,
 ) -> list[Interceptor]:
-    """Job metrics (docs/operations.md), one set per queue, and, when tracing is on, the
-    SDK's spans."""
+    """Job metrics (docs/operations.md), one set per queue, when tracing is on the SDK's
+    spans, and the job's outcome."""
     return [
         JobIdInterceptor(),  # first: a job with an id that is not its own runs nothing
         # Outside the metrics one: the job's start and end lines are logged in its trace.
@@ -158,6 +165,10 @@ def _interceptors(
             if metrics is not None
             else []
         ),
+        # Innermost: the job's outcome (search attributes; FAILED for a job that did not
+        # pass), which the metrics and the trace then see as the job's end. Off only for a
+        # server that cannot hold them (the SDK's time-skipping test server).
+        *([OutcomeInterceptor()] if record_outcomes else []),
     ]
 
 
@@ -184,6 +195,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     artifact_metrics = ArtifactMetrics(registry.inner) if registry else None
     setup_tracing(settings, "worker")
     client = await connect_with_retry(settings, wait_s=60)
+    # Every job records its outcome in search attributes: without them its first workflow
+    # task would fail for ever. Say so now, naming the command that registers them.
+    await check_search_attributes(client)
     async with AsyncExitStack() as stack:
         stack.callback(shutdown_tracing)
         if registry is not None:

@@ -225,6 +225,8 @@ def test_an_agent_run_is_paused_and_resumed_from_its_buttons(signed_in, dash: St
     shot(page, "job-agent")
     page.click("button#cancel")
     result = dash.result(job_id, wait_s=120)
+    # Cancelled like any job (docs/outcomes.md): CANCELED, with the goal's result kept.
+    assert (result["status"], result["outcome"]) == ("CANCELED", "cancelled"), result
     assert result["result"]["status"] == "CANCELLED"
     page.close()
 

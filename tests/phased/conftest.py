@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from shopfloor.outcome import can_record_outcomes
 from shopfloor.registry import JobKind
 from shopfloor.settings import Settings
 from shopfloor.worker import build_workers, kind_resources
@@ -56,6 +57,9 @@ async def running(client: Client, settings: Settings, kinds: list[JobKind]) -> A
     """In-process workers for `kinds`, with their lifespans, as `shopfloor worker` runs them."""
     async with AsyncExitStack() as stack:
         plans = await stack.enter_async_context(kind_resources(settings, kinds))
-        for worker in build_workers(client, settings, plans):
+        # The time-skipping test server cannot hold the outcome's search attributes: its
+        # workers run without recording outcomes (docs/outcomes.md).
+        outcomes = await can_record_outcomes(client)
+        for worker in build_workers(client, settings, plans, record_outcomes=outcomes):
             await stack.enter_async_context(worker)
         yield

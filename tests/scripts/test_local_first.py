@@ -31,6 +31,7 @@ from shopfloor.jobs import HANDED_OFF
 from shopfloor.kinds.scripts.activities import ScriptActivities
 from shopfloor.kinds.scripts.models import ScriptInput, ScriptResult
 from shopfloor.kinds.scripts.workflows import ScriptExecutionWorkflow
+from shopfloor.outcome import OutcomeInterceptor
 from shopfloor.registry import kind_named, queue_for
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect
@@ -216,7 +217,12 @@ async def script_workers(
 async def events_of(client: Client, job_id: str) -> list:
     """The job's history events, once its history is checked to replay on the current code."""
     history = await client.get_workflow_handle(job_id).fetch_history()
-    replayer = Replayer(workflows=[ScriptExecutionWorkflow], data_converter=pydantic_data_converter)
+    # With the interceptors the worker runs them with: the outcome one issues commands too.
+    replayer = Replayer(
+        workflows=[ScriptExecutionWorkflow],
+        data_converter=pydantic_data_converter,
+        interceptors=[OutcomeInterceptor()],
+    )
     replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure
     return list(history.events)
@@ -241,7 +247,8 @@ async def test_a_short_script_job_is_one_workflow_task(client: Client, tmp_path:
     types = [e.event_type for e in await events_of(client, job_id)]
     assert types.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in types
-    assert types.count(EventType.EVENT_TYPE_MARKER_RECORDED) == 2  # the patch, the local run
+    # The patches (local-first, outcome) and the local run: still one workflow task.
+    assert types.count(EventType.EVENT_TYPE_MARKER_RECORDED) == 3
 
 
 async def test_a_long_script_job_is_handed_over_once(client: Client, tmp_path: Path) -> None:

@@ -76,7 +76,9 @@ def test_failure_modes_end_with_clear_reasons_and_worker_survives(stack: Stack) 
     for name, (_, exit_code, reason) in cases.items():
         res = stack.result(job_ids[name])
         result = res["result"]
-        assert res["status"] == "COMPLETED", (name, res)
+        # A job that did not pass ends FAILED, carrying its result (docs/outcomes.md).
+        outcome = "timed_out" if reason == "timeout" else "failed"
+        assert (res["status"], res["outcome"]) == ("FAILED", outcome), (name, res)
         assert result["exit_code"] == exit_code, (name, result)
         assert result["killed_reason"] == reason, (name, result)
         assert result["attempt"] == 1, (name, result)  # a failing script is a result, not a retry

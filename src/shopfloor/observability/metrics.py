@@ -48,6 +48,7 @@ from temporalio.worker import (
 )
 
 from shopfloor.jobs import HANDED_OFF
+from shopfloor.outcome import ERROR_TYPES
 from shopfloor.registry import JobKind, kinds, load
 
 log = logging.getLogger("shopfloor.metrics")
@@ -293,6 +294,10 @@ class _WorkflowMetrics(WorkflowInboundInterceptor):
                 outcome = None  # the job goes on in its next run
             elif isinstance(err, CancelledError) or name == "CancelledError":
                 outcome = "cancelled"
+            elif isinstance(err, ApplicationError) and err.type in ERROR_TYPES.values():
+                # A job its kind says did not pass (shopfloor.outcome): failed or timed_out,
+                # the user's business, not an "error" of the infrastructure.
+                outcome = next(o for o, t in ERROR_TYPES.items() if t == err.type)
             elif isinstance(err, FailureError):
                 outcome = "error"
             # Anything else fails the workflow task, not the job: it is retried.

@@ -204,7 +204,11 @@ def _safe_next(target: str) -> str:
 def _filters(request: Request) -> views.Filters:
     p = request.query_params
     return views.Filters(
-        kind=p.get("kind", ""), status=p.get("status", ""), q=p.get("q", ""), page=p.get("page", "")
+        kind=p.get("kind", ""),
+        status=p.get("status", ""),
+        q=p.get("q", ""),
+        page=p.get("page", ""),
+        outcome=p.get("outcome", ""),
     )
 
 

@@ -20,7 +20,14 @@ from temporalio.client import Client, WorkflowFailureError
 
 from shopfloor.controller.links import links_in
 from shopfloor.failures import failure_details, job_failure_message
-from shopfloor.jobstate import JobStatus, describe_job, is_terminal, last_activity_result
+from shopfloor.jobstate import (
+    JobStatus,
+    describe_job,
+    is_terminal,
+    last_activity_result,
+    recorded_outcome,
+)
+from shopfloor.outcome import outcome_name
 from shopfloor.registry import JobKind, kind_for_workflow_type, kinds, load
 from shopfloor.settings import Settings
 from shopfloor.visibility import MAX_PREFIX_CHARS, execution_status, jobs_query
@@ -48,6 +55,7 @@ class JobRow:
     started_at: Any
     closed_at: Any
     progress: str = ""
+    outcome: str = ""  # passed, failed, cancelled, timed_out, running: the row's colour
 
 
 @dataclass
@@ -63,9 +71,16 @@ class Filters:
     status: str = ""
     q: str = ""
     page: str = ""
+    outcome: str = ""
 
     def params(self, **override: str) -> str:
-        values = {"kind": self.kind, "status": self.status, "q": self.q, "page": self.page}
+        values = {
+            "kind": self.kind,
+            "status": self.status,
+            "outcome": self.outcome,
+            "q": self.q,
+            "page": self.page,
+        }
         values.update(override)
         return "&".join(f"{k}={quote(v)}" for k, v in values.items() if v)
 
@@ -79,10 +94,13 @@ def list_query(filters: Filters) -> str:
     wanted = execution_status(filters.status) if filters.status else None
     if filters.status and wanted is None:
         raise BadFilter(f"unknown status {filters.status[:40]!r}")
+    outcome = outcome_name(filters.outcome) if filters.outcome else None
+    if filters.outcome and outcome is None:
+        raise BadFilter(f"unknown outcome {filters.outcome[:40]!r}")
     text = filters.q.strip()
     if len(text) > MAX_PREFIX_CHARS:
         raise BadFilter(f"search text longer than {MAX_PREFIX_CHARS} characters")
-    return jobs_query(types, status=wanted, id_prefix=text)
+    return jobs_query(types, status=wanted, id_prefix=text, outcome=outcome)
 
 
 async def jobs_page(client: Client, filters: Filters) -> JobsPage:
@@ -110,6 +128,9 @@ async def jobs_page(client: Client, filters: Filters) -> JobsPage:
                 status=wf.status.name if wf.status else "UNKNOWN",
                 started_at=wf.start_time,
                 closed_at=wf.close_time,
+                outcome=recorded_outcome(
+                    wf.typed_search_attributes, wf.status.name if wf.status else "UNKNOWN"
+                ),
             )
         )
     next_token = found.next_page_token

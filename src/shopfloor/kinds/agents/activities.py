@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from temporalio import activity
+from temporalio.service import RPCError
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
 from shopfloor.egress import EgressPolicy
@@ -28,9 +29,10 @@ from shopfloor.kinds.agents.models import (
     INLINE_OUTPUT_CHARS,
     AgentReply,
     AgentRequest,
+    CoordinatorResult,
     StoreArtifacts,
 )
-from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
+from shopfloor.kinds.agents.stubs import CANCEL_OWN_JOB, RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
 from shopfloor.registry import ActivitiesIterator, WorkerContext
 from shopfloor.settings import Settings
 
@@ -57,7 +59,7 @@ class AgentActivities:
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.run_agent_step, self.store_agent_artifacts]
+        return [self.run_agent_step, self.store_agent_artifacts, self.cancel_own_job]
 
     async def __aenter__(self) -> AgentActivities:
         return self
@@ -102,6 +104,17 @@ class AgentActivities:
             return self.artifacts.read_bytes(uri).decode()
         except (ArtifactError, UnicodeDecodeError) as err:
             raise invalid_input(f"cannot read {uri}: {err}") from err
+
+    @activity.defn(name=CANCEL_OWN_JOB.name)
+    async def cancel_own_job(self, result: CoordinatorResult) -> CoordinatorResult:
+        """Cancels the calling job (only ever its own: the id is the activity's, not an
+        argument) and hands its result back, for history to keep."""
+        own = _own_job_id()
+        try:
+            await activity.client().get_workflow_handle(own).cancel()
+        except RPCError as err:  # already being cancelled (a Temporal cancel came first)
+            activity.logger.info("cancel of %s: %s", own, err)
+        return result
 
     @activity.defn(name=STORE_AGENT_ARTIFACTS.name)
     async def store_agent_artifacts(self, job: StoreArtifacts) -> dict[str, str]:

@@ -45,6 +45,17 @@ def _check_input(job: CoordinatorConfig, settings: Settings) -> None:
         raise InputRejected(problem)
 
 
+def goal_outcome(result: dict[str, Any]) -> str:
+    """The goal's status decides: COMPLETED passed — unless the spec gave a step up and
+    finalized all the same (seed 002's HelloSpec does; a turn refused by the kill switch is
+    one), which is `failed`; FAILED failed, TIMED_OUT (its deadline) timed_out, CANCELLED
+    (the `cancel` signal or a Temporal cancel) cancelled."""
+    status = result.get("status")
+    if status == "COMPLETED":
+        return "failed" if result.get("reason") else "passed"
+    return {"CANCELLED": "cancelled", "TIMED_OUT": "timed_out"}.get(str(status), "failed")
+
+
 KIND = JobKind(
     name="agent",
     summary="An agent run: a Spec decides, an Agent (mock, Anthropic, gateway) works each "
@@ -53,7 +64,7 @@ KIND = JobKind(
     workflow_type="agentCoordinatorWorkflow",
     other_workflow_types=["helloWorkflow", "multiStepWorkflow"],  # seed 002's names
     input_model=CoordinatorConfig,
-    passed=lambda result: result.get("status") == "COMPLETED",
+    outcome=goal_outcome,
     result_model=CoordinatorResult,
     signals=[
         Signal(name="pause", description="no new agent call starts until `resume`"),

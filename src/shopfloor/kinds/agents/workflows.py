@@ -46,7 +46,8 @@ with workflow.unsafe.imports_passed_through():
         config_warnings,
     )
     from shopfloor.kinds.agents.specs import Spec, SpecError, spec_for
-    from shopfloor.kinds.agents.stubs import RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
+    from shopfloor.kinds.agents.stubs import CANCEL_OWN_JOB, RUN_AGENT_STEP, STORE_AGENT_ARTIFACTS
+    from shopfloor.outcome import OUTCOME_PATCH
 
 # Agent calls are retried as every job activity is (`jobs.JOB_RETRY_POLICY`: 5xx and network
 # errors with backoff); after the last attempt the step gets a FAIL reply (PROVIDER_ERROR)
@@ -283,7 +284,7 @@ class CoordinatorWorkflow(ReportsProgress):
             for key, value in to_store.items():
                 artifacts.update(await self._store(config, {key: value}))
         self.report(state.status.value, iteration=self._iteration, goal_status=state.status)
-        return CoordinatorResult(
+        result = CoordinatorResult(
             goal_id=state.goal_id,
             status=state.status,
             reason=state.reason,
@@ -295,6 +296,32 @@ class CoordinatorWorkflow(ReportsProgress):
             runs=self._runs,
             warnings=config_warnings(config),
         )
+        if state.status is GoalStatus.CANCELLED:
+            await self._end_cancelled(result)
+        return result
+
+    async def _end_cancelled(self, result: CoordinatorResult) -> None:
+        """A cancelled goal's job ends CANCELED, however it was cancelled (the `cancel`
+        signal, or a Temporal cancel request): an activity records its result in history
+        (where GET /jobs/<id>/result reads a CANCELED job's) and asks Temporal to cancel the
+        job. The job's outcome interceptor then ends it CANCELED (shopfloor.outcome). Runs
+        begun before outcomes were recorded end as they did: COMPLETED, status CANCELLED."""
+        if not workflow.patched(OUTCOME_PATCH):
+            return
+        try:
+            await CANCEL_OWN_JOB.execute(
+                result,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=STORE_RETRY,
+                # Its result must reach history before the job ends.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            # The request it made may have come while it ran (then the SDK took it to cancel
+            # the activity, which had already completed): wait only when it has not.
+            if not _cancel_requested():
+                await workflow.wait_condition(lambda: False)
+        except asyncio.CancelledError:
+            pass  # the request arrived
 
     def _batched_store(self) -> bool:
         """v2: all artifacts in one activity (one round trip instead of one per key)."""
@@ -367,6 +394,13 @@ class CoordinatorWorkflow(ReportsProgress):
             raise ValueError("the goal has finished: instructions are no longer taken")
         if not instruction.text.strip():
             raise ValueError("an instruction needs some text")
+
+
+def _cancel_requested() -> bool:
+    """Whether Temporal has asked this run to cancel: its main task counts the request even
+    when the workflow caught it (to store its artifacts first)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @workflow.defn(name="agentCoordinatorWorkflow")

@@ -80,6 +80,12 @@ def check_job_steps(job: PhasedInput, settings: Settings) -> None:
             kind.check_input(child, settings)
 
 
+def run_outcome(result: dict[str, Any]) -> str:
+    """Every step COMPLETED: passed. A failed step fails the job (it ends FAILED naming the
+    step), as does a child job that did not pass."""
+    return "passed" if result.get("status") == "COMPLETED" else "failed"
+
+
 # Shared with the poetry-research kind, which runs the same turns.
 PAGE = Presentation(
     page=Path(__file__).with_name("page.html"),
@@ -94,6 +100,7 @@ KIND = JobKind(
     workflow_type="PhasedWorkflow",
     input_model=PhasedInput,
     result_model=PhasedResult,
+    outcome=run_outcome,
     queries=[PROGRESS],
     input_from_file=_input_from_file,
     check_input=check_job_steps,

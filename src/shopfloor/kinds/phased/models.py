@@ -135,7 +135,7 @@ class PhasedInput(_Strict):
 class StepOutcome(BaseModel):
     id: str
     type: str
-    status: Literal["COMPLETED", "FAILED", "SKIPPED"]
+    status: Literal["COMPLETED", "FAILED", "SKIPPED", "CANCELLED"]
     result: Any = None
     error: str | None = None
     job_id: str | None = Field(None, description="`job` steps: the child job's id")

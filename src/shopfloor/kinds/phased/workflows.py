@@ -9,7 +9,12 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from shopfloor.contracts import ActivityStub
@@ -89,6 +94,11 @@ class PhasedRunner(ReportsProgress):
             outcome.status, outcome.error = "FAILED", failed.reason
             raise
         except (ActivityError, ChildWorkflowError, ApplicationError, ValueError) as err:
+            if is_cancelled_exception(err):
+                # The job was cancelled and took the step with it (a retrying activity, a
+                # child job): the job ends CANCELED, not FAILED "Activity cancelled".
+                outcome.status, outcome.error = "CANCELLED", "cancelled"
+                raise asyncio.CancelledError("cancelled on request") from None
             outcome.status, outcome.error = "FAILED", failure_message(err)
             raise StepFailed(step.id, outcome.error) from None
         finally:

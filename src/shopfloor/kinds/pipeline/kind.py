@@ -23,6 +23,13 @@ def _input_from_file(path: Path, options: dict[str, Any]) -> PipelineInput:
     return PipelineInput(definition=load_definition(path), **options)
 
 
+def pipeline_outcome(result: dict[str, Any]) -> str:
+    """A pipeline's job is to run its services until stopped: one that started every
+    service and stopped on request (the `stop` signal) passed. One that failed to start ends
+    FAILED (rolled back); a Temporal cancel stops its services and ends CANCELED."""
+    return "passed" if result.get("phase") == "stopped" else "failed"
+
+
 KIND = JobKind(
     name="pipeline",
     summary="Start services in dependency order, health-gated; supervise; stop in reverse.",
@@ -31,6 +38,7 @@ KIND = JobKind(
     other_workflow_types=["LogsPipelineWorkflow"],  # seed 004's name
     input_model=PipelineInput,
     result_model=PipelineResult,
+    outcome=pipeline_outcome,
     signals=[Signal(name="stop", description="stop every service, in reverse order, and end")],
     queries=[
         PROGRESS,

@@ -233,8 +233,17 @@ class PipelineWorkflow(ReportsProgress):
         d = self._definition
         assert d is not None and self._error is not None
         await self._stop_all(list(reversed(self._started)), final_phase="failed")
+        # The result travels with the failure (docs/outcomes.md): each service's state and
+        # health, what was stopped.
+        result = PipelineResult(
+            name=d.name,
+            phase=self._phase,
+            services=list(self._services.values()),
+            stopped=self._stopped,
+        )
         raise ApplicationError(
             f"pipeline {d.name!r} failed to start, rolled back: {self._error}",
+            result.model_dump(mode="json"),
             type=SERVICE_UNHEALTHY,
             non_retryable=True,
         )

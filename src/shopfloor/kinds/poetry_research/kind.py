@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shopfloor.kinds.phased.kind import PAGE
+from shopfloor.kinds.phased.kind import PAGE, run_outcome
 from shopfloor.kinds.phased.models import PhasedResult, PoetryResearchInput
 from shopfloor.registry import PROGRESS, JobKind, WorkerBundle
 
@@ -13,6 +13,7 @@ KIND = JobKind(
     workflow_type="PoetryResearchWorkflow",
     input_model=PoetryResearchInput,
     result_model=PhasedResult,
+    outcome=run_outcome,
     queries=[PROGRESS],
     max_concurrent_activities=32,
     bundle=WorkerBundle(

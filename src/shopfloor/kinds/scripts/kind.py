@@ -38,7 +38,7 @@ KIND = JobKind(
     input_model=ScriptInput,
     result_model=ScriptResult,
     input_from_file=_input_from_file,
-    passed=lambda result: result.get("exit_code") == 0 and not result.get("killed_reason"),
+    outcome=presentation.outcome,
     check_input=_check_input,
     bundle=WorkerBundle(
         workflows=["shopfloor.kinds.scripts.workflows:ScriptExecutionWorkflow"],

@@ -49,3 +49,14 @@ def _env(values: list[str], fields: dict[str, Any]) -> None:
 
 
 ENV_OPTION = CliOption(flag="env", help="script env NAME=VALUE", apply=_env)
+
+
+def outcome(result: dict[str, Any]) -> str:
+    """A script passed when it exited 0; the wall-clock limit is `timed_out`, a cancel
+    `cancelled`, any other exit code or kill `failed` (docs/outcomes.md)."""
+    killed = result.get("killed_reason")
+    if killed == "timeout":
+        return "timed_out"
+    if killed == "cancelled":
+        return "cancelled"
+    return "passed" if result.get("exit_code") == 0 and not killed else "failed"

@@ -65,7 +65,7 @@ KIND = JobKind(
     input_model=SimulationRequest,
     result_model=SimulationResult,
     input_from_file=_input_from_file,
-    passed=lambda result: result.get("outcome") in ("SUCCESS", "COMPLETED"),
+    outcome=presentation.outcome,
     check_input=_check_input,
     # The libraries and the run's own pipeline: a fork then imports nothing (pydantic models
     # and the pipeline's modules cost ~100 ms a run when each fork imports them again).

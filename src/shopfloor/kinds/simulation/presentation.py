@@ -41,3 +41,17 @@ def kill_reason(result: dict[str, Any]) -> str | None:
         return None
     head = text.split(":", 1)[0].strip()
     return head if head in KILL_REASONS else None
+
+
+def outcome(result: dict[str, Any]) -> str:
+    """A simulation passed with a SUCCESS verdict, or COMPLETED (a scene without objectives
+    that ran to its end); a run killed at its wall-clock limit `timed_out`, a cancelled one
+    `cancelled`, any other FAIL `failed` (docs/outcomes.md)."""
+    if result.get("outcome") in ("SUCCESS", "COMPLETED"):
+        return "passed"
+    reason = result.get("reason")
+    if isinstance(reason, str) and reason == "cancelled":
+        return "cancelled"
+    if isinstance(reason, str) and reason.startswith("timeout:"):
+        return "timed_out"
+    return "failed"
