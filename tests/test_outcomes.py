@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from shopfloor.devserver import DevServer
+from shopfloor.devserver import DevServer, temporal_binary
 from shopfloor.settings import Settings
 from shopfloor.temporal import connect
 from tests.helpers import REPO, Stack, free_port, wait_until
@@ -393,6 +394,21 @@ def test_cli_lists_by_outcome(matrix: Stack) -> None:
     assert set(failed) <= {j["job_id"] for j in listed}
     bad = matrix.http.get("/jobs", params={"outcome": "sideways"})
     assert bad.status_code == 400 and "passed" in bad.text
+
+
+def test_the_temporal_cli_filters_by_outcome(matrix: Stack, dev_server: DevServer) -> None:
+    """`temporal workflow list --query 'ShopfloorOutcome="failed"'`, as the docs give it."""
+    failed = {c.job_id for c in CASES.values() if c.outcome == "failed"}
+    for job_id in failed:
+        matrix.result(job_id, wait_s=180)
+    argv = [temporal_binary(), "workflow", "list", "--address", dev_server.address, "-o", "json"]
+    done = subprocess.run(
+        [*argv, "--query", 'ShopfloorOutcome="failed"'], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    listed = {wf["execution"]["workflowId"] for wf in json.loads(done.stdout or "[]")}
+    assert failed <= listed
+    assert not listed & {c.job_id for c in CASES.values() if c.outcome != "failed"}
 
 
 def test_a_worker_without_the_search_attributes_stops_naming_the_command(
