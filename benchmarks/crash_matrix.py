@@ -2,8 +2,7 @@
 and Temporal dev server processes are SIGKILLed at random (and restarted after a short delay;
 the server on the same SQLite file).
 
-    .venv/bin/python benchmarks/crash_matrix.py --jobs 100 --kills 9 \
-        --agents 10 --phased 10 --pipeline
+    .venv/bin/python benchmarks/crash_matrix.py --jobs 100 --agents 10 --phased 10 --kills 9
 
 The other kinds go through the same kills, their submissions shuffled among the scripts':
 
@@ -135,6 +134,8 @@ class KindRow:
     lost: list[str] = field(default_factory=list)
     duplicate_results: list[str] = field(default_factory=list)
     extra_side_effects: int | None = None  # None: the kind has no side effect the harness sees
+    kills_during: Counter = field(default_factory=Counter)  # part -> kills while a job ran
+    spans: list[tuple[float, float]] = field(default_factory=list)  # each job's start, end
     outcomes: Counter = field(default_factory=Counter)  # ShopfloorOutcome -> jobs
     wrong_outcome: list[str] = field(default_factory=list)  # jobs whose outcome is not passed
     notes: list[str] = field(default_factory=list)
@@ -227,7 +228,7 @@ class Report:
             ),
             "",
             f"  {'kind':<10}{'jobs':>6}{'done':>6}{'lost':>6}{'dup':>5}"
-            f"{'extra effects':>15}  outcome",
+            f"{'extra effects':>15}  {'kills during (w/c/s)':<22}outcome",
         ]
         for r in self.kinds.values():
             if not r.jobs:
@@ -238,10 +239,17 @@ class Report:
                 if self.outcome_available
                 else "not available"
             )
+            during = "/".join(str(r.kills_during[p]) for p in PARTS)
             lines.append(
                 f"  {r.kind:<10}{r.jobs:>6}{r.completed:>6}{len(r.lost):>6}"
-                f"{len(r.duplicate_results):>5}{effects:>15}  {outcome}"
+                f"{len(r.duplicate_results):>5}{effects:>15}  {during:<22}{outcome}"
             )
+            if r.spans:
+                took = [b - a for a, b in r.spans]
+                lines.append(
+                    f"    start to end: median {statistics.median(took):.1f} s, "
+                    f"max {max(took):.1f} s"
+                )
             if r.kind == "script" and self.probes:
                 lines.append(f"    (the {self.probes} probe jobs included)")
             lines += [f"    {n}" for n in r.notes]
@@ -326,6 +334,16 @@ class _Stats:
     def count_connection_error(self) -> None:
         with self.lock:
             self.connection_errors += 1
+
+
+@dataclass
+class _Seen:
+    """What Temporal records of a job."""
+
+    results: int = 0  # workflow runs not ended by continue-as-new
+    script_runs: int = 0  # completed runs of a script job's script, local ones included
+    outcome: str | None = None  # the last run's ShopfloorOutcome (when the server has it)
+    span: tuple[float, float] | None = None  # first run's start, last run's close (wall)
 
 
 class _Hits:
@@ -498,7 +516,8 @@ class CrashMatrix:
                 "specType": "multi-step",
                 "specConfig": {"task": "tidy the workshop", "maxSteps": 2},
                 "agentType": "mock-agent",
-                "agentConfig": {"delayMs": int(self.rng.uniform(0.5, 1.0) * 1000)},
+                # Think time per agent call: 4 calls, a goal takes 10-14 s (through 1-2 kills).
+                "agentConfig": {"delayMs": int(self.rng.uniform(2.5, 3.5) * 1000)},
                 "maxIterations": 10,
             }
         if job.kind == "phased":
@@ -516,9 +535,9 @@ class CrashMatrix:
                 for step in PHASED_HITS
             ]
             steps = [
-                {"id": "wait1", "type": "delay", "duration": "1s"},
+                {"id": "wait1", "type": "delay", "duration": "4s"},
                 hit[0],
-                {"id": "wait2", "type": "delay", "duration": "2s"},
+                {"id": "wait2", "type": "delay", "duration": "5s"},
                 hit[1],
             ]
             return {"definition": {"name": job.token, "steps": steps}}
@@ -553,8 +572,19 @@ class CrashMatrix:
                 self._start_pipeline(client, deadline)
             except Exception as e:
                 self.errors.append(f"pipeline: {e}")
-        kinds = ["script"] * self.n_jobs + ["agent"] * self.n_agents + ["phased"] * self.n_phased
-        self.rng.shuffle(kinds)
+        kinds = ["script"] * self.n_jobs
+        # Agent and phased jobs alternate (each kind through the whole span of the kills).
+        others = [
+            k
+            for i in range(max(self.n_agents, self.n_phased))
+            for k, n in (("agent", self.n_agents), ("phased", self.n_phased))
+            if i < n
+        ]
+        # The other kinds spread evenly over the first 80% of the workload: they take longer
+        # than a script, and should run while the kills go on.
+        for i, kind in enumerate(others):
+            at = round(0.8 * (i + 0.5) * (len(kinds) + len(others)) / len(others))
+            kinds.insert(min(at, len(kinds)), kind)
         for kind in kinds:
             job = self._new_job(kind)
             job.submitted_at = time.monotonic()
@@ -682,16 +712,15 @@ class CrashMatrix:
             self._stop()
         return self._report(view, outcome_available, time.monotonic() - t0)
 
-    async def _temporal_view(self) -> tuple[dict[str, tuple[int, int, str | None]], bool]:
-        """job id -> (workflow runs not ended by continue-as-new, completed script runs —
-        local ones included, the last run's ShopfloorOutcome), as Temporal records them; and
-        whether the server has the ShopfloorOutcome search attribute at all."""
+    async def _temporal_view(self) -> tuple[dict[str, _Seen], bool]:
+        """job id -> what Temporal records of it (_Seen); and whether the server has the
+        ShopfloorOutcome search attribute at all."""
         client = await Client.connect(self.server.address)
         listed = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace=client.namespace)
         )
         available = OUTCOME_ATTRIBUTE in listed.custom_attributes
-        view: dict[str, tuple[int, int, str | None]] = {}
+        view: dict[str, _Seen] = {}
         for job in self.jobs:
             if not job.job_id:
                 continue
@@ -706,7 +735,10 @@ class CrashMatrix:
             if available:
                 desc = await handle.describe()
                 outcome = desc.typed_search_attributes.get(OUTCOME_KEY)
-            view[job.job_id] = (results, done, outcome)
+            starts = [w.start_time.timestamp() for w in runs if w.start_time]
+            ends = [w.close_time.timestamp() for w in runs if w.close_time]
+            span = (min(starts), max(ends)) if starts and ends else None
+            view[job.job_id] = _Seen(results, done, outcome, span)
         return view, available
 
     def _ok(self, job: Job, hits: Counter) -> bool:
@@ -732,9 +764,7 @@ class CrashMatrix:
             )
         return res.get("phase") == "stopped" and self.pipeline_ok  # the pipeline
 
-    def _report(
-        self, view: dict[str, tuple[int, int, str | None]], outcome_available: bool, wall_s: float
-    ) -> Report:
+    def _report(self, view: dict[str, _Seen], outcome_available: bool, wall_s: float) -> Report:
         runs_of: dict[str, list[float]] = {}
         for line in self.effects.read_text().splitlines():
             token, _, at = line.partition(" ")
@@ -771,7 +801,12 @@ class CrashMatrix:
             else:
                 lost.append(job.token)
                 row.lost.append(job.token)
-            results, done, outcome = view.get(job.job_id or "", (0, 0, None))
+            seen = view.get(job.job_id or "", _Seen())
+            results, done, outcome = seen.results, seen.script_runs, seen.outcome
+            if seen.span is not None:
+                first, last = seen.span
+                row.spans.append(seen.span)
+                row.kills_during.update(k.part for k in self.kills if first <= k.wall_at <= last)
             if results > 1 or done > 1:
                 dup = f"{job.token}: {results} workflow runs, {done} completed script runs"
                 duplicates.append(dup)
@@ -813,9 +848,14 @@ def effects_root() -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=100, help="script jobs")
-    ap.add_argument("--agents", type=int, default=0, help="agent jobs (mock-agent goals)")
-    ap.add_argument("--phased", type=int, default=0, help="phased jobs (delays, http steps)")
-    ap.add_argument("--pipeline", action="store_true", help="run a pipeline through the kills")
+    ap.add_argument("--agents", type=int, default=10, help="agent jobs (mock-agent goals)")
+    ap.add_argument("--phased", type=int, default=10, help="phased jobs (delays, http steps)")
+    ap.add_argument(
+        "--pipeline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run a pipeline through the kills",
+    )
     ap.add_argument("--kills", type=int, default=9, help="kills of each process type")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)

@@ -59,6 +59,11 @@ def test_crash_matrix_short_run(tmp_path: Path) -> None:
     for row in rows.values():  # each kind: none lost, no duplicate result
         assert row.lost == [] and row.completed == row.jobs, report.table()
         assert row.duplicate_results == [], report.table()
+    # The kills fell while they ran: the pipeline runs through all of them, and agent and
+    # phased jobs (spread over the first 80% of them, ~10-14 s each) through some.
+    assert rows["pipeline"].kills_during == {p: 3 for p in cm.PARTS}, report.table()
+    for kind in ("agent", "phased"):
+        assert sum(rows[kind].kills_during.values()) >= 2, report.table()
     assert report.lost == [], report.table()
     assert report.completed == report.jobs + report.probes
     assert report.duplicate_results == [], report.table()
