@@ -100,8 +100,10 @@ def activity_failure(
     shortened to `limit` so the root cause's survives. Its causes are not attached: each
     would carry its stack trace (an HTTP client's run to dozens of frames), and a failure
     over the server's size limit reaches every client as "Failure exceeds size limit.".
-    `kwargs` go to the ApplicationError (type, non_retryable, next_retry_delay, ...)."""
+    `kwargs` go to the ApplicationError (non_retryable, next_retry_delay, ...); its type is
+    err's class name unless given, as Temporal names a failure raised as it is."""
     message = f"{what}: {type(err).__name__}: {failure_message(err, limit)}"
+    kwargs.setdefault("type", type(err).__name__)
     return ApplicationError(shorten(message, limit), **kwargs)
 
 

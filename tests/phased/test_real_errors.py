@@ -1,5 +1,6 @@
 """Issue 22, "the real error, always": a step that keeps failing on a connection that cannot be
-made (an `http` step to a closed port, an agent turn with its gateway down) fails each attempt
+made (a phased `http` step to a closed port, a phased agent turn with its gateway down, an
+agent job's `gateway-agent` step with its gateway down) fails each attempt
 with a failure small enough for the server to keep whole — never "Failure exceeds size limit."
 — whose message names the root cause; `GET /jobs/<id>` and `shopfloor status` show it while
 the step retries. Through a real `shopfloor worker` and controller on the session's dev server.
@@ -107,9 +108,44 @@ def test_agent_turn_with_its_gateway_down_shows_the_refused_connection(
     step = {"type": "agent_turn", "job_id": "poetry-research-execute"}
     job_id = down_stack.submit("phased", _retrying_step(step))
     try:
-        _assert_real_error_while_retrying(
-            down_stack, job_id, "agent turn poetry-research-execute"
-        )
+        _assert_real_error_while_retrying(down_stack, job_id, "agent turn poetry-research-execute")
     finally:
         down_stack.cli("cancel", job_id)
 
+
+@pytest.fixture(scope="module")
+def agent_down_stack(
+    dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """An agent worker whose `gateway-agent` endpoint is a closed port it may call."""
+    closed = free_port()
+    s = Stack(
+        temporal_address=dev_server.address,
+        tmp=tmp_path_factory.mktemp("agent-down"),
+        extra_env={
+            "SHOPFLOOR_AGENT_GATEWAY_URL": f"http://127.0.0.1:{closed}/agent",
+            "SHOPFLOOR_EGRESS_ALLOW": f"127.0.0.1:{closed}",
+        },
+    )
+    s.start_worker("--kind", "agent")
+    s.start_controller()
+    yield s
+    s.stop()
+
+
+def test_agent_step_with_its_gateway_down_shows_the_refused_connection(
+    agent_down_stack: Stack,
+) -> None:
+    job = {
+        "goalId": "gateway-down",
+        "specType": "hello",
+        "specConfig": {"workKind": "greet"},
+        "agentType": "gateway-agent",
+        "agentConfig": {},
+        "maxIterations": 3,
+    }
+    job_id = agent_down_stack.submit("agent", job)
+    try:
+        _assert_real_error_while_retrying(agent_down_stack, job_id, "gateway-agent step")
+    finally:
+        agent_down_stack.cli("cancel", job_id)
