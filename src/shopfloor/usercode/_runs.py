@@ -39,7 +39,16 @@ class Execution:
     async def run_number(self) -> int:
         """Which run of the job's user code this is: the attempt that started it, after the
         runs that lost workflow-task attempts took with them."""
-        return self.attempt + (await self.lost_before if self.lost_before is not None else 0)
+        lost = self.lost_before
+        if lost is None:
+            return self.attempt
+        try:
+            # Shielded: an attempt that stops waiting must not cancel the count for another.
+            return self.attempt + await asyncio.shield(lost)
+        except asyncio.CancelledError:
+            if lost.cancelled():  # the run was closed first: nothing more is known
+                return self.attempt
+            raise
 
     def run_number_now(self) -> int:
         """`run_number` without waiting: the lost runs count once the server has said."""
