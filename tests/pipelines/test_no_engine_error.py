@@ -16,7 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from shopfloor.devserver import DevServer
-from tests.helpers import Stack, wait_until
+from tests.helpers import Stack, free_port, wait_until
 
 ROOT = "No such file or directory"
 
@@ -40,12 +40,14 @@ def _activity_failures(address: str, job_id: str) -> list[list[str]]:
     return asyncio.run(read())
 
 
-def test_logs_pipeline_without_docker_shows_the_engine_error(
-    dev_server: DevServer, tmp_path: Path
-) -> None:
+def test_logs_pipeline_without_docker_shows_the_engine_error(tmp_path: Path) -> None:
+    # A dev server of its own: the failed `pipeline-logs` job would be what every other test
+    # on the session's server lists for the logs pipeline.
+    server = DevServer(data_dir=tmp_path / "temporal", port=free_port(), ui_port=free_port())
+    server.start()
     socket = f"unix://{tmp_path}/no-docker.sock"
     stack = Stack(
-        temporal_address=dev_server.address,
+        temporal_address=server.address,
         tmp=tmp_path,
         extra_env={
             "SHOPFLOOR_PIPELINE_HOST": f"no-engine-{uuid.uuid4().hex[:8]}",
@@ -82,3 +84,4 @@ def test_logs_pipeline_without_docker_shows_the_engine_error(
         assert "exceeds size limit" not in text
     finally:
         stack.stop()
+        server.stop()
