@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -54,6 +58,50 @@ def test_worker_killed_mid_script_job_completes_once_on_new_worker(fresh_stack: 
     history = fresh_stack.http.get(f"/jobs/{job_id}").json()
     assert history["status"] == "COMPLETED"
     assert result["stdout_tail"].count("finished") == 1
+    assert "done.txt" in result["artifacts"]
+
+
+def _script_pids(token: str) -> list[int]:
+    """The pids whose command line holds `token` (a script's own argument)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and token in (entry / "cmdline").read_text(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return [pid for pid in pids if pid != os.getpid()]
+
+
+def test_worker_killed_in_the_local_phase_counts_that_run(fresh_stack: Stack) -> None:
+    """Issue 22: a worker SIGKILLed in the first second of a script, while the run is still
+    its local activity (before the hand-off), took that run with it; the job runs again on
+    another worker, and its result says attempt 2: the lost run counts, though Temporal's
+    local activity attempt starts at 1 again on the new worker."""
+    token = f"local-phase-{uuid.uuid4().hex[:12]}"
+    # A hand-off budget of 6 s: the whole first second is the local phase for certain.
+    first = fresh_stack.start_worker(env={"SHOPFLOOR_HANDOFF_AFTER_S": "6"})
+    fresh_stack.start_controller()
+    source = LONG_SCRIPT.format(seconds=3)
+    # `warm: never`: a fresh interpreter, whose command line carries the token.
+    job_id = fresh_stack.submit("script", {"source": source, "args": [token], "warm": "never"})
+    started = time.monotonic()
+    try:
+        wait_until(lambda: bool(_script_pids(token)), timeout_s=30, what="the script runs")
+        first.sigkill()
+        assert time.monotonic() - started < 30
+        fresh_stack.start_worker()
+        res = fresh_stack.result(job_id, wait_s=120)
+    finally:
+        for pid in _script_pids(token):  # the killed worker's run, should it outlive it
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    result = res["result"]
+    assert res["status"] == "COMPLETED", res
+    assert result["exit_code"] == 0 and result["stdout_tail"].count("finished") == 1, result
+    assert result["attempt"] == 2, result
     assert "done.txt" in result["artifacts"]
 
 

@@ -57,6 +57,7 @@ FOUNDATION = (
     "shopfloor.visibility",
 )
 CORE = (
+    "shopfloor.activity_failures",
     "shopfloor.cli_common",
     "shopfloor.client",
     "shopfloor.display",

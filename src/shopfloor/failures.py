@@ -86,6 +86,27 @@ def _joined(messages: list[str], limit: int) -> str:
     return shorten(text, limit)
 
 
+# An activity's own failure message at most: with no causes attached (`activity_failure`),
+# the whole failure stays far below the size at which the server keeps only "Failure exceeds
+# size limit." and a cut copy.
+MAX_ACTIVITY_MESSAGE_CHARS = 1000
+
+
+def activity_failure(
+    what: str, err: BaseException, *, limit: int = MAX_ACTIVITY_MESSAGE_CHARS, **kwargs: Any
+) -> ApplicationError:
+    """The failure an activity raises for `err` (`raise activity_failure(...) from None`):
+    `what` failed, err's type, then the messages of its chain of causes down to the root,
+    shortened to `limit` so the root cause's survives. Its causes are not attached: each
+    would carry its stack trace (an HTTP client's run to dozens of frames), and a failure
+    over the server's size limit reaches every client as "Failure exceeds size limit.".
+    `kwargs` go to the ApplicationError (non_retryable, next_retry_delay, ...); its type is
+    err's class name unless given, as Temporal names a failure raised as it is."""
+    message = f"{what}: {type(err).__name__}: {failure_message(err, limit)}"
+    kwargs.setdefault("type", type(err).__name__)
+    return ApplicationError(shorten(message, limit), **kwargs)
+
+
 def job_failure_message(err: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
     """Why a job (a `WorkflowFailureError`) ended: a cancelled, terminated or timed-out job
     says just that; a failed one gives its `failure_message`."""

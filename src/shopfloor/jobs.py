@@ -129,7 +129,7 @@ async def run_job_activity(
     start_to_close: timedelta,
     heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
     cancelled: Callable[[R], bool] | None = None,
-    restarted: Callable[[R], R] | None = None,
+    restarted: Callable[[R, int], R] | None = None,
 ) -> R:
     """Runs a job's main activity, through its typed stub (`shopfloor.contracts`: the name its
     workers register and its result type, so workflows never import activity code).
@@ -143,7 +143,8 @@ async def run_job_activity(
     user code through `usercode.run_user_code`, which knows how to hand a long run over; see
     LOCAL_FIRST_PATCH). Runs recorded before it replay as they ran: one regular activity.
     Should the worker a run was handed to be gone, the job starts again in an activity on the
-    shared queue, whose attempts count from 1: `restarted` says so in its result."""
+    shared queue, whose attempts count from 1: `restarted` says so in its result, given the
+    runs of the job's code before (`handed_off_runs`)."""
     activity_name, result_type = stub.name, stub.result
     call = _JobActivity(
         name=activity_name,
@@ -200,7 +201,7 @@ class _JobActivity:
         )
 
 
-async def _local_first(call: _JobActivity, restarted: Callable[[Any], Any] | None) -> Any:
+async def _local_first(call: _JobActivity, restarted: Callable[[Any, int], Any] | None) -> Any:
     """The activity as a local activity first; if it handed its run over, as an activity on
     the hand-off queue it names; if that worker is gone, again on the shared queue."""
     try:
@@ -209,6 +210,7 @@ async def _local_first(call: _JobActivity, restarted: Callable[[Any], Any] | Non
         queue = handed_off_to(err)
         if queue is None:
             raise
+        runs_before = handed_off_runs(err)
     try:
         return await call.regular(task_queue=queue, schedule_to_start=HANDOFF_SCHEDULE_TO_START)
     except ActivityError as lost:
@@ -221,7 +223,7 @@ async def _local_first(call: _JobActivity, restarted: Callable[[Any], Any] | Non
             raise
     workflow.logger.warning("worker %s is gone: the job starts again", queue)
     result = await call.regular()
-    return restarted(result) if restarted is not None else result
+    return restarted(result, runs_before) if restarted is not None else result
 
 
 def _declared_local_first() -> bool:
@@ -252,6 +254,15 @@ def handed_off_to(err: ActivityError | ApplicationError) -> str | None:
     if isinstance(cause, ApplicationError) and cause.type == HANDED_OFF and cause.details:
         return str(cause.details[0])
     return None
+
+
+def handed_off_runs(err: ActivityError | ApplicationError) -> int:
+    """How many runs of the job's code the local phase that handed off made (counted by the
+    worker: `usercode.UserCodeRun.run_number`, lost workflow-task attempts included). A
+    hand-off recorded before it said so (one detail) had one run, its own."""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    details = cause.details if isinstance(cause, ApplicationError) else ()
+    return int(details[1]) if len(details) > 1 and isinstance(details[1], int) else 1
 
 
 def _not_picked_up(err: ActivityError) -> bool:

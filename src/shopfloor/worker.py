@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, Worker
 
+from shopfloor.activity_failures import FittingFailuresInterceptor
 from shopfloor.artifacts import store_for
 from shopfloor.idguard import JobIdInterceptor
 from shopfloor.jobs import PROGRESS_EVERY_S
@@ -155,9 +156,11 @@ def _interceptors(
     record_outcomes: bool,
 ) -> list[Interceptor]:
     """Job metrics (docs/operations.md), one set per queue, when tracing is on the SDK's
-    spans, and the job's outcome."""
+    spans, the job's outcome, and activity failures that fit (`activity_failures`)."""
     return [
         JobIdInterceptor(),  # first: a job with an id that is not its own runs nothing
+        # Around every other: a failure too large for the server travels short, as its cause.
+        FittingFailuresInterceptor(),
         # Outside the metrics one: the job's start and end lines are logged in its trace.
         *temporal_interceptors(),
         *(

@@ -104,7 +104,8 @@ async def test_a_long_local_run_is_handed_over_and_taken_over_running(shared, ef
     tag = "handed"
     err = await hand_off(acts, tag, job(effects, tag, 1.5))
     assert err.type == HANDED_OFF and err.non_retryable
-    assert err.details == (handoff_queue(QUEUE),)  # the queue only this worker polls
+    # The queue only this worker polls, and the runs of the job so far (its own).
+    assert err.details == (handoff_queue(QUEUE), 1)
     assert lines(effects, tag, "start") == 1 and lines(effects, tag, "end") == 0
     assert len(runs.executions) == 1  # still running, kept for the activity
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,11 @@ from temporalio import activity
 from shopfloor.jobs import PROGRESS_EVERY_S, heartbeat_progress
 from shopfloor.sandbox import Progress
 from shopfloor.usercode._handoff import ANY_ATTEMPT, ActivityKey, handoff_key
+
+log = logging.getLogger("shopfloor.sandbox")
+# How long a local attempt waits for the server to say how many of its workflow task's
+# attempts were lost (`lost_workflow_tasks`) before it counts none.
+DESCRIBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -89,3 +95,33 @@ def attempt_lost() -> bool:
         and not details.worker_shutdown
         and (details.timed_out or details.not_found)
     )
+
+
+async def lost_workflow_tasks() -> int:
+    """How many attempts of the workflow task the calling local activity runs in were lost
+    before this one (0 when this is not a local activity, or the server cannot say).
+
+    A local activity runs inside its workflow task: a worker that dies with it (SIGKILL, the
+    host gone) takes the run with it, and the workflow task is retried on any worker, where
+    the local activity starts again as attempt 1 — Temporal does not count that run. The
+    server does: the pending workflow task's attempt grows by one for each attempt lost
+    (timed out or failed), whichever host ran it. Until its result is recorded the local
+    activity is scheduled afresh in every retry of that workflow task, so each lost attempt
+    had a run of it (or was lost before starting it: counted all the same)."""
+    try:
+        info = activity.info()
+        if not info.is_local:
+            return 0
+        handle = activity.client().get_workflow_handle(
+            info.workflow_id or "", run_id=info.workflow_run_id
+        )
+        described = await asyncio.wait_for(handle.describe(), DESCRIBE_TIMEOUT_S)
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a count we cannot get is no reason to fail a run
+        log.warning("cannot tell how many earlier runs were lost (%s): counting none", err)
+        return 0
+    raw = described.raw_description
+    if not raw.HasField("pending_workflow_task"):
+        return 0
+    return max(0, raw.pending_workflow_task.attempt - 1)

@@ -56,6 +56,7 @@ from shopfloor.usercode._attempt import (
     attempt_lost,
     collecting_heartbeat,
     heartbeat_here,
+    lost_workflow_tasks,
     this_attempt,
 )
 from shopfloor.usercode._handoff import ANY_ATTEMPT, handoff_queue
@@ -162,6 +163,15 @@ class UserCodeRun:
             raise RuntimeError("an earlier attempt's result is there: return it, run nothing")
         return self._exec
 
+    async def run_number(self) -> int:
+        """Which run of the job's user code this result is from, counting every run of it:
+        this activity's earlier attempts, and a local attempt's runs lost with its worker
+        (`lost_workflow_tasks`). A run this attempt took over keeps the number it started
+        with (a hand-over is no new run); a lost attempt's run adopted by a retry counts the
+        retry, as Temporal does. (Runs before a hand-off whose worker was then lost are the
+        workflow's to add: `jobs.run_job_activity`'s `restarted`.)"""
+        return max(self._number, await self._execution.run_number())
+
     @property
     def out(self) -> Path:
         return self.path / "out"
@@ -198,6 +208,8 @@ class UserCodeRun:
             raise
         self._exec.give_back_slot = give_back
         self.path = self._exec.path
+        if self._local:  # asked while the run goes on: it costs the run no time
+            self._exec.lost_before = asyncio.create_task(lost_workflow_tasks())
 
     def _take_over(self, runs: Runs, this: Attempt) -> bool:
         """Adopts the run an earlier attempt of this activity left or still has here, or
@@ -349,15 +361,19 @@ class UserCodeRun:
         ex.unwatched()
         ex.custody.hand_off()
         self._runs.executions.hold(self._this.key, ANY_ATTEMPT, ex, detached=True)
-        return self._handed_off(f"still running after {self.zygotes.handoff_after_s:g}s")
+        why = f"still running after {self.zygotes.handoff_after_s:g}s"
+        return self._handed_off(why, runs=ex.run_number_now())
 
-    def _handed_off(self, why: str) -> ApplicationError:
-        """The local attempt ends here; the activity on this worker's own queue goes on."""
+    def _handed_off(self, why: str, *, runs: int = 0) -> ApplicationError:
+        """The local attempt ends here; the activity on this worker's own queue goes on.
+        Its details: that queue, then the runs of the job's code so far (`runs`: should that
+        worker be lost, the job starts again, and counts them: `jobs.handed_off_runs`)."""
         assert self._this is not None
         queue = handoff_queue(self._this.task_queue)
         return ApplicationError(
             f"{why}: handed to {queue}",
             queue,
+            runs,
             type=HANDED_OFF,
             non_retryable=True,
             category=ApplicationErrorCategory.BENIGN,

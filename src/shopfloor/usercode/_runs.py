@@ -24,6 +24,10 @@ class Execution:
         self, attempt: int, contain: Containment | None, path: Path, lease: UidLease | None
     ) -> None:
         self.custody = Handoff.prepared_by(attempt)
+        self.attempt = attempt  # of the activity that started it
+        # A local attempt's count of the runs its lost workflow-task attempts took with them
+        # (`lost_workflow_tasks`), asked of the server while the run goes on.
+        self.lost_before: asyncio.Task[int] | None = None
         self.contain, self.path, self.lease = contain, path, lease
         self.task: asyncio.Task[SandboxOutcome] | None = None
         self.warm = False  # its program was forked from the warm zygote
@@ -31,6 +35,26 @@ class Execution:
         self.heartbeat: Callable[[Progress], None] | None = None  # its owner's, if any
         self.last_progress: Progress | None = None
         self.waiter: asyncio.Task[Any] | None = None  # the owner's activity task, while it waits
+
+    async def run_number(self) -> int:
+        """Which run of the job's user code this is: the attempt that started it, after the
+        runs that lost workflow-task attempts took with them."""
+        lost = self.lost_before
+        if lost is None:
+            return self.attempt
+        try:
+            # Shielded: an attempt that stops waiting must not cancel the count for another.
+            return self.attempt + await asyncio.shield(lost)
+        except asyncio.CancelledError:
+            if lost.cancelled():  # the run was closed first: nothing more is known
+                return self.attempt
+            raise
+
+    def run_number_now(self) -> int:
+        """`run_number` without waiting: the lost runs count once the server has said."""
+        lost = self.lost_before
+        known = lost is not None and lost.done() and not lost.cancelled()
+        return self.attempt + (lost.result() if known and lost is not None else 0)
 
     @property
     def started(self) -> bool:
@@ -59,6 +83,8 @@ class Execution:
         if not self.custody.close():
             return
         self.heartbeat = None
+        if self.lost_before is not None:
+            self.lost_before.cancel()  # a no-op once it is done
         if self.task is not None:
             self.task.cancel()  # a no-op once it is done
             await asyncio.wait({self.task})

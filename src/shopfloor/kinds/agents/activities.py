@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from shopfloor.artifacts import ArtifactError, ArtifactStore
 from shopfloor.egress import EgressPolicy
+from shopfloor.failures import activity_failure
 from shopfloor.heartbeats import heartbeating
 from shopfloor.jobs import invalid_input
 from shopfloor.killswitch import read_state, refuse_if_on
@@ -83,7 +85,16 @@ class AgentActivities:
         # the call's whole timeout; the step is then retried on another worker.
         details = {"step": request.step_id, "agent": request.agent_type, "attempt": request.attempt}
         async with heartbeating(details):
-            reply = await agent.step(request)
+            try:
+                reply = await agent.step(request)
+            except ApplicationError:
+                raise  # the agent's own, already in words (final or not, as it chose)
+            except Exception as err:
+                # Its endpoint may be restarting (gateway down, connection reset, a 5xx):
+                # retried. Short and without its causes' stack traces, or the server keeps
+                # only "Failure exceeds size limit." of it.
+                what = f"{request.agent_type} step {request.step_id}"
+                raise activity_failure(what, err) from None
         # A job writes under its own id only (the workflow's, not what the request says).
         own = _own_job_id()
         return await asyncio.to_thread(self._small, own, request, reply)  # the store may be S3

@@ -78,7 +78,7 @@ class PhasedActivities:
         except EgressRefused as err:
             raise err.final(what) from None
         except httpx.HTTPError as err:
-            raise network_error(err, what) from err
+            raise network_error(err, what) from None
         raise_for_status(response, what, expected=[200, 201, 202, 204])
         info = activity.info()
         text, uri = await asyncio.to_thread(
@@ -112,7 +112,7 @@ class PhasedActivities:
         except httpx.InvalidURL as err:  # e.g. `0177.0.0.1`: httpx refuses what it cannot parse
             raise invalid_input(f"{what}: invalid URL: {err}") from None
         except httpx.HTTPError as err:
-            raise network_error(err, what) from err
+            raise network_error(err, what) from None
         raise_for_status(response, what, expected=request.expect_status)
         info = activity.info()
         text, uri = await asyncio.to_thread(

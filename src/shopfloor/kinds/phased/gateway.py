@@ -10,6 +10,7 @@ import httpx
 from temporalio.exceptions import ApplicationError
 
 from shopfloor import heartbeats
+from shopfloor.failures import activity_failure
 from shopfloor.heartbeats import waiting_for
 from shopfloor.retry_after import retry_after_s
 
@@ -41,8 +42,9 @@ def raise_for_status(response: httpx.Response, what: str, *, expected: list[int]
 
 
 def network_error(err: httpx.HTTPError, what: str) -> ApplicationError:
-    """Retryable: the gateway may be restarting."""
-    return ApplicationError(f"{what}: {type(err).__name__}: {err}")
+    """Retryable: the gateway may be restarting. Raise it `from None`: short, naming the root
+    cause, with no chain of causes to take it past the server's failure size limit."""
+    return activity_failure(what, err)
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:

@@ -133,7 +133,7 @@ def _launch(job: ScriptInput, run: UserCodeRun, *, forked: bool, heavy: bool) ->
 
 async def _collect(run: UserCodeRun, outcome: SandboxOutcome) -> ScriptResult:
     collected = await run.collect(outcome)
-    return _result(outcome, collected, attempt=activity.info().attempt, warm=run.ran_warm)
+    return _result(outcome, collected, attempt=await run.run_number(), warm=run.ran_warm)
 
 
 SMALL_INPUT = 256 * 1024  # bytes of script and inline files written on the event loop

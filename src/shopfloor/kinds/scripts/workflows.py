@@ -30,6 +30,8 @@ class ScriptExecutionWorkflow:
             job,
             start_to_close=timedelta(seconds=job.timeout_s) + OVERHEAD,
             cancelled=lambda result: result.killed_reason == "cancelled",
-            # Started once locally, then again after its worker was lost.
-            restarted=lambda result: result.model_copy(update={"attempt": result.attempt + 1}),
+            # Run locally (`before` runs), then again after its worker was lost.
+            restarted=lambda result, before: result.model_copy(
+                update={"attempt": result.attempt + before}
+            ),
         )
