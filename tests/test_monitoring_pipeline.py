@@ -245,12 +245,12 @@ def _dashboard_queries_only_scraped_metrics(s: Stack, prometheus: httpx.Client) 
     once it has done the things the panels show: jobs (one killed at its time limit), an agent
     run, a pipeline service restart."""
     jobs = [
-        ("script", {"source": "print('ok')"}),
-        ("script", {"source": "import time\ntime.sleep(30)", "timeout_s": 1}),
-        ("agent", json.loads((REPO / "examples" / "agents" / "hello.json").read_text())),
+        ("script", {"source": "print('ok')"}, "passed"),
+        ("script", {"source": "import time\ntime.sleep(30)", "timeout_s": 1}, "timed_out"),
+        ("agent", json.loads((REPO / "examples" / "agents" / "hello.json").read_text()), "passed"),
     ]
-    for kind, job in jobs:
-        assert s.run(kind, job, wait_s=120)["status"] == "COMPLETED"
+    for kind, job, outcome in jobs:
+        assert s.run(kind, job, wait_s=120)["outcome"] == outcome
     restarted = s.http.post(
         "/jobs/pipeline-monitoring/updates/restart_service", json={"service": "alertmanager"}
     )

@@ -220,7 +220,11 @@ def test_json_log_lines_of_a_job_carry_its_trace_id(traced: Stack, collector: Co
     )
     assert r.status_code in (200, 201), r.text
     job_id = r.json()["job_id"]
-    assert traced.result(job_id)["status"] == "COMPLETED"
+    # Killed at its time limit: the job ends FAILED, timed out (docs/outcomes.md).
+    assert (traced.result(job_id)["status"], traced.result(job_id)["outcome"]) == (
+        "FAILED",
+        "timed_out",
+    )
 
     def lines(path: Path) -> list[dict]:
         found = []
@@ -241,7 +245,7 @@ def test_json_log_lines_of_a_job_carry_its_trace_id(traced: Stack, collector: Co
     events = {e.get("event"): e for e in mine if e.get("event")}
     assert events["job_started"]["kind"] == "script"
     end = events["job_ended"]
-    assert end["kind"] == "script" and end["outcome"] == "failed"  # killed: did not pass
+    assert end["kind"] == "script" and end["outcome"] == "timed_out"  # killed at its limit
     assert isinstance(end["duration_s"], float | int) and end["duration_s"] >= 0
     assert {e.get("trace_id") for e in mine} == {trace_id}, mine
     killed = [e for e in mine if e["message"] == "run killed by the sandbox: timeout"]
